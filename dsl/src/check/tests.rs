@@ -1,0 +1,129 @@
+use super::*;
+use crate::diagnostic::Sources;
+use crate::parser::parse_flow_file;
+
+fn run(text: &str, templates: &[(&str, &[&str])]) -> Vec<Diagnostic> {
+    let mut sources = Sources::new();
+    let file = sources.add("t.flow", text);
+    let ast = parse_flow_file(text, file).expect("parses");
+    let context = Context {
+        templates: templates
+            .iter()
+            .map(|(name, vars)| {
+                (
+                    name.to_string(),
+                    TemplateInfo {
+                        variables: vars.iter().map(|v| v.to_string()).collect(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    check(&[SourceFlows { file, ast }], &context).1
+}
+
+fn codes_of(diagnostics: &[Diagnostic]) -> Vec<&str> {
+    diagnostics.iter().map(|d| d.code).collect()
+}
+
+#[test]
+fn clean_flow_has_no_diagnostics() {
+    let text = r#"
+flow jobs {
+  let cats = query "select id, name from job_categories"
+  if cats is empty { reply no_jobs end }
+  reply job_categories with categories = cats
+  await choice -> job_list
+}
+flow job_list(choice) {
+  let jobs = query "select * from jobs where category_id = $1" with choice.id
+  set last_category = choice.id
+  reply job_listings with jobs = jobs, category = session.last_category
+  end
+}
+"#;
+    let d = run(
+        text,
+        &[
+            ("no_jobs", &[]),
+            ("job_categories", &["categories"]),
+            ("job_listings", &["jobs", "category"]),
+        ],
+    );
+    assert!(d.is_empty(), "{d:#?}");
+}
+
+#[test]
+fn reports_every_kind_of_reference_mistake_at_once() {
+    let text = r#"
+flow a {
+  reply job_lst
+  call b(1, 2)
+}
+flow b(x) {
+  reply greet
+  await text -> a
+}
+flow a { end }
+"#;
+    let d = run(text, &[("job_list", &[]), ("greet", &["name"])]);
+    assert_eq!(
+        codes_of(&d),
+        vec!["E300", "E302", "E305", "E303", "E306"],
+        "{d:#?}"
+    );
+    assert_eq!(d[1].help.as_deref(), Some("did you mean `job_list`?"));
+}
+
+#[test]
+fn variables_must_be_defined_before_use() {
+    let text = r#"
+flow a(input) {
+  if jobs is empty { end }
+  let jobs = query "select 1"
+  if inptu.text == "x" { end }
+  if session.never_set is empty { end }
+  end
+}
+"#;
+    let d = run(text, &[]);
+    assert_eq!(codes_of(&d), vec!["E304", "E304", "E304"], "{d:#?}");
+    assert_eq!(d[1].help.as_deref(), Some("did you mean `input`?"));
+}
+
+#[test]
+fn let_inside_a_branch_does_not_leak() {
+    let text = "flow a { if true { let x = query \"select 1\" } if x is empty { end } }";
+    assert_eq!(codes_of(&run(text, &[])), vec!["E304"]);
+}
+
+#[test]
+fn warns_on_statements_after_end_and_unused_bindings() {
+    let text = "flow a { reply t with extra = 1 end reply t }";
+    let d = run(text, &[("t", &[])]);
+    assert_eq!(codes_of(&d), vec!["W101", "W102"], "{d:#?}");
+}
+
+#[test]
+fn sql_placeholders_must_match_bound_values() {
+    let text = r#"flow a(x) {
+  let r = query "select $1, $2" with x
+  let s = query "select $2" with x, x
+  exec "update t set a = 1" with x
+}"#;
+    let d = run(text, &[]);
+    assert_eq!(codes_of(&d), vec!["E307", "E307", "E307"], "{d:#?}");
+}
+
+#[test]
+fn param_fields_lists_what_a_flow_reads_from_a_parameter() {
+    let text = "flow paid(sms) { if sms.amount > 0 and sms.txid is not empty { exec \"select $1\" with sms.phone } }";
+    let mut sources = Sources::new();
+    let file = sources.add("t.flow", text);
+    let ast = parse_flow_file(text, file).expect("parses");
+    let fields: Vec<&str> = param_fields(&ast.flows[0], "sms")
+        .iter()
+        .map(|i| i.node.as_str())
+        .collect();
+    assert_eq!(fields, vec!["amount", "txid", "phone"]);
+}

@@ -1,0 +1,604 @@
+//! Source text → typed AST, with errors in plain words.
+//!
+//! Owns: the pest grammar (`grammar.pest`), lowering pest pairs into `ast` types with byte spans,
+//! and turning pest's "expected rule" errors into sentences a product person can act on. Must not
+//! check meaning (names, references, arity): that is `check`'s job.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::{Pair, Pairs};
+use pest::pratt_parser::{Assoc, Op, PrattParser};
+use pest::Parser as _;
+
+use crate::ast::*;
+use crate::codes;
+use crate::diagnostic::{Diagnostic, FileId};
+use crate::span::{Span, Spanned};
+
+#[derive(pest_derive::Parser)]
+#[grammar = "grammar.pest"]
+struct Grammar;
+
+/// A syntax error with a span relative to the parsed text.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct SyntaxError {
+    /// Where the parser stopped.
+    pub span: Span,
+    /// `expected …, found …`
+    pub message: String,
+}
+
+impl SyntaxError {
+    /// Turns the error into a diagnostic in `file`, shifting its span by `offset` bytes.
+    pub fn into_diagnostic(self, code: codes::Code, file: FileId, offset: usize) -> Diagnostic {
+        Diagnostic::error(code, self.message).at(file, self.span.shift(offset), "")
+    }
+}
+
+/// Parses a whole `.flow` file. On error, reports the first syntax error in `file`.
+pub fn parse_flow_file(text: &str, file: FileId) -> Result<FlowFile, Diagnostic> {
+    parse_flows(text).map_err(|e| {
+        let diagnostic = e.into_diagnostic(codes::FLOW_SYNTAX, file, 0);
+        diagnostic.help("see flows/README.md for the flow language")
+    })
+}
+
+/// Parses a whole `.flow` text.
+pub fn parse_flows(text: &str) -> Result<FlowFile, SyntaxError> {
+    let mut pairs = Grammar::parse(Rule::file, text).map_err(|e| syntax_error(text, e))?;
+    let file = pairs.next().map(Pair::into_inner);
+    let flows = file
+        .into_iter()
+        .flatten()
+        .filter(|p| p.as_rule() == Rule::flow)
+        .map(lower_flow)
+        .collect();
+    Ok(FlowFile { flows })
+}
+
+/// Parses an alert condition such as `error_rate > 5% for 15m`.
+pub fn parse_condition(text: &str) -> Result<Condition, SyntaxError> {
+    let pairs = Grammar::parse(Rule::condition, text).map_err(|e| syntax_error(text, e))?;
+    let mut metric = None;
+    let mut op = None;
+    let mut threshold = None;
+    let mut unit = None;
+    let mut sustained = None;
+    for pair in pairs.flatten() {
+        let span = Span::from(pair.as_span());
+        match pair.as_rule() {
+            Rule::metric => metric = Some(Spanned::new(pair.as_str().to_owned(), span)),
+            Rule::cmp_op => {
+                let parsed = match pair.as_str() {
+                    ">=" => CompareOp::Ge,
+                    "<=" => CompareOp::Le,
+                    "==" => CompareOp::Eq,
+                    "!=" => CompareOp::Ne,
+                    "<" => CompareOp::Lt,
+                    _ => CompareOp::Gt,
+                };
+                op = Some(Spanned::new(parsed, span));
+            }
+            Rule::number => {
+                threshold = Some(Spanned::new(
+                    pair.as_str().parse().unwrap_or(f64::NAN),
+                    span,
+                ))
+            }
+            Rule::unit => {
+                let parsed = match pair.as_str() {
+                    "%" => Unit::Percent,
+                    "ms" => Unit::Millis,
+                    "s" => Unit::Seconds,
+                    "m" => Unit::Minutes,
+                    _ => Unit::Hours,
+                };
+                unit = Some(Spanned::new(parsed, span));
+            }
+            Rule::duration => sustained = Some(Spanned::new(duration_value(pair.as_str()), span)),
+            _ => {}
+        }
+    }
+    match (metric, op, threshold) {
+        (Some(metric), Some(op), Some(threshold)) => Ok(Condition {
+            metric,
+            op,
+            threshold,
+            unit,
+            sustained,
+        }),
+        _ => Err(SyntaxError {
+            span: Span::new(0, text.len()),
+            message: "expected `metric op value[unit] [for duration]`".to_owned(),
+        }),
+    }
+}
+
+/// Parses a duration such as `60s`, `5m`, `1h30m` or `500ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, SyntaxError> {
+    Grammar::parse(Rule::duration_only, text).map_err(|e| syntax_error(text, e))?;
+    Ok(duration_value(text))
+}
+
+fn duration_value(text: &str) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut digits = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().unwrap_or(u64::MAX);
+        digits.clear();
+        let part = match c {
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                Duration::from_millis(n)
+            }
+            's' => Duration::from_secs(n),
+            'm' => Duration::from_secs(n.saturating_mul(60)),
+            'h' => Duration::from_secs(n.saturating_mul(3600)),
+            _ => Duration::from_secs(n.saturating_mul(86_400)),
+        };
+        total = total.saturating_add(part);
+    }
+    total
+}
+
+fn lower_flow(pair: Pair<'_, Rule>) -> Flow {
+    let span = Span::from(pair.as_span());
+    let mut name = None;
+    let mut params = Vec::new();
+    let mut body = Vec::new();
+    for inner in pair.into_inner() {
+        match inner.as_rule() {
+            Rule::ident => name = Some(ident(&inner)),
+            Rule::params => {
+                params = inner
+                    .into_inner()
+                    .filter(|p| p.as_rule() == Rule::ident)
+                    .map(|p| ident(&p))
+                    .collect()
+            }
+            Rule::block => body = lower_block(inner),
+            _ => {}
+        }
+    }
+    Flow {
+        name: name.unwrap_or_else(|| Spanned::new(String::new(), span)),
+        params,
+        body,
+        span,
+    }
+}
+
+fn lower_block(pair: Pair<'_, Rule>) -> Block {
+    pair.into_inner()
+        .filter(|p| !is_keyword(p.as_rule()))
+        .map(lower_stmt)
+        .collect()
+}
+
+fn lower_stmt(pair: Pair<'_, Rule>) -> Spanned<Stmt> {
+    let span = Span::from(pair.as_span());
+    let rule = pair.as_rule();
+    if rule == Rule::if_stmt {
+        return lower_if(pair);
+    }
+    let mut inner = pair.into_inner().filter(|p| !is_keyword(p.as_rule()));
+    let stmt = match rule {
+        Rule::let_stmt => {
+            let name = inner.next().map(|p| ident(&p));
+            let query = inner.next().map(lower_query);
+            match (name, query) {
+                (Some(name), Some(query)) => Stmt::Let { name, query },
+                _ => Stmt::End,
+            }
+        }
+        Rule::exec_stmt => {
+            let sql = inner.next().map(|p| string(&p));
+            let args = inner.next().map(lower_args).unwrap_or_default();
+            match sql {
+                Some(sql) => Stmt::Exec(Query {
+                    kind: QueryKind::Exec,
+                    sql,
+                    args,
+                }),
+                None => Stmt::End,
+            }
+        }
+        Rule::reply_stmt => {
+            let template = inner.next().map(|p| ident(&p));
+            let bindings = inner
+                .next()
+                .map(|b| {
+                    b.into_inner()
+                        .filter(|p| p.as_rule() == Rule::binding)
+                        .map(lower_binding)
+                        .collect()
+                })
+                .unwrap_or_default();
+            match template {
+                Some(template) => Stmt::Reply { template, bindings },
+                None => Stmt::End,
+            }
+        }
+        Rule::await_stmt => {
+            let kind = inner.next().map(|p| {
+                let kind = match p.as_str() {
+                    "text" => InputKind::Text,
+                    "choice" => InputKind::Choice,
+                    _ => InputKind::Location,
+                };
+                Spanned::new(kind, Span::from(p.as_span()))
+            });
+            let next = inner.next().map(|p| ident(&p));
+            match (kind, next) {
+                (Some(kind), Some(next)) => Stmt::Await { kind, next },
+                _ => Stmt::End,
+            }
+        }
+        Rule::set_stmt => {
+            let name = inner.next().map(|p| ident(&p));
+            let value = inner.next().map(lower_expr);
+            match (name, value) {
+                (Some(name), Some(value)) => Stmt::Set { name, value },
+                _ => Stmt::End,
+            }
+        }
+        Rule::clear_stmt => match inner.next() {
+            Some(p) => Stmt::Clear { name: ident(&p) },
+            None => Stmt::End,
+        },
+        Rule::call_stmt => {
+            let flow = inner.next().map(|p| ident(&p));
+            let args = inner.next().map(lower_args).unwrap_or_default();
+            match flow {
+                Some(flow) => Stmt::Call { flow, args },
+                None => Stmt::End,
+            }
+        }
+        _ => Stmt::End,
+    };
+    Spanned::new(stmt, span)
+}
+
+fn lower_if(pair: Pair<'_, Rule>) -> Spanned<Stmt> {
+    let span = Span::from(pair.as_span());
+    let mut inner = pair.into_inner().filter(|p| !is_keyword(p.as_rule()));
+    let cond = inner.next().map(lower_expr);
+    let then = inner.next().map(lower_block).unwrap_or_default();
+    let otherwise = inner.next().and_then(|else_clause| {
+        let branch = else_clause
+            .into_inner()
+            .find(|p| !is_keyword(p.as_rule()))?;
+        Some(match branch.as_rule() {
+            Rule::if_stmt => vec![lower_if(branch)],
+            _ => lower_block(branch),
+        })
+    });
+    let cond = cond.unwrap_or_else(|| Spanned::new(Expr::Literal(Literal::Bool(false)), span));
+    Spanned::new(
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+        },
+        span,
+    )
+}
+
+fn lower_query(pair: Pair<'_, Rule>) -> Query {
+    let mut kind = QueryKind::Rows;
+    let mut sql = Spanned::new(String::new(), Span::from(pair.as_span()));
+    let mut args = Vec::new();
+    for inner in pair.into_inner() {
+        match inner.as_rule() {
+            Rule::query_kind => {
+                if inner.as_str() == "query_one" {
+                    kind = QueryKind::One;
+                }
+            }
+            Rule::string => sql = string(&inner),
+            Rule::query_args => args = lower_args(inner),
+            _ => {}
+        }
+    }
+    Query { kind, sql, args }
+}
+
+fn lower_args(pair: Pair<'_, Rule>) -> Vec<Spanned<Expr>> {
+    pair.into_inner()
+        .filter(|p| p.as_rule() == Rule::expr)
+        .map(lower_expr)
+        .collect()
+}
+
+fn lower_binding(pair: Pair<'_, Rule>) -> Binding {
+    let span = Span::from(pair.as_span());
+    let mut inner = pair.into_inner();
+    let name = inner
+        .next()
+        .map(|p| ident(&p))
+        .unwrap_or_else(|| Spanned::new(String::new(), span));
+    let value = inner
+        .next()
+        .map(lower_expr)
+        .unwrap_or_else(|| Spanned::new(Expr::Literal(Literal::Null), span));
+    Binding { name, value }
+}
+
+static PRATT: LazyLock<PrattParser<Rule>> = LazyLock::new(|| {
+    PrattParser::new()
+        .op(Op::infix(Rule::op_or, Assoc::Left))
+        .op(Op::infix(Rule::op_and, Assoc::Left))
+        .op(Op::infix(Rule::op_eq, Assoc::Left)
+            | Op::infix(Rule::op_ne, Assoc::Left)
+            | Op::infix(Rule::op_lt, Assoc::Left)
+            | Op::infix(Rule::op_le, Assoc::Left)
+            | Op::infix(Rule::op_gt, Assoc::Left)
+            | Op::infix(Rule::op_ge, Assoc::Left))
+        .op(Op::prefix(Rule::op_not))
+        .op(Op::postfix(Rule::op_is_empty) | Op::postfix(Rule::op_is_not_empty))
+});
+
+fn lower_expr(pair: Pair<'_, Rule>) -> Spanned<Expr> {
+    match pair.as_rule() {
+        Rule::expr => pratt(pair.into_inner()),
+        _ => lower_primary(pair),
+    }
+}
+
+fn pratt(pairs: Pairs<'_, Rule>) -> Spanned<Expr> {
+    PRATT
+        .map_primary(lower_primary)
+        .map_prefix(|op, rhs| {
+            let span = Span::from(op.as_span()).to(rhs.span);
+            Spanned::new(Expr::Not(Box::new(rhs)), span)
+        })
+        .map_postfix(|lhs, op| {
+            let span = lhs.span.to(Span::from(op.as_span()));
+            let negated = op.as_rule() == Rule::op_is_not_empty;
+            Spanned::new(
+                Expr::IsEmpty {
+                    expr: Box::new(lhs),
+                    negated,
+                },
+                span,
+            )
+        })
+        .map_infix(|lhs, op, rhs| {
+            let op = match op.as_rule() {
+                Rule::op_or => BinaryOp::Or,
+                Rule::op_and => BinaryOp::And,
+                Rule::op_eq => BinaryOp::Eq,
+                Rule::op_ne => BinaryOp::Ne,
+                Rule::op_lt => BinaryOp::Lt,
+                Rule::op_le => BinaryOp::Le,
+                Rule::op_gt => BinaryOp::Gt,
+                _ => BinaryOp::Ge,
+            };
+            let span = lhs.span.to(rhs.span);
+            Spanned::new(
+                Expr::Binary {
+                    op,
+                    lhs: Box::new(lhs),
+                    rhs: Box::new(rhs),
+                },
+                span,
+            )
+        })
+        .parse(pairs)
+}
+
+fn lower_primary(pair: Pair<'_, Rule>) -> Spanned<Expr> {
+    let span = Span::from(pair.as_span());
+    let expr = match pair.as_rule() {
+        Rule::expr => return pratt(pair.into_inner()),
+        Rule::string => Expr::Literal(Literal::String(string(&pair).node)),
+        Rule::number => Expr::Literal(Literal::Number(pair.as_str().parse().unwrap_or(f64::NAN))),
+        Rule::boolean => Expr::Literal(Literal::Bool(pair.as_str() == "true")),
+        Rule::null => Expr::Literal(Literal::Null),
+        Rule::path => Expr::Path(pair.into_inner().map(|p| ident(&p)).collect()),
+        _ => Expr::Literal(Literal::Null),
+    };
+    Spanned::new(expr, span)
+}
+
+fn ident(pair: &Pair<'_, Rule>) -> Ident {
+    Spanned::new(pair.as_str().to_owned(), Span::from(pair.as_span()))
+}
+
+fn string(pair: &Pair<'_, Rule>) -> Spanned<String> {
+    let raw = pair.as_str();
+    let inner = raw
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(raw);
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Spanned::new(out, Span::from(pair.as_span()))
+}
+
+/// Keywords and punctuation: tokens that carry no value of their own in the AST.
+fn is_keyword(rule: Rule) -> bool {
+    describe_keyword(rule).is_some()
+        || matches!(
+            rule,
+            Rule::close_brace | Rule::close_paren | Rule::assign | Rule::arrow
+        )
+}
+
+/// The words that can start a statement, reported together as "a statement".
+const STATEMENT_STARTS: [Rule; 9] = [
+    Rule::kw_let,
+    Rule::kw_exec,
+    Rule::kw_if,
+    Rule::kw_reply,
+    Rule::kw_await,
+    Rule::kw_set,
+    Rule::kw_clear,
+    Rule::kw_call,
+    Rule::kw_end,
+];
+
+fn describe_keyword(rule: Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::kw_flow => "`flow`",
+        Rule::kw_let => "`let`",
+        Rule::kw_query => "`query`",
+        Rule::kw_query_one => "`query_one`",
+        Rule::kw_exec => "`exec`",
+        Rule::kw_with => "`with`",
+        Rule::kw_if => "`if`",
+        Rule::kw_else => "`else`",
+        Rule::kw_reply => "`reply`",
+        Rule::kw_await => "`await`",
+        Rule::kw_text => "`text`",
+        Rule::kw_choice => "`choice`",
+        Rule::kw_location => "`location`",
+        Rule::kw_set => "`set`",
+        Rule::kw_clear => "`clear`",
+        Rule::kw_call => "`call`",
+        Rule::kw_end => "`end`",
+        Rule::kw_and => "`and`",
+        Rule::kw_or => "`or`",
+        Rule::kw_not => "`not`",
+        Rule::kw_is => "`is`",
+        Rule::kw_empty => "`empty`",
+        Rule::kw_true => "`true`",
+        Rule::kw_false => "`false`",
+        Rule::kw_null => "`null`",
+        Rule::kw_for => "`for`",
+        _ => return None,
+    })
+}
+
+/// Plain words for what the parser expected at a point.
+fn describe(rule: Rule) -> &'static str {
+    if let Some(word) = describe_keyword(rule) {
+        return word;
+    }
+    match rule {
+        Rule::EOI => "end of input",
+        Rule::flow | Rule::file => "`flow`",
+        Rule::ident => "a name",
+        Rule::field => "a field name",
+        Rule::params => "`(`",
+        Rule::close_brace => "`}`",
+        Rule::close_paren => "`)`",
+        Rule::assign => "`=`",
+        Rule::arrow => "`->`",
+        Rule::block => "`{`",
+        Rule::let_stmt
+        | Rule::exec_stmt
+        | Rule::if_stmt
+        | Rule::reply_stmt
+        | Rule::await_stmt
+        | Rule::set_stmt
+        | Rule::clear_stmt
+        | Rule::call_stmt
+        | Rule::end_stmt => "a statement (let, exec, if, reply, await, set, clear, call, end)",
+        Rule::query | Rule::query_kind => "`query` or `query_one`",
+        Rule::query_args | Rule::bindings => "`with`",
+        Rule::binding => "`name = value`",
+        Rule::input_kind => "`text`, `choice` or `location`",
+        Rule::call_args => "`(`",
+        Rule::else_clause => "`else`",
+        Rule::expr | Rule::path | Rule::op_not => "a value",
+        Rule::string | Rule::string_inner => "a string in double quotes",
+        Rule::number => "a number",
+        Rule::boolean => "`true` or `false`",
+        Rule::null => "`null`",
+        Rule::op_or
+        | Rule::op_and
+        | Rule::op_eq
+        | Rule::op_ne
+        | Rule::op_le
+        | Rule::op_ge
+        | Rule::op_lt
+        | Rule::op_gt => "an operator",
+        Rule::op_is_empty | Rule::op_is_not_empty => "`is empty`",
+        Rule::metric => "a metric name",
+        Rule::cmp_op => "a comparison (>, >=, <, <=, ==, !=)",
+        Rule::quantity => "a threshold such as `5%` or `1500ms`",
+        Rule::unit => "a unit (%, ms, s, m, h)",
+        Rule::duration | Rule::duration_only => "a duration such as `60s`, `5m` or `1h`",
+        Rule::duration_unit => "a duration unit (ms, s, m, h, d)",
+        _ => "something else",
+    }
+}
+
+fn syntax_error(text: &str, error: pest::error::Error<Rule>) -> SyntaxError {
+    let pos = match error.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let mut positives: Vec<Rule> = match &error.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives.clone(),
+        ErrorVariant::CustomError { .. } => Vec::new(),
+    };
+    let mut expected: Vec<&str> = Vec::new();
+    if STATEMENT_STARTS.iter().all(|r| positives.contains(r)) {
+        positives.retain(|r| !STATEMENT_STARTS.contains(r));
+        expected.push("a statement (let, exec, if, reply, await, set, clear, call, end)");
+    }
+    let mut others: Vec<&str> = positives.iter().map(|r| describe(*r)).collect();
+    others.sort_unstable();
+    others.dedup();
+    expected.extend(others);
+    let found = found_at(text, pos);
+    let message = match expected.as_slice() {
+        [] => format!("unexpected {found}"),
+        [one] => format!("expected {one}, found {found}"),
+        [init @ .., last] => format!("expected {} or {last}, found {found}", init.join(", ")),
+    };
+    let end = pos + found_len(text, pos);
+    SyntaxError {
+        span: Span::new(pos, end),
+        message,
+    }
+}
+
+fn found_len(text: &str, pos: usize) -> usize {
+    let rest = &text[pos.min(text.len())..];
+    let word = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .map(char::len_utf8)
+        .sum();
+    if word > 0 {
+        word
+    } else {
+        rest.chars().next().map(char::len_utf8).unwrap_or(0)
+    }
+}
+
+fn found_at(text: &str, pos: usize) -> String {
+    let len = found_len(text, pos);
+    match &text[pos.min(text.len())..pos.min(text.len()) + len] {
+        "" => "end of file".to_owned(),
+        "\n" => "end of line".to_owned(),
+        "\"" => "`\"` (a string)".to_owned(),
+        token => format!("`{token}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
