@@ -347,7 +347,7 @@ pub fn render_json(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
 pub fn render_github(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
     let mut out = String::new();
     for d in diagnostics {
-        let level = severity_word(d).replace("warning", "warning");
+        let level = severity_word(d);
         let mut props = Vec::new();
         if let Some(l) = d.primary() {
             let (line, col) = sources.line_col(l.file, l.span.start);

@@ -298,11 +298,7 @@ fn lower_query(pair: Pair<'_, Rule>) -> Query {
     let mut args = Vec::new();
     for inner in pair.into_inner() {
         match inner.as_rule() {
-            Rule::query_kind => {
-                if inner.as_str() == "query_one" {
-                    kind = QueryKind::One;
-                }
-            }
+            Rule::query_kind if inner.as_str() == "query_one" => kind = QueryKind::One,
             Rule::string => sql = string(&inner),
             Rule::query_args => args = lower_args(inner),
             _ => {}

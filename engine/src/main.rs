@@ -1,1 +1,17 @@
-fn main() {}
+//! The `easymo` binary: parse arguments, run, print errors with their causes, exit with the
+//! command's code (0 ok, 1 problems found, 2 could not run).
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = easymo_engine::cli::Cli::parse();
+    match easymo_engine::cli::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

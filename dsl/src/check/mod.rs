@@ -11,7 +11,7 @@ mod sql;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::ast::{Block, Flow, FlowFile, Ident, Stmt};
+use crate::ast::{Block, Flow, FlowFile, Ident, InputKind, Stmt};
 use crate::codes;
 use crate::diagnostic::{Diagnostic, FileId};
 use crate::span::Span;
@@ -24,6 +24,8 @@ pub const IMPLICIT_VARIABLES: &[&str] = &["contact", "session", "message"];
 pub struct TemplateInfo {
     /// Variables the template reads (excluding implicit ones), which a reply must bind.
     pub variables: BTreeSet<String>,
+    /// The template itself failed to load: accept any bindings rather than report a cascade.
+    pub opaque: bool,
 }
 
 /// Facts from outside the flow files.
@@ -31,6 +33,9 @@ pub struct TemplateInfo {
 pub struct Context {
     /// Declared templates by name.
     pub templates: BTreeMap<String, TemplateInfo>,
+    /// Some flow file failed to parse: unknown flow names may be defined there, so do not
+    /// report them.
+    pub incomplete_flows: bool,
 }
 
 /// One parsed flow file and where it came from.
@@ -51,10 +56,22 @@ pub struct FlowEntry {
     pub name_span: Span,
     /// Number of parameters.
     pub arity: usize,
-    /// Flows this flow can continue in (`call` and `await` targets).
-    pub continues_in: Vec<String>,
+    /// Flows this flow continues in during the same turn (`call`).
+    pub calls: Vec<String>,
+    /// Flows that receive the user's next message (`await`), with what they wait for.
+    pub awaits: Vec<(InputKind, String)>,
     /// Templates this flow can send.
     pub templates: Vec<String>,
+}
+
+impl FlowEntry {
+    /// Every flow this one can lead to, by `call` or `await`.
+    pub fn continues_in(&self) -> impl Iterator<Item = &str> {
+        self.calls
+            .iter()
+            .map(String::as_str)
+            .chain(self.awaits.iter().map(|(_, f)| f.as_str()))
+    }
 }
 
 /// All flows by name, built by [`check`].
@@ -112,12 +129,13 @@ fn build_index(files: &[SourceFlows], diagnostics: &mut Vec<Diagnostic>) -> Flow
                 file: source.file,
                 name_span: flow.name.span,
                 arity: flow.params.len(),
-                continues_in: Vec::new(),
+                calls: Vec::new(),
+                awaits: Vec::new(),
                 templates: Vec::new(),
             };
             walk(&flow.body, &mut |stmt| match stmt {
-                Stmt::Call { flow, .. } => entry.continues_in.push(flow.node.clone()),
-                Stmt::Await { next, .. } => entry.continues_in.push(next.node.clone()),
+                Stmt::Call { flow, .. } => entry.calls.push(flow.node.clone()),
+                Stmt::Await { next, kind } => entry.awaits.push((kind.node, next.node.clone())),
                 Stmt::Reply { template, .. } => entry.templates.push(template.node.clone()),
                 _ => {}
             });

@@ -27,7 +27,9 @@ fn unknown_flow(cx: &FlowCx<'_>, name: &Ident) -> Diagnostic {
 
 fn check_call(cx: &FlowCx<'_>, flow: &Ident, given: usize, out: &mut Vec<Diagnostic>) {
     let Some(target) = cx.index.get(&flow.node) else {
-        out.push(unknown_flow(cx, flow));
+        if !cx.context.incomplete_flows {
+            out.push(unknown_flow(cx, flow));
+        }
         return;
     };
     if target.arity != given {
@@ -54,7 +56,9 @@ fn check_await(
     out: &mut Vec<Diagnostic>,
 ) {
     let Some(target) = cx.index.get(&next.node) else {
-        out.push(unknown_flow(cx, next));
+        if !cx.context.incomplete_flows {
+            out.push(unknown_flow(cx, next));
+        }
         return;
     };
     if target.arity != 1 {
@@ -104,6 +108,9 @@ fn check_reply(cx: &FlowCx<'_>, template: &Ident, bindings: &[Binding], out: &mu
         );
         return;
     };
+    if info.opaque {
+        return;
+    }
     for variable in &info.variables {
         if !bindings.iter().any(|b| &b.name.node == variable) {
             out.push(

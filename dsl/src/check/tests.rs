@@ -14,10 +14,12 @@ fn run(text: &str, templates: &[(&str, &[&str])]) -> Vec<Diagnostic> {
                     name.to_string(),
                     TemplateInfo {
                         variables: vars.iter().map(|v| v.to_string()).collect(),
+                        opaque: false,
                     },
                 )
             })
             .collect(),
+        incomplete_flows: false,
     };
     check(&[SourceFlows { file, ast }], &context).1
 }

@@ -1,0 +1,104 @@
+//! The command line: `easymo lint | explain | schema`.
+//!
+//! Owns: argument parsing (clap) and dispatch to the commands. Together with `main.rs`, the only
+//! place that uses anyhow: everything below returns typed errors.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Env, EnvPolicy};
+use crate::lint;
+
+/// easyMO's webhook routing engine.
+#[derive(Debug, Parser)]
+#[command(name = "easymo", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check routes.yaml and every flow it lists; report all problems.
+    Lint {
+        /// The config to check.
+        #[arg(default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: lint::Format,
+        /// Fail on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+        /// Also check that every `${NAME}` is set in the environment.
+        #[arg(long)]
+        env: bool,
+    },
+    /// Show which route a message takes and why.
+    Explain {
+        /// The message text.
+        text: String,
+        /// The config.
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Endpoint whose routing to use (default: the first WhatsApp endpoint).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// Print the JSON Schema of routes.yaml (for editor autocompletion).
+    Schema,
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Lint {
+            config,
+            format,
+            deny_warnings,
+            env,
+        } => {
+            let policy = env.then(|| EnvPolicy::Resolve(Env::from_process()));
+            let outcome = lint::run(
+                &config,
+                &lint::Options {
+                    format,
+                    deny_warnings,
+                    policy,
+                },
+            );
+            print!("{}", outcome.output);
+            Ok(outcome.exit_code)
+        }
+        Command::Explain {
+            text,
+            config: path,
+            endpoint,
+        } => {
+            let loaded = config::load(&path, &EnvPolicy::Unchecked)
+                .with_context(|| format!("loading {}", path.display()))?;
+            let Some(config) = &loaded.config else {
+                let outcome = lint::report(&loaded, &lint::Options::default());
+                eprint!("{}", outcome.output);
+                return Ok(1);
+            };
+            print!(
+                "{}",
+                crate::explain::explain(config, endpoint.as_deref(), &text)?
+            );
+            Ok(0)
+        }
+        Command::Schema => {
+            let schema = schemars::schema_for!(config::raw::Routes);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).context("serializing the schema")?
+            );
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! routes.yaml and the flow files it lists → one validated, immutable [`Config`].
+//!
+//! Owns: finding and reading the files, and the single load-and-check path that `easymo lint`,
+//! `easymo serve` and every reload share, so nothing lint passes can fail at load time. Raw
+//! serde shapes (`raw`) never leave this module; the rest of the engine sees only the typed
+//! values below. Must not start servers, open connections or log: callers decide what to do
+//! with the diagnostics.
+//!
+//! # Layout
+//! - `raw`: serde shapes and the JSON Schema.
+//! - `yaml`: YAML positions and staged deserialization.
+//! - `env`: `${NAME}` secrets.
+//! - `templates`: reply-template checks.
+//! - `compile`: raw → [`Config`], running every check.
+
+mod compile;
+pub mod env;
+pub mod raw;
+pub mod templates;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use easymo_dsl::ast::{Condition, Flow, FlowFile};
+use easymo_dsl::check::FlowIndex;
+use easymo_dsl::{Diagnostic, Sources};
+use ipnet::IpNet;
+
+pub use env::{Env, EnvPolicy, Secret};
+pub use raw::{
+    AlertSeverity, ChannelKind, EndpointKind, LimitKey, OnLimit, SignatureEncoding, SmsKind,
+    Template,
+};
+
+use crate::router::Router;
+
+/// A validated configuration: what the engine serves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Process-wide settings.
+    pub server: Server,
+    /// Endpoints in file order.
+    pub endpoints: Vec<Endpoint>,
+    /// Reply templates by name.
+    pub templates: BTreeMap<String, Template>,
+    /// Parsed and checked flows.
+    pub flows: Flows,
+    /// Alert channels by name.
+    pub channels: BTreeMap<String, Channel>,
+    /// Alert rules.
+    pub alerts: Vec<AlertRule>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Postgres URL.
+    pub database_url: Option<Secret>,
+    /// Admin bearer token.
+    pub admin_token: Option<Secret>,
+}
+
+/// One endpoint.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Unique name.
+    pub name: String,
+    /// URL path.
+    pub path: String,
+    /// What it receives.
+    pub kind: EndpointKind,
+    /// How requests authenticate.
+    pub auth: Auth,
+    /// WhatsApp GET handshake token.
+    pub verify_token: Option<Secret>,
+    /// Rate limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Keyword routing (WhatsApp).
+    pub router: Option<Router>,
+    /// SMS parsing (SMS endpoints).
+    pub sms: Option<SmsRules>,
+    /// Set for retired endpoints.
+    pub deprecated: Option<raw::Deprecation>,
+}
+
+/// Authentication of one endpoint.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// None.
+    None,
+    /// HMAC-SHA256 over the raw body.
+    Hmac {
+        /// Header name.
+        header: String,
+        /// Text before the signature.
+        prefix: String,
+        /// Signature encoding.
+        encoding: SignatureEncoding,
+        /// Accepted secrets.
+        secrets: Vec<Secret>,
+    },
+    /// Standard Webhooks.
+    StandardWebhooks {
+        /// Accepted secrets.
+        secrets: Vec<Secret>,
+        /// Largest accepted clock skew.
+        tolerance: Duration,
+    },
+    /// Client address allowlist.
+    IpAllowlist(Vec<IpNet>),
+}
+
+/// A rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Requests per window.
+    pub requests: NonZeroU32,
+    /// Window.
+    pub per: Duration,
+    /// Who shares a budget.
+    pub key: LimitKey,
+    /// What a refused request gets.
+    pub on_limit: OnLimit,
+    /// Template for `reply_once`.
+    pub reply_template: Option<String>,
+}
+
+/// SMS parsing rules.
+#[derive(Debug, Clone)]
+pub struct SmsRules {
+    /// Senders allowed to credit.
+    pub senders: Vec<String>,
+    /// Patterns in order.
+    pub patterns: Vec<SmsPattern>,
+}
+
+/// One SMS pattern.
+#[derive(Debug, Clone)]
+pub struct SmsPattern {
+    /// Name.
+    pub name: String,
+    /// Meaning.
+    pub kind: SmsKind,
+    /// Compiled regex.
+    pub regex: regex::Regex,
+    /// Flow run with the parsed SMS.
+    pub flow: Option<String>,
+}
+
+/// All flows.
+#[derive(Debug, Clone, Default)]
+pub struct Flows {
+    /// Parsed files, by path as listed in routes.yaml.
+    pub files: Vec<(String, FlowFile)>,
+    /// Every flow by name.
+    pub index: FlowIndex,
+}
+
+impl Flows {
+    /// The flow called `name`.
+    pub fn get(&self, name: &str) -> Option<&Flow> {
+        self.files
+            .iter()
+            .flat_map(|(_, f)| &f.flows)
+            .find(|f| f.name.node == name)
+    }
+}
+
+/// An alert channel.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    /// Service.
+    pub kind: ChannelKind,
+    /// Webhook URL (Slack) or routing key (PagerDuty).
+    pub target: Secret,
+}
+
+/// An alert rule.
+#[derive(Debug, Clone)]
+pub struct AlertRule {
+    /// Name.
+    pub name: String,
+    /// Parsed condition.
+    pub condition: Condition,
+    /// Urgency.
+    pub severity: AlertSeverity,
+    /// Channel names.
+    pub channels: Vec<String>,
+}
+
+/// The outcome of loading: every diagnostic, the texts they point into, and the config when
+/// there were no errors.
+#[derive(Debug)]
+pub struct Loaded {
+    /// File texts for rendering diagnostics.
+    pub sources: Sources,
+    /// All problems, sorted by position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The config, only when no diagnostic is an error.
+    pub config: Option<Config>,
+}
+
+impl Loaded {
+    /// Number of errors.
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// Number of warnings.
+    pub fn warning_count(&self) -> usize {
+        self.diagnostics.len() - self.error_count()
+    }
+}
+
+/// routes.yaml itself could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}: {source}", path.display())]
+pub struct ReadError {
+    /// The path.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Where flow files come from: the disk, or memory in tests and benchmarks.
+pub trait FileSource {
+    /// Reads a whole file.
+    fn read(&self, path: &Path) -> std::io::Result<String>;
+    /// The `*.flow` files in a directory, for spotting files routes.yaml forgot to list.
+    fn flow_files_in(&self, dir: &Path) -> Vec<PathBuf>;
+}
+
+/// The real filesystem.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Disk;
+
+impl FileSource for Disk {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn flow_files_in(&self, dir: &Path) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "flow"))
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+/// Loads and checks routes.yaml and its flows from disk.
+pub fn load(path: &Path, policy: &EnvPolicy) -> Result<Loaded, ReadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReadError {
+        path: path.to_owned(),
+        source,
+    })?;
+    let base = path.parent().map(Path::to_owned).unwrap_or_default();
+    Ok(load_text(
+        &path.display().to_string(),
+        &text,
+        &base,
+        policy,
+        &Disk,
+    ))
+}
+
+/// Loads and checks a routes.yaml text; flow paths resolve against `base_dir` through `files`.
+pub fn load_text(
+    name: &str,
+    text: &str,
+    base_dir: &Path,
+    policy: &EnvPolicy,
+    files: &dyn FileSource,
+) -> Loaded {
+    let mut sources = Sources::new();
+    let file = sources.add(name, text);
+    let (config, mut diagnostics) = compile::compile(
+        compile::Input {
+            file,
+            text,
+            base_dir,
+            policy,
+            files,
+        },
+        &mut sources,
+    );
+    easymo_dsl::diagnostic::sort(&mut diagnostics);
+    let config = if diagnostics.iter().any(Diagnostic::is_error) {
+        None
+    } else {
+        config
+    };
+    Loaded {
+        sources,
+        diagnostics,
+        config,
+    }
+}

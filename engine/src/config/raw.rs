@@ -1,0 +1,549 @@
+//! The serde shapes of routes.yaml, exactly as written by product people.
+//!
+//! Owns: field names, defaults and the JSON Schema (`easymo schema`). Every struct rejects
+//! unknown fields so a typo is an error, not a silently ignored key. Must not validate meaning:
+//! values stay strings where a check needs to point at them (durations, CIDRs, regexes,
+//! conditions); `compile` turns them into typed values. Raw types never leave `config`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// The whole routes.yaml file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Routes {
+    /// Format version of this file; currently 1.
+    pub version: u32,
+    /// Process-wide settings.
+    pub server: Server,
+    /// Flow files, relative to this file.
+    pub flows: Vec<String>,
+    /// HTTP endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    /// Reply templates by name.
+    #[serde(default)]
+    pub templates: BTreeMap<String, Template>,
+    /// Alert channels and rules.
+    #[serde(default)]
+    pub alerts: Option<Alerts>,
+}
+
+/// The top-level keys, for reporting unknown ones all at once.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "version",
+    "server",
+    "flows",
+    "endpoints",
+    "templates",
+    "alerts",
+];
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Address to listen on, e.g. `0.0.0.0:8080`.
+    pub listen: String,
+    /// Proxies (CIDRs or addresses) whose X-Forwarded-For / X-Real-IP headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Largest accepted request body in bytes (Meta sends up to 3 MB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Postgres URL; must be an environment reference such as `${DATABASE_URL}`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Bearer token for the admin routes; an environment reference.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+}
+
+fn default_max_body_bytes() -> u64 {
+    3 * 1024 * 1024
+}
+
+/// One HTTP endpoint.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// URL path, e.g. `/webhooks/whatsapp`.
+    pub path: String,
+    /// What the endpoint receives.
+    pub kind: EndpointKind,
+    /// How requests prove where they come from.
+    pub auth: Auth,
+    /// Token Meta echoes in the GET `hub.verify_token` handshake (WhatsApp only).
+    #[serde(default)]
+    pub verify_token: Option<String>,
+    /// Requests allowed per window.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Keyword routing of WhatsApp messages to flows.
+    #[serde(default)]
+    pub routing: Option<Routing>,
+    /// Parsing of forwarded SMS (SMS endpoints only).
+    #[serde(default)]
+    pub sms: Option<Sms>,
+    /// Marks a retired endpoint: it answers 410 Gone with this message.
+    #[serde(default)]
+    pub deprecated: Option<Deprecation>,
+}
+
+/// What an endpoint receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointKind {
+    /// WhatsApp Cloud API webhook.
+    Whatsapp,
+    /// MTN MoMo payment callback.
+    MomoCallback,
+    /// Forwarded SMS from an SMS gateway.
+    Sms,
+}
+
+impl EndpointKind {
+    /// The name as written in routes.yaml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointKind::Whatsapp => "whatsapp",
+            EndpointKind::MomoCallback => "momo_callback",
+            EndpointKind::Sms => "sms",
+        }
+    }
+}
+
+/// How requests authenticate.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Auth {
+    /// No authentication (only for deprecated endpoints or callbacks confirmed out of band).
+    None,
+    /// HMAC-SHA256 of the raw body in a header.
+    Hmac(Hmac),
+    /// The Standard Webhooks scheme (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    StandardWebhooks(StandardWebhooks),
+    /// Only these client addresses.
+    IpAllowlist(IpAllowlist),
+}
+
+/// HMAC-SHA256 signature settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hmac {
+    /// Header carrying the signature, e.g. `X-Hub-Signature-256`.
+    pub header: String,
+    /// Text before the signature, e.g. `sha256=`.
+    #[serde(default)]
+    pub prefix: String,
+    /// How the signature bytes are written.
+    #[serde(default)]
+    pub encoding: SignatureEncoding,
+    /// Accepted secrets (several during a rotation); environment references.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// Encoding of signature bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureEncoding {
+    /// Lowercase or uppercase hex.
+    #[default]
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// Standard Webhooks settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StandardWebhooks {
+    /// Accepted secrets (`whsec_…`); environment references.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Largest accepted clock difference, e.g. `5m`; older messages are replays.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: String,
+}
+
+fn default_tolerance() -> String {
+    "5m".to_owned()
+}
+
+/// IP allowlist settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpAllowlist {
+    /// Allowed networks, e.g. `196.12.0.0/16`, or single addresses.
+    pub cidrs: Vec<String>,
+}
+
+/// A rate limit.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per window.
+    pub requests: u32,
+    /// The window, e.g. `60s`.
+    pub per: String,
+    /// Who shares one budget.
+    #[serde(default)]
+    pub key: LimitKey,
+    /// What a refused request gets.
+    #[serde(default)]
+    pub on_limit: OnLimit,
+    /// Template sent once when `on_limit: reply_once`.
+    #[serde(default)]
+    pub reply_template: Option<String>,
+}
+
+/// Who shares one rate-limit budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKey {
+    /// All requests to the endpoint.
+    #[default]
+    Endpoint,
+    /// Each client IP address.
+    ClientIp,
+    /// Each WhatsApp sender (`from`).
+    Sender,
+}
+
+/// What a request over the limit gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimit {
+    /// 429 with Retry-After.
+    #[default]
+    Reject,
+    /// 200 and the message is dropped (Meta disables webhooks that keep failing).
+    Drop,
+    /// 200, dropped, and the sender gets `reply_template` once per window.
+    ReplyOnce,
+}
+
+/// Keyword routing.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// Words that always win, wherever the conversation is (menu, cancel, help).
+    #[serde(default)]
+    pub global: Vec<Route>,
+    /// Keyword routes, tried in order; the first match wins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Flow for messages nothing else matches.
+    pub fallback: String,
+}
+
+/// Keywords that start a flow.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Keywords; matched on normalized text (case, spacing, punctuation and accents ignored).
+    pub keywords: Vec<String>,
+    /// How a keyword matches the message.
+    #[serde(default, rename = "match")]
+    pub mode: MatchMode,
+    /// The flow started.
+    pub flow: String,
+}
+
+/// How a keyword matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchMode {
+    /// The whole message is the keyword.
+    #[default]
+    Exact,
+    /// The message starts with the keyword (as whole words).
+    Prefix,
+    /// The keyword appears anywhere in the message (as whole words).
+    Contains,
+}
+
+/// SMS parsing.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sms {
+    /// Sender ids whose messages may credit (e.g. `M-Money`).
+    pub senders: Vec<String>,
+    /// Patterns, tried in order.
+    pub patterns: Vec<SmsPattern>,
+}
+
+/// One SMS template.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsPattern {
+    /// Name used in records and logs.
+    pub name: String,
+    /// What the SMS means.
+    pub kind: SmsKind,
+    /// Regex with named captures: amount, currency, counterparty, phone, txid, balance, fee, date.
+    pub regex: String,
+    /// Flow run with the parsed SMS as its single parameter.
+    #[serde(default)]
+    pub flow: Option<String>,
+}
+
+/// What an SMS means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsKind {
+    /// Money received.
+    Credit,
+    /// Money sent or paid.
+    Debit,
+    /// A failed transaction.
+    Failed,
+    /// A reversal.
+    Reversal,
+    /// A refund received.
+    Refund,
+    /// OTPs, bundles, statements: recorded, never credited.
+    NonPayment,
+}
+
+/// A retired endpoint.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deprecation {
+    /// What callers are told.
+    pub message: String,
+    /// Where to go instead.
+    pub migration: String,
+}
+
+/// A reply template: one of the WhatsApp message kinds.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Template {
+    /// A text message.
+    Text(TextTemplate),
+    /// An interactive list.
+    List(ListTemplate),
+    /// Up to three reply buttons.
+    Buttons(ButtonsTemplate),
+    /// A request for the user's location.
+    LocationRequest(LocationRequestTemplate),
+}
+
+impl Template {
+    /// The kind as written.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Template::Text(_) => "text",
+            Template::List(_) => "list",
+            Template::Buttons(_) => "buttons",
+            Template::LocationRequest(_) => "location_request",
+        }
+    }
+}
+
+/// A text message.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextTemplate {
+    /// The text.
+    pub body: Text,
+    /// Show a link preview.
+    #[serde(default)]
+    pub preview_url: bool,
+}
+
+/// An interactive list.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListTemplate {
+    /// Optional header text.
+    #[serde(default)]
+    pub header: Option<Text>,
+    /// Body text.
+    pub body: Text,
+    /// Optional footer text.
+    #[serde(default)]
+    pub footer: Option<Text>,
+    /// Label of the button that opens the list.
+    pub button: Text,
+    /// Sections of rows.
+    pub sections: Vec<Section>,
+}
+
+/// A list section: fixed rows, or one row per item of a bound list.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// Section title.
+    #[serde(default)]
+    pub title: Option<Text>,
+    /// Fixed rows.
+    #[serde(default)]
+    pub rows: Vec<Row>,
+    /// Variable holding the list the rows come from.
+    #[serde(default)]
+    pub rows_from: Option<String>,
+    /// The row for each item; the item is `row`.
+    #[serde(default)]
+    pub row: Option<Row>,
+}
+
+/// A list row.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Row {
+    /// Id sent back when chosen.
+    pub id: String,
+    /// Title.
+    pub title: Text,
+    /// Optional description.
+    #[serde(default)]
+    pub description: Option<Text>,
+}
+
+/// Reply buttons.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ButtonsTemplate {
+    /// Optional header text.
+    #[serde(default)]
+    pub header: Option<Text>,
+    /// Body text.
+    pub body: Text,
+    /// Optional footer text.
+    #[serde(default)]
+    pub footer: Option<Text>,
+    /// One to three buttons.
+    pub buttons: Vec<Button>,
+}
+
+/// A reply button.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Button {
+    /// Id sent back when tapped.
+    pub id: String,
+    /// Label.
+    pub title: Text,
+}
+
+/// A location request.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationRequestTemplate {
+    /// Body text.
+    pub body: Text,
+}
+
+/// Text in one or more languages: a plain string (English), or a map `{en, rw, fr}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Text(pub BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, or a map of language code to string (en, rw, fr)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(BTreeMap::from([("en".to_owned(), v.to_owned())])))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    out.insert(k, v);
+                }
+                Ok(Text(out))
+            }
+        }
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum TextSchema {
+    Plain(String),
+    Localized(BTreeMap<String, String>),
+}
+
+impl JsonSchema for Text {
+    fn schema_name() -> String {
+        "Text".to_owned()
+    }
+    fn json_schema(generator: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+        TextSchema::json_schema(generator)
+    }
+}
+
+/// Alerting.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Where alerts go, by name.
+    #[serde(default)]
+    pub channels: BTreeMap<String, Channel>,
+    /// When alerts fire.
+    #[serde(default)]
+    pub rules: Vec<AlertRule>,
+}
+
+/// An alert destination.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    /// The service.
+    #[serde(rename = "type")]
+    pub kind: ChannelKind,
+    /// Slack incoming-webhook URL; an environment reference.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// PagerDuty Events v2 routing key; an environment reference.
+    #[serde(default)]
+    pub routing_key: Option<String>,
+}
+
+/// Alert services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// Slack incoming webhook.
+    Slack,
+    /// PagerDuty Events API v2.
+    Pagerduty,
+}
+
+/// An alert rule.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    /// Name shown in the alert.
+    pub name: String,
+    /// Condition, e.g. `error_rate > 5% for 15m`.
+    pub when: String,
+    /// How urgent.
+    pub severity: AlertSeverity,
+    /// Channel names.
+    pub notify: Vec<String>,
+}
+
+/// Alert urgency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSeverity {
+    /// Page someone.
+    Critical,
+    /// Look soon.
+    Warning,
+}

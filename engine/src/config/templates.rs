@@ -1,0 +1,540 @@
+//! Reply templates, statically: `{{ }}` syntax, the variables each template reads, languages,
+//! and WhatsApp's limits on literal text.
+//!
+//! Owns: walking a raw template into its text fields (with their YAML path, role and limit) and
+//! every check on them. Must not render anything; rendering with real values is the flow
+//! runtime's job, with the same limits from `crate::limits`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use easymo_dsl::check::{TemplateInfo, IMPLICIT_VARIABLES};
+use easymo_dsl::{codes, Diagnostic, FileId};
+
+use super::raw::{Template, Text};
+use super::yaml::{Path, YamlIndex};
+use crate::limits;
+
+/// Languages replies can be written in.
+pub const LANGUAGES: &[&str] = &["en", "rw", "fr"];
+
+/// One text field of a template.
+struct Field<'a> {
+    path: Path,
+    role: &'static str,
+    limit: usize,
+    value: FieldValue<'a>,
+    /// Row templates see the current item as `row`.
+    per_row: bool,
+}
+
+enum FieldValue<'a> {
+    Text(&'a Text),
+    Plain(&'a str),
+}
+
+fn fields<'a>(template: &'a Template, base: &Path) -> Vec<Field<'a>> {
+    let mut out = Vec::new();
+    let text = |out: &mut Vec<Field<'a>>, path: Path, role, limit, t: &'a Text, per_row| {
+        out.push(Field {
+            path,
+            role,
+            limit,
+            value: FieldValue::Text(t),
+            per_row,
+        })
+    };
+    match template {
+        Template::Text(t) => {
+            let base = base.key("text");
+            text(
+                &mut out,
+                base.key("body"),
+                "text body",
+                limits::TEXT_BODY,
+                &t.body,
+                false,
+            );
+        }
+        Template::LocationRequest(t) => {
+            let base = base.key("location_request");
+            text(
+                &mut out,
+                base.key("body"),
+                "location request body",
+                limits::LOCATION_BODY,
+                &t.body,
+                false,
+            );
+        }
+        Template::List(t) => {
+            let base = base.key("list");
+            if let Some(h) = &t.header {
+                text(
+                    &mut out,
+                    base.key("header"),
+                    "header",
+                    limits::HEADER,
+                    h,
+                    false,
+                );
+            }
+            text(
+                &mut out,
+                base.key("body"),
+                "list body",
+                limits::LIST_BODY,
+                &t.body,
+                false,
+            );
+            if let Some(f) = &t.footer {
+                text(
+                    &mut out,
+                    base.key("footer"),
+                    "footer",
+                    limits::FOOTER,
+                    f,
+                    false,
+                );
+            }
+            text(
+                &mut out,
+                base.key("button"),
+                "list button",
+                limits::LIST_BUTTON,
+                &t.button,
+                false,
+            );
+            for (i, section) in t.sections.iter().enumerate() {
+                let sp = base.key("sections").index(i);
+                if let Some(title) = &section.title {
+                    text(
+                        &mut out,
+                        sp.key("title"),
+                        "section title",
+                        limits::SECTION_TITLE,
+                        title,
+                        false,
+                    );
+                }
+                let rows = section
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .map(|(j, r)| (sp.key("rows").index(j), r, false));
+                let each = section.row.iter().map(|r| (sp.key("row"), r, true));
+                for (rp, row, per_row) in rows.chain(each) {
+                    out.push(Field {
+                        path: rp.key("id"),
+                        role: "row id",
+                        limit: limits::ROW_ID,
+                        value: FieldValue::Plain(&row.id),
+                        per_row,
+                    });
+                    text(
+                        &mut out,
+                        rp.key("title"),
+                        "row title",
+                        limits::ROW_TITLE,
+                        &row.title,
+                        per_row,
+                    );
+                    if let Some(d) = &row.description {
+                        text(
+                            &mut out,
+                            rp.key("description"),
+                            "row description",
+                            limits::ROW_DESCRIPTION,
+                            d,
+                            per_row,
+                        );
+                    }
+                }
+            }
+        }
+        Template::Buttons(t) => {
+            let base = base.key("buttons");
+            if let Some(h) = &t.header {
+                text(
+                    &mut out,
+                    base.key("header"),
+                    "header",
+                    limits::HEADER,
+                    h,
+                    false,
+                );
+            }
+            text(
+                &mut out,
+                base.key("body"),
+                "reply-buttons body",
+                limits::BUTTONS_BODY,
+                &t.body,
+                false,
+            );
+            if let Some(f) = &t.footer {
+                text(
+                    &mut out,
+                    base.key("footer"),
+                    "footer",
+                    limits::FOOTER,
+                    f,
+                    false,
+                );
+            }
+            for (i, b) in t.buttons.iter().enumerate() {
+                let bp = base.key("buttons").index(i);
+                out.push(Field {
+                    path: bp.key("id"),
+                    role: "button id",
+                    limit: limits::BUTTON_ID,
+                    value: FieldValue::Plain(&b.id),
+                    per_row: false,
+                });
+                text(
+                    &mut out,
+                    bp.key("title"),
+                    "button title",
+                    limits::BUTTON_TITLE,
+                    &b.title,
+                    false,
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Each variant of a field: its language (None for a plain id) and its YAML path.
+fn variants<'a>(field: &'a Field<'_>, index: &YamlIndex) -> Vec<(Option<&'a str>, Path, &'a str)> {
+    match field.value {
+        FieldValue::Plain(s) => vec![(None, field.path.clone(), s)],
+        FieldValue::Text(text) => text
+            .0
+            .iter()
+            .map(|(lang, s)| {
+                let localized = field.path.key(lang);
+                let path = if index.contains(&localized) {
+                    localized
+                } else {
+                    field.path.clone()
+                };
+                (Some(lang.as_str()), path, s.as_str())
+            })
+            .collect(),
+    }
+}
+
+/// Characters of a template's literal text, with `{{ }}`, `{% %}` and `{# #}` removed.
+pub fn literal_len(source: &str) -> usize {
+    let mut count = 0;
+    let mut rest = source;
+    while let Some(open) = rest.find('{') {
+        count += rest[..open].chars().count();
+        let after = &rest[open + 1..];
+        let close = match after.chars().next() {
+            Some('{') => "}}",
+            Some('%') => "%}",
+            Some('#') => "#}",
+            _ => {
+                count += 1;
+                rest = after;
+                continue;
+            }
+        };
+        match after[1..].find(close) {
+            Some(end) => rest = &after[1 + end + close.len()..],
+            None => {
+                rest = "";
+            }
+        }
+    }
+    count + rest.chars().count()
+}
+
+/// Checks one template and returns what flows need to know about it.
+pub fn check(
+    name: &str,
+    template: &Template,
+    index: &YamlIndex,
+    file: FileId,
+    out: &mut Vec<Diagnostic>,
+) -> TemplateInfo {
+    let base = Path::root().key("templates").key(name);
+    let env = minijinja::Environment::new();
+    let mut variables = BTreeSet::new();
+    for field in fields(template, &base) {
+        if let FieldValue::Text(text) = field.value {
+            check_languages(text, &field, index, file, out);
+        }
+        for (lang, path, source) in variants(&field, index) {
+            match env.template_from_str(source) {
+                Ok(compiled) => {
+                    for var in compiled.undeclared_variables(false) {
+                        if !(field.per_row && var == "row") {
+                            variables.insert(var);
+                        }
+                    }
+                }
+                Err(error) => out.push(
+                    Diagnostic::error(
+                        codes::TEMPLATE_SYNTAX,
+                        format!("template `{name}` has a broken {}", field.role),
+                    )
+                    .at(
+                        file,
+                        index.value(&path),
+                        error.detail().unwrap_or("syntax error").to_owned(),
+                    )
+                    .help("variables are written `{{ name }}`; see the minijinja syntax"),
+                ),
+            }
+            let len = literal_len(source);
+            if len > field.limit {
+                let language = lang.map(|l| format!(" ({l})")).unwrap_or_default();
+                out.push(
+                    Diagnostic::error(
+                        codes::TEXT_TOO_LONG,
+                        format!("{} of template `{name}`{language} is {len} characters; WhatsApp allows {}", field.role, field.limit),
+                    )
+                    .at(file, index.value(&path), format!("{} characters too long", len - field.limit))
+                    .help("shorten the text; WhatsApp rejects the whole message otherwise"),
+                );
+            }
+        }
+    }
+    check_counts(name, template, &base, index, file, out);
+    if let Template::List(list) = template {
+        for section in &list.sections {
+            if let Some(from) = &section.rows_from {
+                variables.insert(from.clone());
+            }
+        }
+    }
+    for implicit in IMPLICIT_VARIABLES {
+        variables.remove(*implicit);
+    }
+    TemplateInfo {
+        variables,
+        opaque: false,
+    }
+}
+
+fn check_languages(
+    text: &Text,
+    field: &Field<'_>,
+    index: &YamlIndex,
+    file: FileId,
+    out: &mut Vec<Diagnostic>,
+) {
+    for lang in text.0.keys() {
+        if !LANGUAGES.contains(&lang.as_str()) {
+            out.push(
+                Diagnostic::error(
+                    codes::UNKNOWN_LANGUAGE,
+                    format!("unknown language `{lang}`"),
+                )
+                .at(
+                    file,
+                    index.key(&field.path.key(lang)),
+                    "not a language easyMO serves",
+                )
+                .maybe_help(
+                    easymo_dsl::diagnostic::did_you_mean(lang, LANGUAGES.iter().copied())
+                        .or_else(|| Some("use `en`, `rw` (Kinyarwanda) or `fr`".to_owned())),
+                ),
+            );
+        }
+    }
+    if !text.0.contains_key("en") {
+        out.push(
+            Diagnostic::error(
+                codes::MISSING_ENGLISH,
+                format!("{} has no English (`en`) text", field.role),
+            )
+            .at(file, index.key(&field.path), "add an `en` variant")
+            .help("English is the fallback for contacts whose language has no variant"),
+        );
+    }
+}
+
+fn check_counts(
+    name: &str,
+    template: &Template,
+    base: &Path,
+    index: &YamlIndex,
+    file: FileId,
+    out: &mut Vec<Diagnostic>,
+) {
+    match template {
+        Template::List(list) => {
+            let lp = base.key("list");
+            if list.sections.is_empty() || list.sections.len() > limits::MAX_SECTIONS {
+                out.push(
+                    Diagnostic::error(
+                        codes::TOO_MANY_ITEMS,
+                        format!(
+                            "list `{name}` has {} sections; WhatsApp allows 1 to {}",
+                            list.sections.len(),
+                            limits::MAX_SECTIONS
+                        ),
+                    )
+                    .at(file, index.key(&lp.key("sections")), ""),
+                );
+            }
+            let fixed_rows: usize = list.sections.iter().map(|s| s.rows.len()).sum();
+            if fixed_rows > limits::MAX_ROWS {
+                out.push(
+                    Diagnostic::error(
+                        codes::TOO_MANY_ITEMS,
+                        format!(
+                            "list `{name}` has {fixed_rows} rows; WhatsApp allows {} in total",
+                            limits::MAX_ROWS
+                        ),
+                    )
+                    .at(
+                        file,
+                        index.key(&lp.key("sections")),
+                        "rows are counted across all sections",
+                    )
+                    .help("split the list, or move rarely used rows behind a \"More\" row"),
+                );
+            }
+            for (i, section) in list.sections.iter().enumerate() {
+                let sp = lp.key("sections").index(i);
+                let dynamic = section.rows_from.is_some() || section.row.is_some();
+                let problem = match (
+                    section.rows.is_empty(),
+                    dynamic,
+                    section.rows_from.is_some() && section.row.is_some(),
+                ) {
+                    (true, false, _) => Some("a section needs `rows`, or `rows_from` with `row`"),
+                    (false, true, _) => Some(
+                        "a section has either fixed `rows` or `rows_from` with `row`, not both",
+                    ),
+                    (true, true, false) => Some("`rows_from` and `row` go together"),
+                    _ => None,
+                };
+                if let Some(problem) = problem {
+                    out.push(Diagnostic::error(codes::INVALID_VALUE, problem).at(
+                        file,
+                        index.value(&sp),
+                        "",
+                    ));
+                }
+                if list.sections.len() > 1 && section.title.is_none() {
+                    out.push(
+                        Diagnostic::error(codes::MISSING_FIELD, "missing field `title`: a list with several sections needs a title on each")
+                            .at(file, index.value(&sp), ""),
+                    );
+                }
+            }
+            duplicates(
+                list.sections.iter().enumerate().flat_map(|(i, s)| {
+                    let sp = lp.key("sections").index(i);
+                    s.rows
+                        .iter()
+                        .enumerate()
+                        .map(move |(j, r)| (sp.key("rows").index(j).key("id"), r.id.as_str()))
+                }),
+                "row id",
+                name,
+                index,
+                file,
+                out,
+            );
+        }
+        Template::Buttons(buttons) => {
+            let bp = base.key("buttons");
+            if buttons.buttons.is_empty() || buttons.buttons.len() > limits::MAX_BUTTONS {
+                out.push(
+                    Diagnostic::error(
+                        codes::TOO_MANY_ITEMS,
+                        format!(
+                            "template `{name}` has {} reply buttons; WhatsApp allows 1 to {}",
+                            buttons.buttons.len(),
+                            limits::MAX_BUTTONS
+                        ),
+                    )
+                    .at(file, index.key(&bp.key("buttons")), "")
+                    .help("use a list template for more choices"),
+                );
+            }
+            let items = || {
+                buttons
+                    .buttons
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (bp.key("buttons").index(i), b))
+            };
+            duplicates(
+                items().map(|(p, b)| (p.key("id"), b.id.as_str())),
+                "button id",
+                name,
+                index,
+                file,
+                out,
+            );
+            for lang in LANGUAGES {
+                duplicates(
+                    items().filter_map(|(p, b)| {
+                        let title = b.title.0.get(*lang)?;
+                        let localized = p.key("title").key(lang);
+                        let path = if index.contains(&localized) {
+                            localized
+                        } else {
+                            p.key("title")
+                        };
+                        Some((path, title.as_str()))
+                    }),
+                    "button title",
+                    name,
+                    index,
+                    file,
+                    out,
+                );
+            }
+        }
+        Template::Text(_) | Template::LocationRequest(_) => {}
+    }
+}
+
+fn duplicates<'a>(
+    items: impl Iterator<Item = (Path, &'a str)>,
+    what: &str,
+    name: &str,
+    index: &YamlIndex,
+    file: FileId,
+    out: &mut Vec<Diagnostic>,
+) {
+    let mut seen: BTreeMap<&str, Path> = BTreeMap::new();
+    for (path, value) in items {
+        if let Some(first) = seen.get(value) {
+            out.push(
+                Diagnostic::error(
+                    codes::DUPLICATE_BUTTON,
+                    format!("template `{name}` has two of {what} \"{value}\""),
+                )
+                .at(file, index.value(&path), "repeated here")
+                .also(file, index.value(first), "first used here")
+                .help(format!(
+                    "each {what} must be unique so the user's choice is unambiguous"
+                )),
+            );
+        } else {
+            seen.insert(value, path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal_len;
+
+    #[test]
+    fn literal_length_ignores_template_tags() {
+        assert_eq!(literal_len("Hello {{ contact.name }}!"), 7);
+        assert_eq!(literal_len("{% if x %}ab{% endif %}{# c #}"), 2);
+        assert_eq!(literal_len("a { b } é"), 9);
+        assert_eq!(literal_len("unclosed {{ x"), 9);
+    }
+}

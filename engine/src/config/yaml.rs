@@ -1,0 +1,460 @@
+//! YAML with positions: where every key and value of routes.yaml was written, and
+//! deserialization that reports every shape error at the offending key or value.
+//!
+//! Owns: the path → span index (built from saphyr's event stream, which keeps markers) and the
+//! staged serde_yaml deserialization (one item at a time, so one bad endpoint does not hide the
+//! mistakes in the next). Must not know what any key means; `compile` does.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use easymo_dsl::codes;
+use easymo_dsl::diagnostic::did_you_mean;
+use easymo_dsl::{Diagnostic, FileId, Span};
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use serde::de::DeserializeOwned;
+
+/// One step of a path into the document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Seg {
+    /// A mapping key.
+    Key(String),
+    /// A sequence index.
+    Index(usize),
+}
+
+/// A path into the document, e.g. `endpoints[0].auth.hmac`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Path(pub Vec<Seg>);
+
+impl Path {
+    /// The document root.
+    pub fn root() -> Self {
+        Path(Vec::new())
+    }
+
+    /// This path plus a key.
+    pub fn key(&self, key: &str) -> Path {
+        let mut p = self.clone();
+        p.0.push(Seg::Key(key.to_owned()));
+        p
+    }
+
+    /// This path plus an index.
+    pub fn index(&self, index: usize) -> Path {
+        let mut p = self.clone();
+        p.0.push(Seg::Index(index));
+        p
+    }
+
+    fn parent(&self) -> Option<Path> {
+        let mut p = self.clone();
+        p.0.pop()?;
+        Some(p)
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: Option<Span>,
+    value: Span,
+    /// Byte offset where a quoted scalar's content starts (after the quote), for mapping
+    /// positions inside the string (e.g. an alert condition) back to the file.
+    content_start: usize,
+    quoted: bool,
+}
+
+/// Where each key and value of a YAML document is.
+#[derive(Debug, Default)]
+pub struct YamlIndex {
+    entries: HashMap<Path, Entry>,
+    len: usize,
+    newlines: Vec<usize>,
+}
+
+enum Frame {
+    Map {
+        path: Path,
+        key: Option<(String, Span)>,
+    },
+    Seq {
+        path: Path,
+        next: usize,
+    },
+}
+
+impl YamlIndex {
+    /// Indexes `text`. Syntax errors are left to serde_yaml, which reports them; the index then
+    /// holds what was read before the error.
+    pub fn build(text: &str) -> Self {
+        let chars = CharOffsets::new(text);
+        let newlines = text.match_indices('\n').map(|(i, _)| i).collect();
+        let mut index = YamlIndex {
+            entries: HashMap::new(),
+            len: text.len(),
+            newlines,
+        };
+        let mut stack: Vec<Frame> = Vec::new();
+        // Container paths waiting for their end event, with their start offset.
+        let mut open: Vec<Path> = Vec::new();
+        for event in Parser::new_from_str(text) {
+            let Ok((event, span)) = event else { break };
+            let start = chars.byte(span.start.index());
+            let end = chars.byte(span.end.index());
+            match event {
+                Event::Scalar(value, style, ..) => {
+                    if let Some(Frame::Map {
+                        key: key @ None, ..
+                    }) = stack.last_mut()
+                    {
+                        *key = Some((value.into_owned(), Span::new(start, end)));
+                        continue;
+                    }
+                    let quoted =
+                        matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted);
+                    let value_span = scalar_span(text, start, end, quoted);
+                    if let Some((path, key)) = next_path(&mut stack) {
+                        let content_start = if quoted {
+                            value_span.start + 1
+                        } else {
+                            value_span.start
+                        };
+                        index.entries.insert(
+                            path,
+                            Entry {
+                                key,
+                                value: value_span,
+                                content_start,
+                                quoted,
+                            },
+                        );
+                    }
+                }
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    let path = match next_path(&mut stack) {
+                        Some((path, key)) => {
+                            let value = Span::new(start, start);
+                            index.entries.insert(
+                                path.clone(),
+                                Entry {
+                                    key,
+                                    value,
+                                    content_start: start,
+                                    quoted: false,
+                                },
+                            );
+                            path
+                        }
+                        None => Path::root(),
+                    };
+                    open.push(path.clone());
+                    stack.push(if matches!(event, Event::MappingStart(..)) {
+                        Frame::Map { path, key: None }
+                    } else {
+                        Frame::Seq { path, next: 0 }
+                    });
+                }
+                Event::MappingEnd | Event::SequenceEnd => {
+                    stack.pop();
+                    if let Some(path) = open.pop() {
+                        if let Some(entry) = index.entries.get_mut(&path) {
+                            entry.value.end = end.max(entry.value.start);
+                        }
+                    }
+                }
+                Event::Alias(_) => {
+                    next_path(&mut stack);
+                }
+                _ => {}
+            }
+        }
+        index
+    }
+
+    /// The span of the value at `path`, or of its nearest ancestor that exists.
+    pub fn value(&self, path: &Path) -> Span {
+        let mut p = Some(path.clone());
+        while let Some(path) = p {
+            if let Some(entry) = self.entries.get(&path) {
+                return self.first_line(entry.value);
+            }
+            p = path.parent();
+        }
+        Span::new(0, 0)
+    }
+
+    /// The span of the key of `path` (the value's span for sequence items).
+    pub fn key(&self, path: &Path) -> Span {
+        match self.entries.get(path) {
+            Some(Entry { key: Some(key), .. }) => *key,
+            _ => self.value(path),
+        }
+    }
+
+    /// The file span of bytes `range` inside the scalar at `path` (for positions inside an
+    /// embedded language such as an alert condition). Falls back to the whole value when the
+    /// scalar is quoted with escapes or folded, where offsets do not map one to one.
+    pub fn inside(&self, path: &Path, inner: Span, raw: &str) -> Span {
+        match self.entries.get(path) {
+            Some(entry) => {
+                let content = entry
+                    .value
+                    .end
+                    .saturating_sub(entry.content_start + usize::from(entry.quoted));
+                if content == raw.len() {
+                    inner.shift(entry.content_start)
+                } else {
+                    entry.value
+                }
+            }
+            None => self.value(path),
+        }
+    }
+
+    /// True when `path` was written in the file.
+    pub fn contains(&self, path: &Path) -> bool {
+        self.entries.contains_key(path)
+    }
+
+    /// Keys written directly under the mapping at `path`, with their spans, in no order.
+    pub fn keys_under(&self, path: &Path) -> Vec<(String, Span)> {
+        self.entries
+            .iter()
+            .filter(|(p, _)| p.parent().as_ref() == Some(path))
+            .filter_map(|(p, e)| match (p.0.last(), e.key) {
+                (Some(Seg::Key(k)), Some(span)) => Some((k.clone(), span)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Block containers span many lines; point at their first line only so carets stay readable.
+    fn first_line(&self, span: Span) -> Span {
+        let next = self.newlines.partition_point(|&n| n < span.start);
+        match self.newlines.get(next) {
+            Some(&newline) if newline < span.end => Span::new(span.start, newline),
+            _ => span,
+        }
+    }
+
+    /// Length of the indexed text.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty document.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn next_path(stack: &mut [Frame]) -> Option<(Path, Option<Span>)> {
+    match stack.last_mut()? {
+        Frame::Map { path, key } => {
+            let (k, span) = key.take()?;
+            Some((path.key(&k), Some(span)))
+        }
+        Frame::Seq { path, next } => {
+            let p = path.index(*next);
+            *next += 1;
+            Some((p, None))
+        }
+    }
+}
+
+/// The span of a scalar token: saphyr's span covers the token; trim trailing spaces/newlines
+/// that plain multi-line scalars can include.
+fn scalar_span(text: &str, start: usize, end: usize, quoted: bool) -> Span {
+    let end = end.min(text.len()).max(start);
+    let token = &text[start..end];
+    let trimmed = if quoted { token } else { token.trim_end() };
+    Span::new(start, start + trimmed.len())
+}
+
+/// Maps saphyr's character indices to byte offsets.
+struct CharOffsets {
+    bytes: Option<Vec<usize>>,
+    len: usize,
+}
+
+impl CharOffsets {
+    fn new(text: &str) -> Self {
+        let bytes = (!text.is_ascii()).then(|| text.char_indices().map(|(i, _)| i).collect());
+        CharOffsets {
+            bytes,
+            len: text.len(),
+        }
+    }
+
+    fn byte(&self, char_index: usize) -> usize {
+        match &self.bytes {
+            None => char_index.min(self.len),
+            Some(table) => table.get(char_index).copied().unwrap_or(self.len),
+        }
+    }
+}
+
+/// Deserializes a `serde_yaml::Value` found at `path`, reporting a shape error at the exact
+/// key or value it concerns.
+pub fn deserialize_at<T: DeserializeOwned>(
+    value: serde_yaml::Value,
+    path: &Path,
+    index: &YamlIndex,
+    file: FileId,
+) -> Result<T, Diagnostic> {
+    // serde_yaml's own `Value` only accepts `!tagged` enums; routes.yaml writes them as
+    // single-key maps (`auth: {hmac: ...}`), which serde_json's `Value` reads as serde expects.
+    let value = serde_json::to_value(&value).map_err(|e| {
+        Diagnostic::error(
+            codes::INVALID_VALUE,
+            format!("unsupported YAML at `{path}`: {e}"),
+        )
+        .at(file, index.value(path), "")
+        .help("keys must be strings; YAML tags and anchors are not supported")
+    })?;
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
+        let mut at = path.clone();
+        for seg in error.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => at = at.index(*index),
+                serde_path_to_error::Segment::Map { key } => at = at.key(key),
+                serde_path_to_error::Segment::Enum { variant } => at = at.key(variant),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        shape_error(&error.into_inner().to_string(), &at, index, file)
+    })
+}
+
+fn shape_error(message: &str, at: &Path, index: &YamlIndex, file: FileId) -> Diagnostic {
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned();
+    let place = if at.0.is_empty() {
+        "the top level".to_owned()
+    } else {
+        format!("`{at}`")
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, expected) = split_expected(rest);
+        // serde_path_to_error's path already ends with the unknown key.
+        let key_span = index.key(at);
+        let owner = at.parent().map(|p| p.to_string()).filter(|p| !p.is_empty());
+        let msg = match owner {
+            Some(owner) => format!("unknown field `{field}` in `{owner}`"),
+            None => format!("unknown field `{field}`"),
+        };
+        return Diagnostic::error(codes::UNKNOWN_FIELD, msg)
+            .at(file, key_span, "not a known field here")
+            .maybe_help(
+                did_you_mean(&field, expected.iter().map(String::as_str)).or_else(|| {
+                    (!expected.is_empty())
+                        .then(|| format!("expected one of {}", quote_list(&expected)))
+                }),
+            );
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        return Diagnostic::error(
+            codes::MISSING_FIELD,
+            format!("missing field `{field}` in {place}"),
+        )
+        .at(file, index.key(at), format!("`{field}` is required here"));
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let (variant, expected) = split_expected(rest);
+        return Diagnostic::error(
+            codes::INVALID_VALUE,
+            format!("unknown value `{variant}` for {place}"),
+        )
+        .at(file, index.value(at), "not one of the allowed values")
+        .maybe_help(
+            did_you_mean(&variant, expected.iter().map(String::as_str)).or_else(|| {
+                (!expected.is_empty()).then(|| format!("expected one of {}", quote_list(&expected)))
+            }),
+        );
+    }
+    Diagnostic::error(
+        codes::INVALID_VALUE,
+        format!("invalid value for {place}: {message}"),
+    )
+    .at(file, index.value(at), "")
+}
+
+/// Splits "name`, expected one of `a`, `b`" into the name and the expected names.
+fn split_expected(rest: &str) -> (String, Vec<String>) {
+    let mut parts = rest.splitn(2, '`');
+    let name = parts.next().unwrap_or_default().to_owned();
+    let tail = parts.next().unwrap_or_default();
+    let expected = tail
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    (name, expected)
+}
+
+fn quote_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(segs: &[&str]) -> Path {
+        Path(
+            segs.iter()
+                .map(|s| match s.parse::<usize>() {
+                    Ok(n) => Seg::Index(n),
+                    Err(_) => Seg::Key((*s).to_owned()),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn indexes_keys_and_values_with_byte_spans() {
+        let text = "a: 1\nlist:\n  - name: \"é x\"\n    path: /p\n  - {name: b}\n";
+        let index = YamlIndex::build(text);
+        let span = index.value(&p(&["list", "0", "name"]));
+        assert_eq!(&text[span.start..span.end], "\"é x\"");
+        let span = index.key(&p(&["list", "0", "path"]));
+        assert_eq!(&text[span.start..span.end], "path");
+        let span = index.value(&p(&["list", "1", "name"]));
+        assert_eq!(&text[span.start..span.end], "b");
+        // Missing paths fall back to the nearest ancestor.
+        let span = index.value(&p(&["list", "0", "nope"]));
+        assert_eq!(&text[span.start..span.start + 4], "name");
+    }
+
+    #[test]
+    fn maps_positions_inside_plain_and_quoted_scalars() {
+        let text = "when: error_rate > 5%\nq: \"x > 1\"\n";
+        let index = YamlIndex::build(text);
+        let at = index.inside(&p(&["when"]), Span::new(11, 12), "error_rate > 5%");
+        assert_eq!(&text[at.start..at.end], ">");
+        let at = index.inside(&p(&["q"]), Span::new(2, 3), "x > 1");
+        assert_eq!(&text[at.start..at.end], ">");
+    }
+}
