@@ -1,1 +1,2 @@
-//! Test-only crate; see main.rs.
+//! Test-only crate. The tests are in `main.rs` (one integration binary); this library exists so
+//! the package can also build the `easymo` binary under test.

@@ -1,1 +1,11 @@
+//! One integration test binary for the whole workspace (one link step on a 2-core machine).
 
+// Shared helpers: paths, running the real binary.
+mod support;
+
+// `easymo lint` over the corpus of broken configs in tests/lint/, one mistake each.
+mod lint_corpus;
+// The committed routes.yaml and flows: clean, and declaring the real easyMO system.
+mod shipped_config;
+// The real `easymo` process: exit codes, output formats, explain, schema.
+mod cli;

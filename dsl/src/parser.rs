@@ -68,7 +68,7 @@ pub fn parse_condition(text: &str) -> Result<Condition, SyntaxError> {
     let mut unit = None;
     let mut sustained = None;
     for pair in pairs.flatten() {
-        let span = Span::from(pair.as_span());
+        let span = span_of(&pair);
         match pair.as_rule() {
             Rule::metric => metric = Some(Spanned::new(pair.as_str().to_owned(), span)),
             Rule::cmp_op => {
@@ -150,7 +150,7 @@ fn duration_value(text: &str) -> Duration {
 }
 
 fn lower_flow(pair: Pair<'_, Rule>) -> Flow {
-    let span = Span::from(pair.as_span());
+    let span = span_of(&pair);
     let mut name = None;
     let mut params = Vec::new();
     let mut body = Vec::new();
@@ -184,7 +184,7 @@ fn lower_block(pair: Pair<'_, Rule>) -> Block {
 }
 
 fn lower_stmt(pair: Pair<'_, Rule>) -> Spanned<Stmt> {
-    let span = Span::from(pair.as_span());
+    let span = span_of(&pair);
     let rule = pair.as_rule();
     if rule == Rule::if_stmt {
         return lower_if(pair);
@@ -234,7 +234,7 @@ fn lower_stmt(pair: Pair<'_, Rule>) -> Spanned<Stmt> {
                     "choice" => InputKind::Choice,
                     _ => InputKind::Location,
                 };
-                Spanned::new(kind, Span::from(p.as_span()))
+                Spanned::new(kind, span_of(&p))
             });
             let next = inner.next().map(|p| ident(&p));
             match (kind, next) {
@@ -268,7 +268,7 @@ fn lower_stmt(pair: Pair<'_, Rule>) -> Spanned<Stmt> {
 }
 
 fn lower_if(pair: Pair<'_, Rule>) -> Spanned<Stmt> {
-    let span = Span::from(pair.as_span());
+    let span = span_of(&pair);
     let mut inner = pair.into_inner().filter(|p| !is_keyword(p.as_rule()));
     let cond = inner.next().map(lower_expr);
     let then = inner.next().map(lower_block).unwrap_or_default();
@@ -294,7 +294,7 @@ fn lower_if(pair: Pair<'_, Rule>) -> Spanned<Stmt> {
 
 fn lower_query(pair: Pair<'_, Rule>) -> Query {
     let mut kind = QueryKind::Rows;
-    let mut sql = Spanned::new(String::new(), Span::from(pair.as_span()));
+    let mut sql = Spanned::new(String::new(), span_of(&pair));
     let mut args = Vec::new();
     for inner in pair.into_inner() {
         match inner.as_rule() {
@@ -315,8 +315,8 @@ fn lower_args(pair: Pair<'_, Rule>) -> Vec<Spanned<Expr>> {
 }
 
 fn lower_binding(pair: Pair<'_, Rule>) -> Binding {
-    let span = Span::from(pair.as_span());
-    let mut inner = pair.into_inner();
+    let span = span_of(&pair);
+    let mut inner = pair.into_inner().filter(|p| !is_keyword(p.as_rule()));
     let name = inner
         .next()
         .map(|p| ident(&p))
@@ -353,11 +353,11 @@ fn pratt(pairs: Pairs<'_, Rule>) -> Spanned<Expr> {
     PRATT
         .map_primary(lower_primary)
         .map_prefix(|op, rhs| {
-            let span = Span::from(op.as_span()).to(rhs.span);
+            let span = span_of(&op).to(rhs.span);
             Spanned::new(Expr::Not(Box::new(rhs)), span)
         })
         .map_postfix(|lhs, op| {
-            let span = lhs.span.to(Span::from(op.as_span()));
+            let span = lhs.span.to(span_of(&op));
             let negated = op.as_rule() == Rule::op_is_not_empty;
             Spanned::new(
                 Expr::IsEmpty {
@@ -392,7 +392,7 @@ fn pratt(pairs: Pairs<'_, Rule>) -> Spanned<Expr> {
 }
 
 fn lower_primary(pair: Pair<'_, Rule>) -> Spanned<Expr> {
-    let span = Span::from(pair.as_span());
+    let span = span_of(&pair);
     let expr = match pair.as_rule() {
         Rule::expr => return pratt(pair.into_inner()),
         Rule::string => Expr::Literal(Literal::String(string(&pair).node)),
@@ -405,8 +405,16 @@ fn lower_primary(pair: Pair<'_, Rule>) -> Spanned<Expr> {
     Spanned::new(expr, span)
 }
 
+/// The pair's span without the trailing whitespace pest's implicit skipping leaves inside
+/// rules that end with an optional part (`reply t` followed by a newline).
+fn span_of(pair: &Pair<'_, Rule>) -> Span {
+    let span = pair.as_span();
+    let text = pair.as_str();
+    Span::new(span.start(), span.start() + text.trim_end().len())
+}
+
 fn ident(pair: &Pair<'_, Rule>) -> Ident {
-    Spanned::new(pair.as_str().to_owned(), Span::from(pair.as_span()))
+    Spanned::new(pair.as_str().to_owned(), span_of(pair))
 }
 
 fn string(pair: &Pair<'_, Rule>) -> Spanned<String> {
@@ -429,7 +437,7 @@ fn string(pair: &Pair<'_, Rule>) -> Spanned<String> {
             out.push(c);
         }
     }
-    Spanned::new(out, Span::from(pair.as_span()))
+    Spanned::new(out, span_of(pair))
 }
 
 /// Keywords and punctuation: tokens that carry no value of their own in the AST.
@@ -488,6 +496,10 @@ fn describe_keyword(rule: Rule) -> Option<&'static str> {
 
 /// Plain words for what the parser expected at a point.
 fn describe(rule: Rule) -> &'static str {
+    // After a complete value, "and", "or" and "is" could follow: say "an operator" once.
+    if matches!(rule, Rule::kw_and | Rule::kw_or | Rule::kw_is) {
+        return "an operator";
+    }
     if let Some(word) = describe_keyword(rule) {
         return word;
     }

@@ -33,6 +33,8 @@ pub struct TemplateInfo {
 pub struct Context {
     /// Declared templates by name.
     pub templates: BTreeMap<String, TemplateInfo>,
+    /// The templates section failed to load: replies to unknown templates may be fine.
+    pub incomplete_templates: bool,
     /// Some flow file failed to parse: unknown flow names may be defined there, so do not
     /// report them.
     pub incomplete_flows: bool,

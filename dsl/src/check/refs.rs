@@ -91,6 +91,9 @@ fn check_await(
 
 fn check_reply(cx: &FlowCx<'_>, template: &Ident, bindings: &[Binding], out: &mut Vec<Diagnostic>) {
     let Some(info) = cx.context.templates.get(&template.node) else {
+        if cx.context.incomplete_templates {
+            return;
+        }
         out.push(
             Diagnostic::error(
                 codes::UNKNOWN_TEMPLATE,
@@ -117,7 +120,7 @@ fn check_reply(cx: &FlowCx<'_>, template: &Ident, bindings: &[Binding], out: &mu
                 Diagnostic::error(
                     codes::UNBOUND_TEMPLATE_VAR,
                     format!(
-                        "template `{}` uses `{{{{ {variable} }}}}` but this reply never binds it",
+                        "template `{}` reads `{variable}` but this reply never binds it",
                         template.node
                     ),
                 )

@@ -19,6 +19,7 @@ fn run(text: &str, templates: &[(&str, &[&str])]) -> Vec<Diagnostic> {
                 )
             })
             .collect(),
+        incomplete_templates: false,
         incomplete_flows: false,
     };
     check(&[SourceFlows { file, ast }], &context).1

@@ -120,6 +120,11 @@ fn reply_with_bindings() {
             .collect::<Vec<_>>(),
         ["jobs", "title"]
     );
+    assert!(matches!(&bindings[0].value.node, Expr::Path(p) if p[0].node == "rows"));
+    assert_eq!(
+        bindings[1].value.node,
+        Expr::Literal(Literal::String("Jobs".into()))
+    );
 }
 
 #[test]
@@ -335,4 +340,15 @@ fn random_and_mutated_input_never_panics() {
         let _ = parse_condition(&text);
         let _ = parse_duration(&text);
     }
+}
+
+#[test]
+fn statement_spans_end_at_their_last_token() {
+    let text = "flow a {\n  reply t   \n  if x is empty   { end }\n}";
+    let b = body(text);
+    assert_eq!(&text[b[0].span.start..b[0].span.end], "reply t");
+    let Stmt::If { cond, .. } = &b[1].node else {
+        panic!()
+    };
+    assert_eq!(&text[cond.span.start..cond.span.end], "x is empty");
 }

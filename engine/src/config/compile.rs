@@ -73,6 +73,19 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    fn error_at_key(
+        &mut self,
+        code: codes::Code,
+        message: impl Into<String>,
+        path: &Path,
+        label: impl Into<String>,
+    ) -> &mut Diagnostic {
+        let span = self.index.key(path);
+        self.out
+            .push(Diagnostic::error(code, message).at(self.file, span, label));
+        self.out.last_mut().expect("just pushed")
+    }
+
     fn error(
         &mut self,
         code: codes::Code,
@@ -166,23 +179,7 @@ pub(super) fn compile(
     let file = input.file;
     let value: Value = match serde_yaml::from_str(input.text) {
         Ok(v) => v,
-        Err(e) => {
-            let (line, col) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            let at = sources.offset_of(file, line, col);
-            let message = e.to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_owned();
-            let d = Diagnostic::error(codes::YAML_SYNTAX, format!("invalid YAML: {message}"))
-                .at(file, Span::new(at, (at + 1).min(input.text.len())), "")
-                .help("check indentation and quoting; values containing `: ` or starting with `{`, `[` or `*` need quotes");
-            return (None, vec![d]);
-        }
+        Err(e) => return (None, vec![yaml_syntax_error(&e, file, input.text, sources)]),
     };
     let mut cx = Cx {
         file,
@@ -203,8 +200,15 @@ pub(super) fn compile(
     };
 
     // Top level: every unknown key at once, then each section on its own.
+    let mut misspelt_sections: BTreeSet<&str> = BTreeSet::new();
     for (key, span) in cx.index.keys_under(&root) {
         if !raw::TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            misspelt_sections.extend(
+                raw::TOP_LEVEL_KEYS
+                    .iter()
+                    .copied()
+                    .filter(|k| !top.contains_key(*k) && did_you_mean(&key, [*k]).is_some()),
+            );
             cx.out.push(
                 Diagnostic::error(codes::UNKNOWN_FIELD, format!("unknown field `{key}`"))
                     .at(file, span, "not a known top-level section")
@@ -228,7 +232,12 @@ pub(super) fn compile(
     let endpoints: Vec<(usize, raw::Endpoint)> =
         items(&mut cx, take("endpoints"), &root.key("endpoints"));
     let incomplete_endpoints = cx.out.len() > errors_before;
-    let (templates, broken_templates) = templates_section(&mut cx, take("templates"));
+    let errors_before = cx.out.len();
+    let templates_value = take("templates");
+    let templates_missing = templates_value.is_none();
+    let (templates, broken_templates) = templates_section(&mut cx, templates_value);
+    let incomplete_templates = (templates_missing && misspelt_sections.contains("templates"))
+        || (templates.is_empty() && broken_templates.is_empty() && cx.out.len() > errors_before);
     let alerts = alerts_section(&mut cx, take("alerts"));
 
     // Values.
@@ -240,8 +249,10 @@ pub(super) fn compile(
         flow_paths.as_deref().unwrap_or_default(),
         sources,
     );
+    let incomplete_flows = incomplete_flows || flow_paths.is_none();
     let context = Context {
         templates: template_infos,
+        incomplete_templates,
         incomplete_flows,
     };
     let (flow_index, flow_diagnostics) = check::check(&flows, &context);
@@ -272,6 +283,43 @@ pub(super) fn compile(
         _ => None,
     };
     (config, cx.out)
+}
+
+fn yaml_syntax_error(
+    error: &serde_yaml::Error,
+    file: FileId,
+    text: &str,
+    sources: &Sources,
+) -> Diagnostic {
+    // serde_yaml points a duplicate key at its mapping; the index finds the key itself.
+    if error.to_string().contains("duplicate entry") {
+        if let Some(dup) = YamlIndex::build(text).duplicates().first() {
+            return Diagnostic::error(
+                codes::YAML_SYNTAX,
+                format!(
+                    "invalid YAML: key `{}` appears twice in one mapping",
+                    dup.key
+                ),
+            )
+            .at(file, dup.again, "written again here")
+            .also(file, dup.first, "first written here")
+            .help("YAML keeps only one of them; delete or merge the other");
+        }
+    }
+    let (line, col) = error
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    let at = sources.offset_of(file, line, col);
+    let message = error.to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    Diagnostic::error(codes::YAML_SYNTAX, format!("invalid YAML: {message}"))
+        .at(file, Span::new(at, (at + 1).min(text.len())), "")
+        .help("check indentation and quoting; values containing `: ` or starting with `{`, `[` or `*` need quotes")
 }
 
 /// Deserializes one top-level section; reports it missing when required.
@@ -539,7 +587,10 @@ fn load_flows(
                 .help = Some("paths are relative to routes.yaml".to_owned());
             }
             Ok(text) => {
-                let file = sources.add(relative.clone(), text.clone());
+                // Shown as the path from where the engine runs, so editors and CI annotations
+                // can open it.
+                let shown = normalize_path(&full).display().to_string();
+                let file = sources.add(shown, text.clone());
                 match parse_flow_file(&text, file) {
                     Ok(ast) => parsed.push(SourceFlows { file, ast }),
                     Err(d) => {
@@ -576,10 +627,20 @@ fn load_flows(
     (parsed, failed)
 }
 
+/// Resolves `.` and `..` lexically, so `cases/x/../base/a.flow` shows as `cases/base/a.flow`.
 fn normalize_path(path: &FsPath) -> PathBuf {
-    path.components()
-        .filter(|c| !matches!(c, std::path::Component::CurDir))
-        .collect()
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.iter().collect()
 }
 
 fn compile_endpoints(
@@ -641,7 +702,7 @@ fn compile_endpoint(
     let kind = raw.kind;
     let only_for = |cx: &mut Cx<'_>, present: bool, field: &str, allowed: EndpointKind| {
         if present && kind != allowed {
-            cx.error(
+            cx.error_at_key(
                 codes::KIND_MISMATCH,
                 format!("`{field}` only applies to {} endpoints", allowed.as_str()),
                 &at.key(field),
@@ -723,7 +784,7 @@ fn compile_endpoint(
 fn compile_auth(cx: &mut Cx<'_>, auth: &raw::Auth, at: &Path) -> Option<Auth> {
     let secrets = |cx: &mut Cx<'_>, list: &[String], path: &Path| -> Vec<Secret> {
         if list.is_empty() {
-            cx.error(
+            cx.error_at_key(
                 codes::MISSING_SECRET,
                 "a signed endpoint needs at least one secret",
                 path,
@@ -819,7 +880,9 @@ fn compile_rate_limit(
                 "",
             );
         }
-        (OnLimit::ReplyOnce, Some(t)) if !context.templates.contains_key(t) => {
+        (OnLimit::ReplyOnce, Some(t))
+            if !context.templates.contains_key(t) && !context.incomplete_templates =>
+        {
             cx.error(
                 codes::UNKNOWN_TEMPLATE,
                 format!("unknown template `{t}`"),

@@ -83,12 +83,25 @@ pub struct YamlIndex {
     entries: HashMap<Path, Entry>,
     len: usize,
     newlines: Vec<usize>,
+    duplicates: Vec<DuplicateKey>,
+}
+
+/// A key written twice in one mapping (serde_yaml rejects it but points at the mapping).
+#[derive(Debug, Clone)]
+pub struct DuplicateKey {
+    /// The key.
+    pub key: String,
+    /// The second occurrence.
+    pub again: Span,
+    /// The first occurrence.
+    pub first: Span,
 }
 
 enum Frame {
     Map {
         path: Path,
         key: Option<(String, Span)>,
+        seen: HashMap<String, Span>,
     },
     Seq {
         path: Path,
@@ -106,6 +119,7 @@ impl YamlIndex {
             entries: HashMap::new(),
             len: text.len(),
             newlines,
+            duplicates: Vec::new(),
         };
         let mut stack: Vec<Frame> = Vec::new();
         // Container paths waiting for their end event, with their start offset.
@@ -117,10 +131,21 @@ impl YamlIndex {
             match event {
                 Event::Scalar(value, style, ..) => {
                     if let Some(Frame::Map {
-                        key: key @ None, ..
+                        key: key @ None,
+                        seen,
+                        ..
                     }) = stack.last_mut()
                     {
-                        *key = Some((value.into_owned(), Span::new(start, end)));
+                        let span = Span::new(start, end);
+                        if let Some(first) = seen.insert(value.to_string(), span) {
+                            let key = value.to_string();
+                            index.duplicates.push(DuplicateKey {
+                                key,
+                                again: span,
+                                first,
+                            });
+                        }
+                        *key = Some((value.into_owned(), span));
                         continue;
                     }
                     let quoted =
@@ -162,7 +187,11 @@ impl YamlIndex {
                     };
                     open.push(path.clone());
                     stack.push(if matches!(event, Event::MappingStart(..)) {
-                        Frame::Map { path, key: None }
+                        Frame::Map {
+                            path,
+                            key: None,
+                            seen: HashMap::new(),
+                        }
                     } else {
                         Frame::Seq { path, next: 0 }
                     });
@@ -224,6 +253,11 @@ impl YamlIndex {
         }
     }
 
+    /// Keys written twice in one mapping.
+    pub fn duplicates(&self) -> &[DuplicateKey] {
+        &self.duplicates
+    }
+
     /// True when `path` was written in the file.
     pub fn contains(&self, path: &Path) -> bool {
         self.entries.contains_key(path)
@@ -263,7 +297,7 @@ impl YamlIndex {
 
 fn next_path(stack: &mut [Frame]) -> Option<(Path, Option<Span>)> {
     match stack.last_mut()? {
-        Frame::Map { path, key } => {
+        Frame::Map { path, key, .. } => {
             let (k, span) = key.take()?;
             Some((path.key(&k), Some(span)))
         }

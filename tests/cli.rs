@@ -1,0 +1,160 @@
+//! The real `easymo` process: what CI and product people run.
+
+use crate::support::{easymo, repo_path, stdout, SECRET_VARS};
+
+#[test]
+fn lint_of_the_shipped_config_exits_zero() {
+    let out = easymo(&["lint", "routes.yaml", "--deny-warnings"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("ok: 4 endpoints"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn lint_exits_one_on_errors_and_prints_rustc_style_diagnostics() {
+    let out = easymo(
+        &["lint", "tests/lint/E302_unknown_template/routes.yaml"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("error[E302]: unknown template `job_lst`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--> tests/lint/E302_unknown_template/main.flow:8:9"),
+        "{text}"
+    );
+    assert!(text.contains("= help: did you mean `job_list`?"), "{text}");
+    assert!(text.ends_with("error: 1 error found\n"), "{text}");
+}
+
+#[test]
+fn warnings_fail_only_with_deny_warnings() {
+    let case = "tests/lint/W100_unreachable_flow/routes.yaml";
+    assert_eq!(easymo(&["lint", case], &[]).status.code(), Some(0));
+    assert_eq!(
+        easymo(&["lint", case, "--deny-warnings"], &[])
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn lint_exits_two_when_it_cannot_run() {
+    let out = easymo(&["lint", "no/such/routes.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stdout(&out).contains("cannot read no/such/routes.yaml"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn json_format_is_machine_readable_with_positions() {
+    let out = easymo(
+        &[
+            "lint",
+            "--format",
+            "json",
+            "tests/lint/E143_unknown_channel/routes.yaml",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let items: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let first = &items[0];
+    assert_eq!(first["code"], "E143");
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["line"], 53);
+    assert_eq!(first["column"], 16);
+    assert_eq!(first["help"], "did you mean `slack`?");
+}
+
+#[test]
+fn github_format_prints_workflow_annotations() {
+    let out = easymo(
+        &[
+            "lint",
+            "--format",
+            "github",
+            "tests/lint/W102_unused_binding/routes.yaml",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("::warning file=tests/lint/W102_unused_binding/main.flow,line=8,col=36,"),
+        "{text}"
+    );
+    assert!(
+        text.contains("title=W102::template `job_list` never uses `title`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn lint_with_env_checks_that_secrets_are_set() {
+    let out = easymo(&["lint", "--env", "routes.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("error[E117]: environment variable `WHATSAPP_APP_SECRET` is not set")
+    );
+    let all: Vec<(&str, &str)> = SECRET_VARS.iter().map(|v| (*v, "set")).collect();
+    assert_eq!(
+        easymo(&["lint", "--env", "routes.yaml"], &all)
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn explain_shows_candidates_winner_and_templates() {
+    let out = easymo(&["explain", "  Find JOBS!! "], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains("normalized: \"find jobs\""), "{text}");
+    assert!(text.contains("route exact \"find jobs\""), "{text}");
+    assert!(
+        text.contains("MATCH: text is exactly the keyword"),
+        "{text}"
+    );
+    assert!(
+        text.contains("winner: route exact \"find jobs\" -> flow `jobs`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("flow `jobs` can send: no_job_categories, job_categories"),
+        "{text}"
+    );
+    let fallback = stdout(&easymo(&["explain", "muraho"], &[]));
+    assert!(
+        fallback.contains("winner: fallback (no keyword matched) -> flow `main_menu`"),
+        "{fallback}"
+    );
+}
+
+#[test]
+fn schema_is_current_and_describes_routes_yaml() {
+    let out = easymo(&["schema"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(schema["title"], "Routes");
+    assert!(schema["properties"]["endpoints"].is_object());
+    assert!(schema["definitions"]["Endpoint"]["additionalProperties"] == false);
+    let committed =
+        std::fs::read_to_string(repo_path("docs/routes.schema.json")).expect("committed schema");
+    assert_eq!(
+        committed,
+        stdout(&out),
+        "docs/routes.schema.json is stale: run `cargo run -q --bin easymo -- schema > docs/routes.schema.json`"
+    );
+}

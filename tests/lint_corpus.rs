@@ -1,0 +1,85 @@
+//! Every directory in tests/lint/ (except `_base`) is the clean `_base` config with one mistake.
+//! Its name starts with the one diagnostic code the mistake must produce; the rendered
+//! diagnostics are pinned with insta and reviewed like code.
+
+use std::path::Path;
+
+use easymo_dsl::diagnostic::render_human;
+use easymo_engine::config::{load_text, Disk, EnvPolicy};
+
+/// Lints a case with paths shown relative to tests/ (the working directory of cargo test), so
+/// snapshots do not depend on where the repository is checked out.
+fn lint_case(routes: &Path) -> easymo_engine::config::Loaded {
+    let text = std::fs::read_to_string(routes).expect("case readable");
+    let shown = routes
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .expect("inside tests/");
+    let dir = shown.parent().expect("case dir");
+    load_text(
+        &shown.display().to_string(),
+        &text,
+        dir,
+        &EnvPolicy::Unchecked,
+        &Disk,
+    )
+}
+
+#[test]
+fn every_case_reports_exactly_its_mistake() {
+    let mut cases = 0;
+    insta::glob!("lint/[EW]*/routes.yaml", |path| {
+        cases += 1;
+        let case = path
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .expect("name");
+        let expected = case.split('_').next().expect("code prefix");
+        let loaded = lint_case(path);
+        let codes: Vec<&str> = loaded.diagnostics.iter().map(|d| d.code).collect();
+        assert_eq!(codes, vec![expected], "{case}: expected only {expected}");
+        if expected.starts_with('E') {
+            assert!(
+                loaded.config.is_none(),
+                "{case}: a config with errors must not load"
+            );
+        } else {
+            assert!(
+                loaded.config.is_some(),
+                "{case}: warnings alone must not block loading"
+            );
+        }
+        let rendered = render_human(&loaded.sources, &loaded.diagnostics);
+        assert!(rendered.contains(&format!("[{expected}]")), "{rendered}");
+        assert!(
+            rendered.contains("--> "),
+            "{case}: no location in\n{rendered}"
+        );
+        insta::assert_snapshot!(rendered);
+    });
+    assert!(cases >= 30, "the corpus has only {cases} cases");
+}
+
+#[test]
+fn the_base_of_the_corpus_is_clean() {
+    let loaded = lint_case(&crate::support::repo_path("tests/lint/_base/routes.yaml"));
+    assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+    assert!(loaded.config.is_some());
+}
+
+#[test]
+fn semantic_yaml_errors_point_at_the_offending_line_not_line_one() {
+    // Each case below puts its mistake on a known line.
+    for (case, line) in [
+        ("E111_duplicate_endpoint_path", 32),
+        ("E143_unknown_channel", 53),
+        ("E309_shadowed_route", 31),
+        ("E112_literal_secret", 19),
+    ] {
+        let path = crate::support::repo_path(&format!("tests/lint/{case}/routes.yaml"));
+        let loaded = lint_case(&path);
+        let label = loaded.diagnostics[0].primary().expect("located");
+        let (got, _) = loaded.sources.line_col(label.file, label.span.start);
+        assert_eq!(got, line, "{case}");
+    }
+}

@@ -1,0 +1,147 @@
+//! The committed routes.yaml and flows: they lint clean, and they declare the system that the
+//! engine replaces (the old functions' endpoints, auth, limits and keyword routes).
+
+use std::time::Duration;
+
+use easymo_engine::config::{self, Auth, Config, EndpointKind, EnvPolicy, LimitKey};
+
+fn shipped() -> Config {
+    let loaded = config::load(
+        &crate::support::repo_path("routes.yaml"),
+        &EnvPolicy::Unchecked,
+    )
+    .expect("routes.yaml readable");
+    let rendered = easymo_dsl::diagnostic::render_human(&loaded.sources, &loaded.diagnostics);
+    assert!(
+        loaded.diagnostics.is_empty(),
+        "routes.yaml must lint clean:\n{rendered}"
+    );
+    loaded.config.expect("loads")
+}
+
+fn endpoint<'a>(config: &'a Config, name: &str) -> &'a config::Endpoint {
+    config
+        .endpoints
+        .iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no endpoint {name}"))
+}
+
+#[test]
+fn whatsapp_core_is_signed_limited_and_routes_every_service() {
+    let config = shipped();
+    let wa = endpoint(&config, "wa-webhook-core");
+    assert_eq!(wa.kind, EndpointKind::Whatsapp);
+    let Auth::Hmac {
+        header,
+        prefix,
+        secrets,
+        ..
+    } = &wa.auth
+    else {
+        panic!("{:?}", wa.auth)
+    };
+    assert_eq!(
+        (header.as_str(), prefix.as_str()),
+        ("X-Hub-Signature-256", "sha256=")
+    );
+    assert_eq!(
+        secrets.iter().map(|s| s.var.as_str()).collect::<Vec<_>>(),
+        ["WHATSAPP_APP_SECRET"]
+    );
+    let limit = wa.rate_limit.as_ref().expect("limited");
+    assert_eq!(
+        (limit.requests.get(), limit.per, limit.key),
+        (300, Duration::from_secs(60), LimitKey::Endpoint)
+    );
+
+    let router = wa.router.as_ref().expect("routes");
+    for (text, flow) in [
+        ("jobs", "jobs"),
+        ("Find jobs", "jobs"),
+        ("rent property", "property"),
+        ("Book ride", "book_ride"),
+        ("shop", "shop"),
+        ("insurance", "insurance"),
+        ("ai agent", "ai_agents"),
+        ("MENU", "main_menu"),
+        ("cancel", "cancel"),
+        ("help!", "help"),
+        ("muraho", "main_menu"),
+    ] {
+        assert_eq!(router.route(text).flow(), flow, "{text}");
+    }
+    for flow in [
+        "insurance",
+        "ai_agents",
+        "main_menu",
+        "jobs",
+        "property",
+        "book_ride",
+        "shop",
+    ] {
+        assert!(config.flows.index.contains_key(flow), "{flow} not declared");
+    }
+}
+
+#[test]
+fn payments_endpoints_and_the_deprecated_webhook() {
+    let config = shipped();
+    let momo = endpoint(&config, "momo-webhook");
+    let Auth::Hmac {
+        header,
+        prefix,
+        secrets,
+        ..
+    } = &momo.auth
+    else {
+        panic!()
+    };
+    assert_eq!((header.as_str(), prefix.as_str()), ("X-Signature", ""));
+    assert_eq!(secrets[0].var, "MOMO_WEBHOOK_SECRET");
+
+    let sms = endpoint(&config, "momo-sms-webhook");
+    assert!(matches!(&sms.auth, Auth::IpAllowlist(nets) if !nets.is_empty()));
+    let limit = sms.rate_limit.as_ref().expect("limited");
+    assert_eq!((limit.requests.get(), limit.key), (100, LimitKey::ClientIp));
+    let rules = sms.sms.as_ref().expect("sms patterns");
+    assert_eq!(rules.senders, ["M-Money"]);
+
+    let old = endpoint(&config, "wa-webhook");
+    let deprecation = old.deprecated.as_ref().expect("deprecated");
+    assert!(deprecation.migration.contains("/wa-webhook-core"));
+}
+
+#[test]
+fn alert_rules_and_channels() {
+    let config = shipped();
+    assert_eq!(
+        config.channels.keys().collect::<Vec<_>>(),
+        ["pagerduty", "slack"]
+    );
+    let critical: Vec<&str> = config
+        .alerts
+        .iter()
+        .filter(|a| a.severity == config::AlertSeverity::Critical)
+        .map(|a| a.condition.metric.node.as_str())
+        .collect();
+    assert_eq!(critical, ["error_rate", "p95_latency", "dlq_size"]);
+    assert_eq!(config.alerts.len(), 6);
+}
+
+#[test]
+fn secrets_resolve_from_the_environment_when_serving() {
+    let path = crate::support::repo_path("routes.yaml");
+    let none = config::load(&path, &EnvPolicy::Resolve(config::Env::default())).expect("readable");
+    let unset: Vec<&str> = none.diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(unset.len(), crate::support::SECRET_VARS.len(), "{unset:?}");
+    assert!(unset.iter().all(|c| *c == "E117"));
+    let env = config::Env::from_pairs(crate::support::SECRET_VARS.iter().map(|v| (*v, "x")));
+    let all = config::load(&path, &EnvPolicy::Resolve(env)).expect("readable");
+    assert!(all.diagnostics.is_empty());
+    let config = all.config.expect("loads");
+    let Auth::Hmac { secrets, .. } = &endpoint(&config, "wa-webhook-core").auth else {
+        panic!()
+    };
+    assert_eq!(secrets[0].value.as_deref(), Some("x"));
+}
