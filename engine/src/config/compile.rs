@@ -1023,11 +1023,11 @@ fn check_shadowing(
     candidate: &KeywordRoute,
     at: &Path,
 ) {
-    let span = cx.index.value(at);
     if let Some((first, first_path)) = earlier
         .iter()
         .find(|(e, _)| e.normalized == candidate.normalized)
     {
+        let span = cx.index.value(at);
         let first_span = cx.index.value(first_path);
         let help = if first.flow == candidate.flow {
             "remove the repeated keyword".to_owned()
@@ -1053,6 +1053,7 @@ fn check_shadowing(
         return;
     }
     if let Some((winner, winner_path)) = earlier.iter().find(|(e, _)| e.covers(candidate)) {
+        let span = cx.index.value(at);
         let winner_span = cx.index.value(winner_path);
         let why = match winner.tier {
             Tier::Global => "global words always win".to_owned(),

@@ -77,11 +77,17 @@ struct Entry {
     quoted: bool,
 }
 
+/// Identifies a node of the document; 0 is the root.
+type NodeId = u32;
+
 /// Where each key and value of a YAML document is.
+///
+/// Stored as a tree (`(parent, segment) → child`) rather than a map of whole paths, so that
+/// indexing a large file allocates one string per key instead of one path per value.
 #[derive(Debug, Default)]
 pub struct YamlIndex {
-    entries: HashMap<Path, Entry>,
-    len: usize,
+    nodes: Vec<Entry>,
+    children: HashMap<(NodeId, Seg), NodeId>,
     newlines: Vec<usize>,
     duplicates: Vec<DuplicateKey>,
 }
@@ -99,12 +105,11 @@ pub struct DuplicateKey {
 
 enum Frame {
     Map {
-        path: Path,
+        node: NodeId,
         key: Option<(String, Span)>,
-        seen: HashMap<String, Span>,
     },
     Seq {
-        path: Path,
+        node: NodeId,
         next: usize,
     },
 }
@@ -114,16 +119,19 @@ impl YamlIndex {
     /// holds what was read before the error.
     pub fn build(text: &str) -> Self {
         let chars = CharOffsets::new(text);
-        let newlines = text.match_indices('\n').map(|(i, _)| i).collect();
+        let root = Entry {
+            key: None,
+            value: Span::new(0, text.len()),
+            content_start: 0,
+            quoted: false,
+        };
         let mut index = YamlIndex {
-            entries: HashMap::new(),
-            len: text.len(),
-            newlines,
+            nodes: vec![root],
+            children: HashMap::new(),
+            newlines: text.match_indices('\n').map(|(i, _)| i).collect(),
             duplicates: Vec::new(),
         };
         let mut stack: Vec<Frame> = Vec::new();
-        // Container paths waiting for their end event, with their start offset.
-        let mut open: Vec<Path> = Vec::new();
         for event in Parser::new_from_str(text) {
             let Ok((event, span)) = event else { break };
             let start = chars.byte(span.start.index());
@@ -131,81 +139,63 @@ impl YamlIndex {
             match event {
                 Event::Scalar(value, style, ..) => {
                     if let Some(Frame::Map {
-                        key: key @ None,
-                        seen,
-                        ..
+                        key: key @ None, ..
                     }) = stack.last_mut()
                     {
-                        let span = Span::new(start, end);
-                        if let Some(first) = seen.insert(value.to_string(), span) {
-                            let key = value.to_string();
-                            index.duplicates.push(DuplicateKey {
-                                key,
-                                again: span,
-                                first,
-                            });
-                        }
-                        *key = Some((value.into_owned(), span));
+                        *key = Some((value.into_owned(), Span::new(start, end)));
                         continue;
                     }
                     let quoted =
                         matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted);
-                    let value_span = scalar_span(text, start, end, quoted);
-                    if let Some((path, key)) = next_path(&mut stack) {
-                        let content_start = if quoted {
-                            value_span.start + 1
-                        } else {
-                            value_span.start
-                        };
-                        index.entries.insert(
-                            path,
-                            Entry {
-                                key,
-                                value: value_span,
-                                content_start,
-                                quoted,
-                            },
-                        );
-                    }
+                    let value = scalar_span(text, start, end, quoted);
+                    let content_start = if quoted { value.start + 1 } else { value.start };
+                    index.add(
+                        &mut stack,
+                        Entry {
+                            key: None,
+                            value,
+                            content_start,
+                            quoted,
+                        },
+                    );
                 }
                 Event::MappingStart(..) | Event::SequenceStart(..) => {
-                    let path = match next_path(&mut stack) {
-                        Some((path, key)) => {
-                            let value = Span::new(start, start);
-                            index.entries.insert(
-                                path.clone(),
-                                Entry {
-                                    key,
-                                    value,
-                                    content_start: start,
-                                    quoted: false,
-                                },
-                            );
-                            path
-                        }
-                        None => Path::root(),
+                    let entry = Entry {
+                        key: None,
+                        value: Span::new(start, start),
+                        content_start: start,
+                        quoted: false,
                     };
-                    open.push(path.clone());
-                    stack.push(if matches!(event, Event::MappingStart(..)) {
-                        Frame::Map {
-                            path,
-                            key: None,
-                            seen: HashMap::new(),
-                        }
+                    let node = if stack.is_empty() {
+                        Some(0)
                     } else {
-                        Frame::Seq { path, next: 0 }
+                        index.add(&mut stack, entry)
+                    };
+                    // A duplicate key's container is indexed under a throwaway node.
+                    let node = node.unwrap_or(NodeId::MAX);
+                    stack.push(if matches!(event, Event::MappingStart(..)) {
+                        Frame::Map { node, key: None }
+                    } else {
+                        Frame::Seq { node, next: 0 }
                     });
                 }
                 Event::MappingEnd | Event::SequenceEnd => {
-                    stack.pop();
-                    if let Some(path) = open.pop() {
-                        if let Some(entry) = index.entries.get_mut(&path) {
-                            entry.value.end = end.max(entry.value.start);
-                        }
+                    let node = match stack.pop() {
+                        Some(Frame::Map { node, .. } | Frame::Seq { node, .. }) => node,
+                        None => continue,
+                    };
+                    if let Some(entry) = index.nodes.get_mut(node as usize).filter(|_| node != 0) {
+                        entry.value.end = end.max(entry.value.start);
                     }
                 }
                 Event::Alias(_) => {
-                    next_path(&mut stack);
+                    let entry = Entry {
+                        key: None,
+                        value: Span::new(start, end),
+                        content_start: start,
+                        quoted: false,
+                    };
+                    index.add(&mut stack, entry);
                 }
                 _ => {}
             }
@@ -213,32 +203,74 @@ impl YamlIndex {
         index
     }
 
+    /// Adds the next value of the innermost container; returns its node, or `None` for a key
+    /// already present in its mapping (recorded as a duplicate).
+    fn add(&mut self, stack: &mut [Frame], mut entry: Entry) -> Option<NodeId> {
+        let (parent, seg) = match stack.last_mut()? {
+            Frame::Map { node, key } => {
+                let (k, span) = key.take()?;
+                entry.key = Some(span);
+                (*node, Seg::Key(k))
+            }
+            Frame::Seq { node, next } => {
+                *next += 1;
+                (*node, Seg::Index(*next - 1))
+            }
+        };
+        let id = NodeId::try_from(self.nodes.len()).ok()?;
+        match self.children.entry((parent, seg)) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                if let (Seg::Key(key), Some(again)) = (&first.key().1, entry.key) {
+                    let first = self.nodes[*first.get() as usize].key.unwrap_or(again);
+                    self.duplicates.push(DuplicateKey {
+                        key: key.clone(),
+                        again,
+                        first,
+                    });
+                }
+                None
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(id);
+                self.nodes.push(entry);
+                Some(id)
+            }
+        }
+    }
+
+    /// The deepest node along `path` that exists, and whether it is `path` itself.
+    fn find(&self, path: &Path) -> (&Entry, bool) {
+        let mut node: NodeId = 0;
+        for seg in &path.0 {
+            // Cloning one segment is the price of a tuple key; lookups only happen when
+            // reporting a diagnostic.
+            match self.children.get(&(node, seg.clone())) {
+                Some(child) => node = *child,
+                None => return (&self.nodes[node as usize], false),
+            }
+        }
+        (&self.nodes[node as usize], true)
+    }
+
     /// The span of the value at `path`, or of its nearest ancestor that exists.
     pub fn value(&self, path: &Path) -> Span {
-        let mut p = Some(path.clone());
-        while let Some(path) = p {
-            if let Some(entry) = self.entries.get(&path) {
-                return self.first_line(entry.value);
-            }
-            p = path.parent();
-        }
-        Span::new(0, 0)
+        self.first_line(self.find(path).0.value)
     }
 
     /// The span of the key of `path` (the value's span for sequence items).
     pub fn key(&self, path: &Path) -> Span {
-        match self.entries.get(path) {
-            Some(Entry { key: Some(key), .. }) => *key,
+        match self.find(path) {
+            (Entry { key: Some(key), .. }, true) => *key,
             _ => self.value(path),
         }
     }
 
-    /// The file span of bytes `range` inside the scalar at `path` (for positions inside an
+    /// The file span of bytes `inner` inside the scalar at `path` (for positions inside an
     /// embedded language such as an alert condition). Falls back to the whole value when the
     /// scalar is quoted with escapes or folded, where offsets do not map one to one.
     pub fn inside(&self, path: &Path, inner: Span, raw: &str) -> Span {
-        match self.entries.get(path) {
-            Some(entry) => {
+        match self.find(path) {
+            (entry, true) => {
                 let content = entry
                     .value
                     .end
@@ -249,7 +281,7 @@ impl YamlIndex {
                     entry.value
                 }
             }
-            None => self.value(path),
+            _ => self.value(path),
         }
     }
 
@@ -260,18 +292,31 @@ impl YamlIndex {
 
     /// True when `path` was written in the file.
     pub fn contains(&self, path: &Path) -> bool {
-        self.entries.contains_key(path)
+        self.find(path).1
     }
 
     /// Keys written directly under the mapping at `path`, with their spans, in no order.
     pub fn keys_under(&self, path: &Path) -> Vec<(String, Span)> {
-        self.entries
+        let (_, true) = self.find(path) else {
+            return Vec::new();
+        };
+        let mut node: NodeId = 0;
+        for seg in &path.0 {
+            node = self
+                .children
+                .get(&(node, seg.clone()))
+                .copied()
+                .unwrap_or(node);
+        }
+        self.children
             .iter()
-            .filter(|(p, _)| p.parent().as_ref() == Some(path))
-            .filter_map(|(p, e)| match (p.0.last(), e.key) {
-                (Some(Seg::Key(k)), Some(span)) => Some((k.clone(), span)),
-                _ => None,
-            })
+            .filter(|((parent, _), _)| *parent == node)
+            .filter_map(
+                |((_, seg), child)| match (seg, self.nodes[*child as usize].key) {
+                    (Seg::Key(k), Some(span)) => Some((k.clone(), span)),
+                    _ => None,
+                },
+            )
             .collect()
     }
 
@@ -281,30 +326,6 @@ impl YamlIndex {
         match self.newlines.get(next) {
             Some(&newline) if newline < span.end => Span::new(span.start, newline),
             _ => span,
-        }
-    }
-
-    /// Length of the indexed text.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True for an empty document.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-fn next_path(stack: &mut [Frame]) -> Option<(Path, Option<Span>)> {
-    match stack.last_mut()? {
-        Frame::Map { path, key, .. } => {
-            let (k, span) = key.take()?;
-            Some((path.key(&k), Some(span)))
-        }
-        Frame::Seq { path, next } => {
-            let p = path.index(*next);
-            *next += 1;
-            Some((p, None))
         }
     }
 }
