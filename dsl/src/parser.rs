@@ -42,7 +42,8 @@ impl SyntaxError {
 pub fn parse_flow_file(text: &str, file: FileId) -> Result<FlowFile, Diagnostic> {
     parse_flows(text).map_err(|e| {
         let diagnostic = e.into_diagnostic(codes::FLOW_SYNTAX, file, 0);
-        diagnostic.help("see flows/README.md for the flow language")
+        diagnostic
+            .help("the flow language is described in README.md, section \"The flow language\"")
     })
 }
 
