@@ -130,6 +130,22 @@ fn alert_rules_and_channels() {
 }
 
 #[test]
+fn templates_cover_every_whatsapp_message_kind_in_three_languages() {
+    let config = shipped();
+    let kinds: std::collections::BTreeSet<&str> =
+        config.templates.values().map(|t| t.kind()).collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["buttons", "list", "location_request", "text"]
+    );
+    let config::Template::List(menu) = &config.templates["main_menu"] else {
+        panic!("main_menu is a list")
+    };
+    let languages: Vec<&str> = menu.body.0.keys().map(String::as_str).collect();
+    assert_eq!(languages, ["en", "fr", "rw"]);
+}
+
+#[test]
 fn secrets_resolve_from_the_environment_when_serving() {
     let path = crate::support::repo_path("routes.yaml");
     let none = config::load(&path, &EnvPolicy::Resolve(config::Env::default())).expect("readable");
