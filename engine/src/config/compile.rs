@@ -73,6 +73,7 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// An error on the key at `path` (for "this section is wrong here" problems).
     fn error_at_key(
         &mut self,
         code: codes::Code,
@@ -81,11 +82,10 @@ impl Cx<'_> {
         label: impl Into<String>,
     ) -> &mut Diagnostic {
         let span = self.index.key(path);
-        self.out
-            .push(Diagnostic::error(code, message).at(self.file, span, label));
-        self.out.last_mut().expect("just pushed")
+        self.push(Diagnostic::error(code, message).at(self.file, span, label))
     }
 
+    /// An error on the value at `path`.
     fn error(
         &mut self,
         code: codes::Code,
@@ -94,8 +94,11 @@ impl Cx<'_> {
         label: impl Into<String>,
     ) -> &mut Diagnostic {
         let span = self.index.value(path);
-        self.out
-            .push(Diagnostic::error(code, message).at(self.file, span, label));
+        self.push(Diagnostic::error(code, message).at(self.file, span, label))
+    }
+
+    fn push(&mut self, diagnostic: Diagnostic) -> &mut Diagnostic {
+        self.out.push(diagnostic);
         self.out.last_mut().expect("just pushed")
     }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use easymo_dsl::check::{TemplateInfo, IMPLICIT_VARIABLES};
 use easymo_dsl::{codes, Diagnostic, FileId};
 
-use super::raw::{Template, Text};
+use super::raw::{Row, Template, Text};
 use super::yaml::{Path, YamlIndex};
 use crate::limits;
 
@@ -33,175 +33,143 @@ enum FieldValue<'a> {
 }
 
 fn fields<'a>(template: &'a Template, base: &Path) -> Vec<Field<'a>> {
-    let mut out = Vec::new();
-    let text = |out: &mut Vec<Field<'a>>, path: Path, role, limit, t: &'a Text, per_row| {
-        out.push(Field {
-            path,
-            role,
-            limit,
-            value: FieldValue::Text(t),
-            per_row,
-        })
-    };
+    let mut out = Fields(Vec::new());
     match template {
         Template::Text(t) => {
-            let base = base.key("text");
-            text(
-                &mut out,
-                base.key("body"),
-                "text body",
-                limits::TEXT_BODY,
-                &t.body,
-                false,
-            );
+            let path = base.key("text").key("body");
+            out.text(path, "text body", limits::TEXT_BODY, &t.body);
         }
         Template::LocationRequest(t) => {
-            let base = base.key("location_request");
-            text(
-                &mut out,
-                base.key("body"),
+            let path = base.key("location_request").key("body");
+            out.text(
+                path,
                 "location request body",
                 limits::LOCATION_BODY,
                 &t.body,
-                false,
             );
         }
         Template::List(t) => {
             let base = base.key("list");
-            if let Some(h) = &t.header {
-                text(
-                    &mut out,
-                    base.key("header"),
-                    "header",
-                    limits::HEADER,
-                    h,
-                    false,
-                );
-            }
-            text(
-                &mut out,
-                base.key("body"),
-                "list body",
-                limits::LIST_BODY,
-                &t.body,
-                false,
-            );
-            if let Some(f) = &t.footer {
-                text(
-                    &mut out,
-                    base.key("footer"),
-                    "footer",
-                    limits::FOOTER,
-                    f,
-                    false,
-                );
-            }
-            text(
-                &mut out,
+            let body = (&t.body, "list body", limits::LIST_BODY);
+            out.frame(&base, t.header.as_ref(), body, t.footer.as_ref());
+            out.text(
                 base.key("button"),
                 "list button",
                 limits::LIST_BUTTON,
                 &t.button,
-                false,
             );
             for (i, section) in t.sections.iter().enumerate() {
                 let sp = base.key("sections").index(i);
                 if let Some(title) = &section.title {
-                    text(
-                        &mut out,
+                    out.text(
                         sp.key("title"),
                         "section title",
                         limits::SECTION_TITLE,
                         title,
-                        false,
                     );
                 }
-                let rows = section
-                    .rows
-                    .iter()
-                    .enumerate()
-                    .map(|(j, r)| (sp.key("rows").index(j), r, false));
-                let each = section.row.iter().map(|r| (sp.key("row"), r, true));
-                for (rp, row, per_row) in rows.chain(each) {
-                    out.push(Field {
-                        path: rp.key("id"),
-                        role: "row id",
-                        limit: limits::ROW_ID,
-                        value: FieldValue::Plain(&row.id),
-                        per_row,
-                    });
-                    text(
-                        &mut out,
-                        rp.key("title"),
-                        "row title",
-                        limits::ROW_TITLE,
-                        &row.title,
-                        per_row,
-                    );
-                    if let Some(d) = &row.description {
-                        text(
-                            &mut out,
-                            rp.key("description"),
-                            "row description",
-                            limits::ROW_DESCRIPTION,
-                            d,
-                            per_row,
-                        );
-                    }
+                for (j, row) in section.rows.iter().enumerate() {
+                    out.row(&sp.key("rows").index(j), row, false);
+                }
+                if let Some(row) = &section.row {
+                    out.row(&sp.key("row"), row, true);
                 }
             }
         }
         Template::Buttons(t) => {
             let base = base.key("buttons");
-            if let Some(h) = &t.header {
-                text(
-                    &mut out,
-                    base.key("header"),
-                    "header",
-                    limits::HEADER,
-                    h,
-                    false,
-                );
-            }
-            text(
-                &mut out,
-                base.key("body"),
-                "reply-buttons body",
-                limits::BUTTONS_BODY,
-                &t.body,
-                false,
-            );
-            if let Some(f) = &t.footer {
-                text(
-                    &mut out,
-                    base.key("footer"),
-                    "footer",
-                    limits::FOOTER,
-                    f,
-                    false,
-                );
-            }
-            for (i, b) in t.buttons.iter().enumerate() {
+            let body = (&t.body, "reply-buttons body", limits::BUTTONS_BODY);
+            out.frame(&base, t.header.as_ref(), body, t.footer.as_ref());
+            for (i, button) in t.buttons.iter().enumerate() {
                 let bp = base.key("buttons").index(i);
-                out.push(Field {
-                    path: bp.key("id"),
-                    role: "button id",
-                    limit: limits::BUTTON_ID,
-                    value: FieldValue::Plain(&b.id),
-                    per_row: false,
-                });
-                text(
-                    &mut out,
+                out.push(
+                    bp.key("id"),
+                    "button id",
+                    limits::BUTTON_ID,
+                    FieldValue::Plain(&button.id),
+                    false,
+                );
+                out.text(
                     bp.key("title"),
                     "button title",
                     limits::BUTTON_TITLE,
-                    &b.title,
-                    false,
+                    &button.title,
                 );
             }
         }
     }
-    out
+    out.0
+}
+
+/// Collects the fields of one template.
+struct Fields<'a>(Vec<Field<'a>>);
+
+impl<'a> Fields<'a> {
+    fn push(
+        &mut self,
+        path: Path,
+        role: &'static str,
+        limit: usize,
+        value: FieldValue<'a>,
+        per_row: bool,
+    ) {
+        self.0.push(Field {
+            path,
+            role,
+            limit,
+            value,
+            per_row,
+        });
+    }
+
+    fn text(&mut self, path: Path, role: &'static str, limit: usize, text: &'a Text) {
+        self.push(path, role, limit, FieldValue::Text(text), false);
+    }
+
+    /// Header, body and footer of an interactive message.
+    fn frame(
+        &mut self,
+        base: &Path,
+        header: Option<&'a Text>,
+        (body, body_role, body_limit): (&'a Text, &'static str, usize),
+        footer: Option<&'a Text>,
+    ) {
+        if let Some(header) = header {
+            self.text(base.key("header"), "header", limits::HEADER, header);
+        }
+        self.text(base.key("body"), body_role, body_limit, body);
+        if let Some(footer) = footer {
+            self.text(base.key("footer"), "footer", limits::FOOTER, footer);
+        }
+    }
+
+    /// A list row; `per_row` rows are templates for each item of a bound list.
+    fn row(&mut self, path: &Path, row: &'a Row, per_row: bool) {
+        self.push(
+            path.key("id"),
+            "row id",
+            limits::ROW_ID,
+            FieldValue::Plain(&row.id),
+            per_row,
+        );
+        self.push(
+            path.key("title"),
+            "row title",
+            limits::ROW_TITLE,
+            FieldValue::Text(&row.title),
+            per_row,
+        );
+        if let Some(description) = &row.description {
+            let value = FieldValue::Text(description);
+            self.push(
+                path.key("description"),
+                "row description",
+                limits::ROW_DESCRIPTION,
+                value,
+                per_row,
+            );
+        }
+    }
 }
 
 /// Each variant of a field: its language (None for a plain id) and its YAML path.
