@@ -61,6 +61,13 @@ impl Sources {
             .unwrap_or("")
     }
 
+    /// Every file's name and text, in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        (0..self.count)
+            .filter_map(|i| self.files.get(i).ok())
+            .map(|f| (f.name().as_str(), f.source().as_str()))
+    }
+
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, file: FileId, offset: usize) -> (usize, usize) {
         let offset = clamp_to_char_boundary(self.text(file), offset);

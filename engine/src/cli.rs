@@ -38,6 +38,21 @@ pub enum Command {
         #[arg(long)]
         env: bool,
     },
+    /// Serve the webhooks in routes.yaml; reloads on file changes and SIGHUP.
+    Serve {
+        /// The config.
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Listen here instead of `server.listen` (e.g. `127.0.0.1:0` for a free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// How long requests in flight may take to finish after SIGTERM, e.g. `10s`.
+        #[arg(long, default_value = "10s")]
+        drain: String,
+        /// Log format: JSON lines (default when stdout is not a terminal) or text.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
     /// Show which route a message takes and why.
     Explain {
         /// The message text.
@@ -51,6 +66,15 @@ pub enum Command {
     },
     /// Print the JSON Schema of routes.yaml (for editor autocompletion).
     Schema,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -73,6 +97,30 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             print!("{}", outcome.output);
             Ok(outcome.exit_code)
+        }
+        Command::Serve {
+            config,
+            listen,
+            drain,
+            log_format,
+        } => {
+            crate::logging::init(log_format.map(|f| matches!(f, LogFormat::Json)));
+            let drain = easymo_dsl::parser::parse_duration(&drain)
+                .map_err(|e| anyhow::anyhow!("--drain {drain:?}: {e}"))?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let options = crate::server::Options {
+                config,
+                listen,
+                drain,
+            };
+            match runtime.block_on(crate::server::run(options, Env::from_process())) {
+                Ok(()) => Ok(0),
+                Err(crate::server::ServeError::Load(error)) => {
+                    eprintln!("error: the engine did not start: {error}");
+                    Ok(1)
+                }
+                Err(error) => Err(error).context("serving"),
+            }
         }
         Command::Explain {
             text,

@@ -8,15 +8,31 @@
 //! module reaches back up.
 //! - [`config`]: routes.yaml + flows → a validated [`config::Config`], or every diagnostic. The
 //!   one load path shared by lint, serve and reload.
+//! - [`reload`]: the live [`reload::Snapshot`] behind an `ArcSwap`; [`watch`] says when to reload.
+//! - [`server`]: `easymo serve`: router, error boundary, reload loop, graceful shutdown.
+//! - [`gateway`]: one webhook request: endpoint → auth → limit → route → response.
+//! - [`auth`]: signatures over the raw body, client IPs behind trusted proxies.
+//! - [`ratelimit`]: governor limiters kept across reloads.
+//! - [`whatsapp`]: the Cloud API delivery envelope.
+//! - [`http_error`]: the JSON error bodies; [`logging`]: JSON log lines, masked phone numbers.
 //! - [`router`]: message text → flow (pure).
 //! - [`limits`]: WhatsApp's message limits.
 //! - [`lint`]: the `easymo lint` command: load, render diagnostics, pick the exit code.
 //! - [`explain`]: the `easymo explain` command.
 //! - [`cli`]: argument parsing and dispatch; the only place besides `main.rs` that uses anyhow.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod explain;
+pub mod gateway;
+pub mod http_error;
 pub mod limits;
 pub mod lint;
+pub mod logging;
+pub mod ratelimit;
+pub mod reload;
 pub mod router;
+pub mod server;
+pub mod watch;
+pub mod whatsapp;

@@ -1,0 +1,442 @@
+//! The webhook pipeline: request → endpoint → auth → limit → route → response.
+//!
+//! Owns: what happens to one request on a configured endpoint, in that order, and the logs that
+//! say so. Every refusal is an [`ApiError`]; nothing here panics on input. Must not reach back
+//! into config loading or the server: it reads the snapshot it is handed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::auth::{self, client_ip};
+use crate::config::{Auth, Endpoint, EndpointKind, LimitKey, OnLimit};
+use crate::http_error::ApiError;
+use crate::logging::mask;
+use crate::ratelimit::{ceil_secs, Key, Limiter, Verdict};
+use crate::reload::{Reloader, Snapshot};
+use crate::whatsapp::Envelope;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The live config.
+    pub reloader: Arc<Reloader>,
+}
+
+/// The id of one request: from `x-request-id` when the caller sent a sane one, else generated.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Handles a request to any path that is not a built-in route.
+pub async fn webhook(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    // The whole request runs on the snapshot it started with, even if a reload lands meanwhile.
+    let snapshot = state.reloader.current();
+    let Some((index, endpoint)) = snapshot.endpoint(uri.path()) else {
+        return ApiError::NotFound(uri.path().to_owned()).into_response();
+    };
+    let client = client_ip::resolve(peer.ip(), &headers, &snapshot.config.server.trusted_proxies);
+    let mut request = Request {
+        endpoint,
+        limiter: snapshot.limiters.get(index).and_then(Option::as_ref),
+        request_id: &request_id,
+        client,
+        sender: None,
+        limit: None,
+    };
+    let result = request
+        .handle(&snapshot, &method, &uri, &headers, body)
+        .await;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            if let ApiError::Internal { message, .. } = &error {
+                tracing::error!(service = %endpoint.name, event = "request.failed", request_id = %request_id, error = %message, "Request failed.");
+            }
+            error.into_response()
+        }
+    };
+    request.add_limit_headers(&mut response);
+    let status = response.status().as_u16();
+    let user_id = request.sender.as_deref().map(mask);
+    tracing::info!(
+        service = %endpoint.name,
+        event = "request.completed",
+        request_id = %request_id,
+        user_id = user_id,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        method = %method,
+        status,
+        client_ip = %client,
+        "Request completed."
+    );
+    response
+}
+
+/// One request in flight on one endpoint.
+struct Request<'a> {
+    endpoint: &'a Endpoint,
+    limiter: Option<&'a Arc<Limiter>>,
+    request_id: &'a str,
+    client: IpAddr,
+    sender: Option<String>,
+    limit: Option<Verdict>,
+}
+
+impl Request<'_> {
+    async fn handle(
+        &mut self,
+        snapshot: &Snapshot,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        let endpoint = self.endpoint;
+        if let Some(deprecation) = &endpoint.deprecated {
+            tracing::warn!(service = %endpoint.name, event = "deprecated_service.access_attempt", request_id = %self.request_id, client_ip = %self.client, "Deprecated endpoint called.");
+            return Err(ApiError::Deprecated {
+                message: deprecation.message.clone(),
+                migration: deprecation.migration.clone(),
+            });
+        }
+        let allow = match endpoint.kind {
+            EndpointKind::Whatsapp => "GET, POST",
+            EndpointKind::MomoCallback => "POST, PUT",
+            EndpointKind::Sms => "POST",
+        };
+        let allowed = *method == Method::POST
+            || (*method == Method::GET && endpoint.kind == EndpointKind::Whatsapp)
+            || (*method == Method::PUT && endpoint.kind == EndpointKind::MomoCallback);
+        if !allowed {
+            return Err(ApiError::MethodNotAllowed { allow });
+        }
+        if *method == Method::GET {
+            return self.handshake(uri);
+        }
+        // An allowlist needs no body: refuse before reading one.
+        if let Auth::IpAllowlist(_) = endpoint.auth {
+            self.authenticate(headers, &[])?;
+        }
+        let body = read_body(headers, body, snapshot.config.server.max_body_bytes).await?;
+        if !matches!(endpoint.auth, Auth::IpAllowlist(_)) {
+            self.authenticate(headers, &body)?;
+        }
+        require_json(headers)?;
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::MalformedJson(format!("the body is not valid JSON: {e}")))?;
+        match endpoint.kind {
+            EndpointKind::Whatsapp => self.whatsapp(value),
+            EndpointKind::MomoCallback | EndpointKind::Sms => {
+                self.limit(None)?;
+                Ok((StatusCode::OK, Json(json!({"status": "received"}))).into_response())
+            }
+        }
+    }
+
+    fn handshake(&self, uri: &Uri) -> Result<Response, ApiError> {
+        let query: Vec<(String, String)> = uri.query().map(url_pairs).unwrap_or_default();
+        let get = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let expected = self
+            .endpoint
+            .verify_token
+            .as_ref()
+            .and_then(|s| s.value.as_deref());
+        let token_ok = match (get("hub.verify_token"), expected) {
+            (Some(given), Some(expected)) => {
+                constant_time_eq(given.as_bytes(), expected.as_bytes())
+            }
+            _ => false,
+        };
+        match (get("hub.mode"), get("hub.challenge")) {
+            (Some("subscribe"), Some(challenge)) if token_ok => {
+                tracing::info!(service = %self.endpoint.name, event = "webhook.verified", request_id = %self.request_id, "Webhook verification succeeded.");
+                Ok((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    challenge.to_owned(),
+                )
+                    .into_response())
+            }
+            _ => {
+                tracing::warn!(service = %self.endpoint.name, event = "webhook.verification_failed", request_id = %self.request_id, client_ip = %self.client, "Webhook verification failed.");
+                Err(ApiError::VerificationFailed)
+            }
+        }
+    }
+
+    fn authenticate(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        auth::check(&self.endpoint.auth, headers, body, self.client, i64::try_from(now).unwrap_or(i64::MAX)).map_err(|denied| {
+            let event = match denied {
+                auth::Denied::IpNotAllowed => format!("{}.unauthorized_ip", self.endpoint.name),
+                _ => format!("{}.invalid_signature", self.endpoint.name),
+            };
+            tracing::warn!(service = %self.endpoint.name, event = %event, request_id = %self.request_id, client_ip = %self.client, reason = %denied, "Request refused.");
+            ApiError::Forbidden(denied)
+        })
+    }
+
+    fn whatsapp(&mut self, value: serde_json::Value) -> Result<Response, ApiError> {
+        let envelope: Envelope = serde_json::from_value(value).map_err(|e| {
+            ApiError::InvalidPayload(format!("not a WhatsApp webhook delivery: {e}"))
+        })?;
+        if envelope.object != "whatsapp_business_account" {
+            return Err(ApiError::InvalidPayload(format!(
+                "expected object \"whatsapp_business_account\", got {:?}",
+                envelope.object
+            )));
+        }
+        let first = envelope.messages().next().map(|(_, m)| m);
+        self.sender = first.and_then(|m| m.sender()).map(str::to_owned);
+        if let Some(dropped) = self.limit(self.sender.clone())? {
+            return Ok(dropped);
+        }
+        let router = self.endpoint.router.as_ref();
+        let routed_to = match (first, router) {
+            (Some(message), Some(router)) => {
+                let flow = router
+                    .route(message.routing_text().unwrap_or_default())
+                    .flow()
+                    .to_owned();
+                tracing::info!(service = %self.endpoint.name, event = "message.routed", request_id = %self.request_id, correlation_id = %message.id, user_id = self.sender.as_deref().map(mask), flow = %flow, "Message routed.");
+                Some(flow)
+            }
+            _ => None,
+        };
+        Ok((
+            StatusCode::OK,
+            Json(json!({"status": "success", "routed_to": routed_to})),
+        )
+            .into_response())
+    }
+
+    /// Counts the request. `Ok(Some(response))` means the request is dropped with a 200.
+    fn limit(&mut self, sender: Option<String>) -> Result<Option<Response>, ApiError> {
+        let Some(limiter) = self.limiter else {
+            return Ok(None);
+        };
+        let key = match limiter.definition.key {
+            LimitKey::Endpoint => Key::Endpoint,
+            LimitKey::ClientIp => Key::Ip(self.client),
+            LimitKey::Sender => match sender {
+                Some(sender) => Key::Sender(sender),
+                // Status updates and errors have no sender: they are not the sender's traffic.
+                None => return Ok(None),
+            },
+        };
+        let verdict = limiter.check(&key);
+        self.limit = Some(verdict);
+        let Verdict::Refused { retry_after, .. } = verdict else {
+            return Ok(None);
+        };
+        tracing::warn!(service = %self.endpoint.name, event = "request.rate_limited", request_id = %self.request_id, client_ip = %self.client, user_id = self.sender.as_deref().map(mask), "Rate limit exceeded.");
+        match limiter.definition.on_limit {
+            OnLimit::Reject => Err(ApiError::RateLimited {
+                retry_after: ceil_secs(retry_after),
+            }),
+            // Meta retries failed deliveries and disables webhooks that keep failing: answer 200.
+            OnLimit::Drop | OnLimit::ReplyOnce => Ok(Some(
+                (
+                    StatusCode::OK,
+                    Json(json!({"status": "dropped", "reason": "rate_limited"})),
+                )
+                    .into_response(),
+            )),
+        }
+    }
+
+    fn add_limit_headers(&self, response: &mut Response) {
+        let Some(limiter) = self.limiter else { return };
+        let headers = response.headers_mut();
+        headers.insert(
+            "x-ratelimit-limit",
+            HeaderValue::from(limiter.definition.requests.get()),
+        );
+        let (remaining, reset) = match self.limit {
+            Some(Verdict::Allowed { remaining, reset }) => (remaining, reset),
+            Some(Verdict::Refused { reset, .. }) => (0, reset),
+            None => return,
+        };
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(ceil_secs(reset)));
+    }
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(error) => Err(ApiError::InvalidPayload(format!(
+            "could not read the body: {error}"
+        ))),
+    }
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedContentType(
+            if content_type.is_empty() {
+                "nothing".to_owned()
+            } else {
+                content_type.to_owned()
+            },
+        ))
+    }
+}
+
+/// Decodes `a=1&b=x%20y` (with `+` as space).
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Length is not secret (Meta's tokens are fixed by the operator); the content is.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Response {
+    (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+}
+
+/// `GET /readyz`: a config is loaded and serving.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let snapshot = state.reloader.current();
+    (
+        StatusCode::OK,
+        Json(json!({"status": "ready", "config_version": snapshot.version})),
+    )
+        .into_response()
+}
+
+/// `GET /admin/config`: the loaded config's version and reload history, for operators with the
+/// admin token.
+pub async fn admin_config(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let snapshot = state.reloader.current();
+    let expected = snapshot
+        .config
+        .server
+        .admin_token
+        .as_ref()
+        .and_then(|s| s.value.as_deref());
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let authorized = matches!((given, expected), (Some(g), Some(e)) if constant_time_eq(g.as_bytes(), e.as_bytes()));
+    if !authorized {
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}))).into_response();
+    }
+    let stats = &state.reloader.stats;
+    let last_error = stats
+        .last_error
+        .lock()
+        .map(|e| e.clone())
+        .unwrap_or_default();
+    Json(json!({
+        "version": snapshot.version,
+        "loaded_at": snapshot.loaded_at,
+        "reloads": {
+            "succeeded": stats.reloaded.load(std::sync::atomic::Ordering::Relaxed),
+            "rejected": stats.rejected.load(std::sync::atomic::Ordering::Relaxed),
+            "last_error": last_error,
+        },
+        "endpoints": snapshot.config.endpoints.iter().map(|e| json!({"name": e.name, "path": e.path, "kind": e.kind.as_str(), "deprecated": e.deprecated.is_some()})).collect::<Vec<_>>(),
+        "flows": snapshot.config.flows.index.len(),
+        "templates": snapshot.config.templates.len(),
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_query_pairs() {
+        let pairs = url_pairs("hub.mode=subscribe&hub.challenge=11%2B2&hub.verify_token=a+b&flag");
+        assert_eq!(pairs[1], ("hub.challenge".into(), "11+2".into()));
+        assert_eq!(pairs[2], ("hub.verify_token".into(), "a b".into()));
+        assert_eq!(pairs[3], ("flag".into(), String::new()));
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+}

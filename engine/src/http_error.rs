@@ -1,0 +1,134 @@
+//! The one error type of the HTTP edge and its JSON bodies.
+//!
+//! Owns: status codes and bodies for every refusal. 4xx bodies say precisely what was wrong;
+//! the 500 body is generic and carries the request id so a report can be matched to the log.
+//! Must not log: the gateway logs with context it has and this type lacks.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::Denied;
+
+/// A request the engine refuses or could not handle.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No endpoint at this path.
+    #[error("no endpoint at {0}")]
+    NotFound(String),
+    /// The endpoint does not take this method.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// Methods it takes.
+        allow: &'static str,
+    },
+    /// A retired endpoint.
+    #[error("service deprecated")]
+    Deprecated {
+        /// What callers are told.
+        message: String,
+        /// Where to go instead.
+        migration: String,
+    },
+    /// Body over the limit.
+    #[error("body over {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// Authentication failed.
+    #[error("{0}")]
+    Forbidden(Denied),
+    /// The GET handshake token did not match.
+    #[error("verification failed")]
+    VerificationFailed,
+    /// Not `application/json`.
+    #[error("unsupported content type")]
+    UnsupportedContentType(String),
+    /// The body is not valid JSON.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The body is not the expected shape.
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
+    /// Over the rate limit.
+    #[error("rate limited")]
+    RateLimited {
+        /// Seconds until a request fits.
+        retry_after: u64,
+    },
+    /// Anything else.
+    #[error("internal error: {message}")]
+    Internal {
+        /// For the log only.
+        message: String,
+        /// Echoed to the caller.
+        request_id: String,
+    },
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::NotFound(path) => (
+                StatusCode::NOT_FOUND,
+                json!({"error": "not_found", "message": format!("no endpoint at {path}")}),
+            ),
+            ApiError::MethodNotAllowed { allow } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method_not_allowed", "message": format!("this endpoint accepts {allow}")}),
+            ),
+            ApiError::Deprecated { message, migration } => (
+                StatusCode::GONE,
+                json!({"error": "service_deprecated", "message": message, "migration": migration}),
+            ),
+            ApiError::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "payload_too_large", "message": format!("the body is larger than {limit} bytes")}),
+            ),
+            ApiError::Forbidden(denied) => (
+                StatusCode::FORBIDDEN,
+                json!({"error": denied.code(), "message": denied.to_string()}),
+            ),
+            ApiError::VerificationFailed => (
+                StatusCode::FORBIDDEN,
+                json!({"error": "verification_failed", "message": "hub.mode or hub.verify_token is wrong"}),
+            ),
+            ApiError::UnsupportedContentType(got) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "unsupported_content_type", "message": format!("expected application/json, got {got}")}),
+            ),
+            ApiError::MalformedJson(detail) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "malformed_json", "message": detail}),
+            ),
+            ApiError::InvalidPayload(detail) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_payload", "message": detail}),
+            ),
+            ApiError::RateLimited { retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"error": "rate_limited", "message": format!("too many requests; retry in {retry_after} s"), "retryAfter": retry_after}),
+            ),
+            ApiError::Internal { request_id, .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "internal_error", "message": "Something went wrong on our side.", "requestId": request_id}),
+            ),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        match self {
+            ApiError::MethodNotAllowed { allow } => {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::RateLimited { retry_after } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            _ => {}
+        }
+        response
+    }
+}

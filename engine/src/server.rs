@@ -1,0 +1,329 @@
+//! `easymo serve`: the HTTP server, its error boundary, reloads and graceful shutdown.
+//!
+//! Owns: the axum router (built-in routes plus the webhook fallback), the middleware that gives
+//! every request an id and turns any panic into a JSON 500, the reload loop (file watcher and
+//! SIGHUP, one at a time, off the request path), and shutdown (stop accepting, drain within a
+//! deadline, exit 0). Must not know what a webhook means: `gateway` does.
+
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::FutureExt as _;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch as tokio_watch};
+
+use crate::config::{Env, EnvPolicy};
+use crate::gateway::{self, AppState, RequestId};
+use crate::http_error::ApiError;
+use crate::reload::{LoadError, Outcome, Reloader};
+use crate::watch;
+
+/// How often rate-limit keys with a full budget are forgotten.
+const LIMITER_SWEEP: Duration = Duration::from_secs(60);
+
+/// `easymo serve` options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// routes.yaml.
+    pub config: PathBuf,
+    /// Overrides `server.listen`.
+    pub listen: Option<SocketAddr>,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub drain: Duration,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The config did not load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file watcher could not start.
+    #[error("cannot watch the config files: {0}")]
+    Watch(#[from] notify::Error),
+    /// A runtime failure.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// The router: built-in routes, the webhook fallback, and the error boundary around all of it.
+pub fn app(state: Arc<AppState>) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(gateway::healthz))
+        .route("/readyz", get(gateway::readyz))
+        .route("/admin/config", get(gateway::admin_config))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } })
+        .fallback(gateway::webhook)
+        .with_state(state);
+    with_boundary(routes)
+}
+
+/// Wraps `router` so every response carries `x-request-id` and a panic becomes a JSON 500.
+pub fn with_boundary(router: Router) -> Router {
+    router.layer(middleware::from_fn(boundary))
+}
+
+async fn boundary(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let path = request.uri().path().to_owned();
+    let mut response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_owned());
+            tracing::error!(event = "request.panicked", request_id = %id, path = %path, error = %message, "Handler panicked.");
+            ApiError::Internal {
+                message,
+                request_id: id.clone(),
+            }
+            .into_response()
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
+    let config_path = options.config.clone();
+    let reloader =
+        tokio::task::spawn_blocking(move || Reloader::start(&config_path, EnvPolicy::Resolve(env)))
+            .await
+            .map_err(|e| ServeError::Runtime(e.to_string()))??;
+    let reloader = Arc::new(reloader);
+    let snapshot = reloader.current();
+    let address = options.listen.unwrap_or(snapshot.config.server.listen);
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind { address, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { address, source })?;
+    tracing::info!(
+        event = "server.listening",
+        address = %local,
+        config_version = %snapshot.version,
+        endpoints = snapshot.config.endpoints.len(),
+        "Listening."
+    );
+
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let watcher = watch::spawn(&snapshot.files, reload_tx.clone())?;
+    tokio::spawn(reload_loop(reloader.clone(), reload_rx, reload_tx, watcher));
+    let sweeper = reloader.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(LIMITER_SWEEP);
+        loop {
+            every.tick().await;
+            sweeper.sweep_limiters();
+        }
+    });
+
+    let state = Arc::new(AppState { reloader });
+    let (stop_tx, mut stop_rx) = tokio_watch::channel(false);
+    let server = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    let mut serving = tokio::spawn(server.into_future());
+    tokio::select! {
+        result = &mut serving => {
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ServeError::Runtime(e.to_string())),
+                Err(e) => Err(ServeError::Runtime(e.to_string())),
+            };
+        }
+        signal = shutdown_signal() => {
+            tracing::info!(event = "server.shutting_down", signal = signal, drain_ms = options.drain.as_millis() as u64, "Shutting down: no new connections, finishing requests in flight.");
+        }
+    }
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(options.drain, serving).await {
+        Ok(_) => tracing::info!(event = "server.stopped", "All requests finished; stopped."),
+        Err(_) => tracing::warn!(
+            event = "server.stopped",
+            "Drain deadline passed with requests still in flight; stopped."
+        ),
+    }
+    Ok(())
+}
+
+/// Reloads on every file-change signal and on SIGHUP, one at a time.
+async fn reload_loop(
+    reloader: Arc<Reloader>,
+    mut changes: mpsc::Receiver<()>,
+    resend: mpsc::Sender<()>,
+    watcher: watch::Watcher,
+) {
+    // Held for as long as the loop runs; replaced when the set of flow files changes.
+    let mut watcher = Some(watcher);
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(event = "config.sighup_unavailable", error = %error, "SIGHUP reloads are unavailable.");
+            None
+        }
+    };
+    loop {
+        let cause = tokio::select! {
+            change = changes.recv() => match change { Some(()) => "file_change", None => return },
+            Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => "sighup",
+        };
+        let before = reloader.current().files.clone();
+        let worker = reloader.clone();
+        let outcome = match tokio::task::spawn_blocking(move || worker.reload()).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::error!(event = "config.reload_failed", error = %error, "Reload task failed.");
+                continue;
+            }
+        };
+        match outcome {
+            Outcome::Reloaded { version } => {
+                tracing::info!(event = "config.reloaded", cause = cause, config_version = %version, "Configuration reloaded.");
+                let files = reloader.current().files.clone();
+                if files != before {
+                    match watch::spawn(&files, resend.clone()) {
+                        Ok(new) => drop(watcher.replace(new)),
+                        Err(error) => {
+                            tracing::warn!(event = "config.watch_failed", error = %error, "Could not watch the new flow files; SIGHUP still reloads.")
+                        }
+                    }
+                }
+            }
+            Outcome::Unchanged => tracing::debug!(
+                event = "config.unchanged",
+                cause = cause,
+                "Configuration unchanged."
+            ),
+            Outcome::Rejected(error) => {
+                tracing::error!(event = "config.reload_rejected", cause = cause, error = %error, "Reload rejected; the previous configuration keeps serving.");
+                // The same diagnostics `easymo lint` prints, for whoever is watching the logs.
+                eprintln!("{error}");
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        () = terminate => "SIGTERM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    use axum::http::StatusCode;
+    use axum::Json;
+    use serde_json::json;
+
+    use super::*;
+
+    async fn ok_json() -> Response {
+        (StatusCode::OK, Json(json!({"ok": true}))).into_response()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_json_500_with_the_request_id() {
+        let router = with_boundary(Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("database exploded");
+                }
+                ok_json().await
+            }),
+        ));
+        let request = Request::get("/boom")
+            .header("x-request-id", "req-42")
+            .body(Body::empty())
+            .expect("request");
+        let response = router.oneshot(request).await.expect("response");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()["x-request-id"], "req-42");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"], "internal_error");
+        assert_eq!(json["requestId"], "req-42");
+        assert!(
+            !json["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("database"),
+            "internals must not leak: {json}"
+        );
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_generated_when_missing_or_unsafe() {
+        let router = with_boundary(Router::new().route("/ok", get(ok_json)));
+        let request = Request::get("/ok")
+            .header("x-request-id", "bad id\twith spaces")
+            .body(Body::empty())
+            .expect("request");
+        let response = router.oneshot(request).await.expect("response");
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert_eq!(id.len(), 36, "{id}");
+    }
+}
