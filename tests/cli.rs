@@ -49,10 +49,14 @@ fn warnings_fail_only_with_deny_warnings() {
 fn lint_exits_two_when_it_cannot_run() {
     let out = easymo(&["lint", "no/such/routes.yaml"], &[]);
     assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout(&out).contains("cannot read no/such/routes.yaml"),
-        "{}",
-        stdout(&out)
+        stderr.contains("cannot read no/such/routes.yaml"),
+        "{stderr}"
+    );
+    assert!(
+        stdout(&out).is_empty(),
+        "machine-readable stdout stays clean"
     );
 }
 

@@ -83,3 +83,64 @@ fn semantic_yaml_errors_point_at_the_offending_line_not_line_one() {
         assert_eq!(got, line, "{case}");
     }
 }
+
+/// Runs the `_base` config with `edit` applied to routes.yaml and, optionally, a replacement
+/// for its flow file, from a scratch directory.
+fn lint_edited(
+    name: &str,
+    edit: impl Fn(&str) -> String,
+    flow: Option<&str>,
+) -> easymo_engine::config::Loaded {
+    let base = crate::support::repo_path("tests/lint/_base");
+    let dir = std::env::temp_dir().join(format!("easymo-lint-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let flow_text = match flow {
+        Some(text) => text.to_owned(),
+        None => std::fs::read_to_string(base.join("main.flow")).expect("base flow"),
+    };
+    std::fs::write(dir.join("main.flow"), flow_text).expect("write flow");
+    let routes = edit(&std::fs::read_to_string(base.join("routes.yaml")).expect("base routes"));
+    let loaded = load_text("routes.yaml", &routes, &dir, &EnvPolicy::Unchecked, &Disk);
+    let _ = std::fs::remove_dir_all(&dir);
+    loaded
+}
+
+#[test]
+fn a_tab_after_a_key_keeps_positions_and_unknown_sections_visible() {
+    // libyaml accepts `key:<TAB>value`; the position index must not lose its place there.
+    let loaded = lint_edited(
+        "tab",
+        |t| {
+            t.replace("      requests: 300", "      requests:\t300")
+                .replace("\nalerts:", "\nalertz:")
+        },
+        None,
+    );
+    let codes: Vec<&str> = loaded.diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["E102"], "{:#?}", loaded.diagnostics);
+    let label = loaded.diagnostics[0].primary().expect("located");
+    assert_eq!(
+        loaded.sources.line_col(label.file, label.span.start),
+        (44, 1)
+    );
+}
+
+#[test]
+fn a_flow_file_with_a_byte_order_mark_loads() {
+    let flow = format!(
+        "\u{feff}{}",
+        std::fs::read_to_string(crate::support::repo_path("tests/lint/_base/main.flow"))
+            .expect("flow")
+    );
+    let loaded = lint_edited("bom", str::to_owned, Some(&flow));
+    assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+}
+
+#[test]
+fn a_broken_flow_file_does_not_cause_false_errors_elsewhere() {
+    // The file that fails to parse might set the session value the other flow reads.
+    let flow = "flow menu {\n  if session.pending is empty { end }\n  end\n}\nflow jobs { awiat text -> menu }\n";
+    let loaded = lint_edited("cascade", str::to_owned, Some(flow));
+    let codes: Vec<&str> = loaded.diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["E200"], "{:#?}", loaded.diagnostics);
+}

@@ -161,3 +161,17 @@ fn secrets_resolve_from_the_environment_when_serving() {
     };
     assert_eq!(secrets[0].value.as_deref(), Some("x"));
 }
+
+#[test]
+fn yaml_examples_in_the_readme_parse() {
+    let readme = std::fs::read_to_string(crate::support::repo_path("README.md")).expect("README");
+    let mut blocks = 0;
+    for block in readme.split("```yaml\n").skip(1) {
+        let yaml = block.split("```").next().unwrap_or_default();
+        blocks += 1;
+        if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(yaml) {
+            panic!("README yaml block {blocks} does not parse: {e}\n{yaml}");
+        }
+    }
+    assert!(blocks >= 5, "{blocks}");
+}

@@ -37,6 +37,10 @@ pub const UNSET_ENV: Code = "E117";
 pub const INVALID_PATH: Code = "E118";
 /// A setting that does not fit the endpoint's kind.
 pub const KIND_MISMATCH: Code = "E119";
+/// A live WhatsApp endpoint that checks no signature.
+pub const UNAUTHENTICATED: Code = "E120";
+/// An allowlist or trusted-proxy list that covers every address.
+pub const ALLOWS_EVERYONE: Code = "E121";
 /// An SMS regex that does not compile.
 pub const SMS_REGEX: Code = "E130";
 /// An SMS pattern that does not capture a field its kind or flow needs.
@@ -99,3 +103,5 @@ pub const UNREACHABLE_STMT: Code = "W101";
 pub const UNUSED_BINDING: Code = "W102";
 /// A flow file that routes.yaml does not list is not linted.
 pub const UNLISTED_FLOW_FILE: Code = "W103";
+/// A live callback or SMS endpoint that anyone can call.
+pub const OPEN_ENDPOINT: Code = "W104";

@@ -49,6 +49,7 @@ pub fn parse_flow_file(text: &str, file: FileId) -> Result<FlowFile, Diagnostic>
 
 /// Parses a whole `.flow` text.
 pub fn parse_flows(text: &str) -> Result<FlowFile, SyntaxError> {
+    check_nesting(text)?;
     let mut pairs = Grammar::parse(Rule::file, text).map_err(|e| syntax_error(text, e))?;
     let file = pairs.next().map(Pair::into_inner);
     let flows = file
@@ -58,6 +59,46 @@ pub fn parse_flows(text: &str) -> Result<FlowFile, SyntaxError> {
         .map(lower_flow)
         .collect();
     Ok(FlowFile { flows })
+}
+
+/// Deepest `{`/`(` nesting accepted. The parser recurses once per level, and no real flow comes
+/// near this; without a limit a hostile or broken file could overflow the stack.
+pub const MAX_NESTING: usize = 64;
+
+fn check_nesting(text: &str) -> Result<(), SyntaxError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut in_comment = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '\n' => {
+                in_comment = false;
+                in_string = false;
+            }
+            _ if in_comment => {}
+            '\\' if in_string => escaped = !escaped,
+            '"' if !escaped => in_string = !in_string,
+            '#' if !in_string => in_comment = true,
+            '{' | '(' if !in_string => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(SyntaxError {
+                        span: Span::new(i, i + 1),
+                        message: format!(
+                            "blocks and parentheses are nested more than {MAX_NESTING} levels deep"
+                        ),
+                    });
+                }
+            }
+            '}' | ')' if !in_string => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if c != '\\' {
+            escaped = false;
+        }
+    }
+    Ok(())
 }
 
 /// Parses an alert condition such as `error_rate > 5% for 15m`.

@@ -95,7 +95,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     policy,
                 },
             );
-            print!("{}", outcome.output);
+            write_out(&outcome.output);
+            eprint!("{}", outcome.error);
             Ok(outcome.exit_code)
         }
         Command::Serve {
@@ -134,19 +135,27 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 eprint!("{}", outcome.output);
                 return Ok(1);
             };
-            print!(
-                "{}",
-                crate::explain::explain(config, endpoint.as_deref(), &text)?
-            );
+            write_out(&crate::explain::explain(
+                config,
+                endpoint.as_deref(),
+                &text,
+            )?);
             Ok(0)
         }
         Command::Schema => {
             let schema = schemars::schema_for!(config::raw::Routes);
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&schema).context("serializing the schema")?
-            );
+            let text = serde_json::to_string_pretty(&schema).context("serializing the schema")?;
+            write_out(&format!("{text}\n"));
             Ok(0)
         }
     }
+}
+
+/// Writes to stdout; a closed pipe (`easymo schema | head`) is not an error worth a panic.
+fn write_out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }

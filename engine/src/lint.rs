@@ -38,6 +38,8 @@ pub struct Options {
 pub struct Outcome {
     /// Text for stdout.
     pub output: String,
+    /// Text for stderr: why lint could not run.
+    pub error: String,
     /// 0 clean, 1 problems, 2 could not run.
     pub exit_code: u8,
 }
@@ -48,7 +50,8 @@ pub fn run(path: &Path, options: &Options) -> Outcome {
     match config::load(path, &policy) {
         Ok(loaded) => report(&loaded, options),
         Err(error) => Outcome {
-            output: format!("error: {error}\n"),
+            output: String::new(),
+            error: format!("error: {error}\n"),
             exit_code: 2,
         },
     }
@@ -70,6 +73,7 @@ pub fn report(loaded: &Loaded, options: &Options) -> Outcome {
     };
     Outcome {
         output,
+        error: String::new(),
         exit_code: u8::from(failed),
     }
 }

@@ -30,6 +30,20 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
+/// Whether `words` occurs in `text` on word boundaries (both already normalized, so words are
+/// separated by single spaces). No allocation: routing runs on every message.
+fn contains_words(text: &str, words: &str) -> bool {
+    if words.is_empty() {
+        return false;
+    }
+    text.match_indices(words).any(|(at, _)| {
+        let before = at == 0 || text.as_bytes()[at - 1] == b' ';
+        let end = at + words.len();
+        let after = end == text.len() || text.as_bytes()[end] == b' ';
+        before && after
+    })
+}
+
 /// Where a route was declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
@@ -67,7 +81,7 @@ impl KeywordRoute {
             MatchMode::Prefix => {
                 text == k || text.strip_prefix(k).is_some_and(|r| r.starts_with(' '))
             }
-            MatchMode::Contains => text == k || format!(" {text} ").contains(&format!(" {k} ")),
+            MatchMode::Contains => contains_words(text, k),
         }
     }
 

@@ -78,7 +78,8 @@ fn check_expr(
         let Some(head) = path.first() else { return };
         if head.node == "session" {
             if let Some(key) = path.get(1) {
-                if !cx.session_keys.contains_key(&key.node) {
+                // A file that did not parse may set it: do not guess.
+                if !cx.session_keys.contains_key(&key.node) && !cx.context.incomplete_flows {
                     out.push(
                         Diagnostic::error(codes::UNKNOWN_VARIABLE, format!("no flow ever sets session value `{}`", key.node))
                             .at(cx.file, key.span, "never set")

@@ -15,7 +15,7 @@ pub(super) fn check_flow(cx: &FlowCx<'_>, out: &mut Vec<Diagnostic>) {
     });
 }
 
-/// The placeholder numbers used in `sql`, ignoring quoted literals and dollar-quoted bodies.
+/// The placeholder numbers used in `sql`, ignoring quoted literals and comments.
 pub fn placeholders(sql: &str) -> BTreeSet<usize> {
     let mut found = BTreeSet::new();
     let bytes = sql.as_bytes();
@@ -24,6 +24,14 @@ pub fn placeholders(sql: &str) -> BTreeSet<usize> {
     while i < bytes.len() {
         match bytes[i] {
             b'\'' => in_quote = !in_quote,
+            b'-' if !in_quote && bytes.get(i + 1) == Some(&b'-') => {
+                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n);
+            }
+            b'/' if !in_quote && bytes.get(i + 1) == Some(&b'*') => {
+                i = sql[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |n| i + 2 + n + 1);
+            }
             b'$' if !in_quote => {
                 let digits: String = sql[i + 1..]
                     .chars()
@@ -78,10 +86,10 @@ mod tests {
 
     #[test]
     fn finds_placeholders_outside_quotes() {
-        let sql = "select * from t where a = $1 and b = '$5' and c = $2 and d = $10";
+        let sql = "select * from t where a = $1 and b = '$5' and c = $2 and d = $10 -- $7\n /* $8 */ + $3";
         assert_eq!(
             placeholders(sql).into_iter().collect::<Vec<_>>(),
-            vec![1, 2, 10]
+            vec![1, 2, 3, 10]
         );
     }
 }

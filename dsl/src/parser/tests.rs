@@ -352,3 +352,27 @@ fn statement_spans_end_at_their_last_token() {
     };
     assert_eq!(&text[cond.span.start..cond.span.end], "x is empty");
 }
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let deep = format!(
+        "flow a {{ if {}x{} is empty {{ end }} }}",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    );
+    let e = parse_flows(&deep).expect_err("too deep");
+    assert!(e.message.contains("nested more than 64 levels"), "{e:?}");
+    let ifs = format!(
+        "flow a {{ {} end {} }}",
+        "if x is empty { ".repeat(3000),
+        "} ".repeat(3000)
+    );
+    assert!(parse_flows(&ifs).is_err());
+    // Braces inside strings and comments do not count.
+    let fine = format!(
+        "flow a {{ set s = \"{}\" # {}\n end }}",
+        "{".repeat(100),
+        "(".repeat(100)
+    );
+    assert!(parse_flows(&fine).is_ok(), "{:?}", parse_flows(&fine));
+}

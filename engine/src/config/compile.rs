@@ -105,6 +105,16 @@ impl Cx<'_> {
     /// A `${NAME}` secret at `path`, resolved per the policy.
     fn secret(&mut self, value: &str, path: &Path, what: &str) -> Option<Secret> {
         let Some(var) = reference(value) else {
+            if value.trim_start().starts_with("${") {
+                self.error(
+                    codes::LITERAL_SECRET,
+                    format!("`{value}` is not a valid environment reference"),
+                    path,
+                    "",
+                )
+                .help = Some("write `${NAME}` with NAME in capitals, digits and `_`".to_owned());
+                return None;
+            }
             self.error(
                 codes::LITERAL_SECRET,
                 format!("{what} is written literally in routes.yaml"),
@@ -167,11 +177,56 @@ impl Cx<'_> {
     }
 
     fn net(&mut self, text: &str, path: &Path) -> Option<IpNet> {
-        text.parse::<IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from)).or_else(|| {
-            self.error(codes::INVALID_CIDR, format!("`{text}` is not a CIDR or IP address"), path, "")
-                .help = Some("write an address (`10.0.0.1`, `::1`) or a network (`10.0.0.0/8`, `2001:db8::/32`)".to_owned());
-            None
-        })
+        let Some(net) = text
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+        else {
+            self.error(
+                codes::INVALID_CIDR,
+                format!("`{text}` is not a CIDR or IP address"),
+                path,
+                "",
+            )
+            .help = Some(
+                "write an address (`10.0.0.1`, `::1`) or a network (`10.0.0.0/8`, `2001:db8::/32`)"
+                    .to_owned(),
+            );
+            return None;
+        };
+        if net.trunc() != net {
+            self.error(
+                codes::INVALID_CIDR,
+                format!("`{text}` has host bits set"),
+                path,
+                "not a network address",
+            )
+            .help = Some(format!("did you mean `{}`?", net.trunc()));
+            return None;
+        }
+        Some(net)
+    }
+
+    /// A list of networks; one covering every address defeats its purpose.
+    fn nets(&mut self, list: &[String], path: &Path, why: &str) -> Vec<IpNet> {
+        let mut nets = Vec::new();
+        for (i, text) in list.iter().enumerate() {
+            let Some(net) = self.net(text, &path.index(i)) else {
+                continue;
+            };
+            if net.prefix_len() == 0 {
+                self.error(
+                    codes::ALLOWS_EVERYONE,
+                    format!("`{text}` covers every address"),
+                    &path.index(i),
+                    why.to_owned(),
+                )
+                .help = Some("list the real addresses or networks".to_owned());
+                continue;
+            }
+            nets.push(net);
+        }
+        nets
     }
 }
 
@@ -204,20 +259,32 @@ pub(super) fn compile(
 
     // Top level: every unknown key at once, then each section on its own.
     let mut misspelt_sections: BTreeSet<&str> = BTreeSet::new();
-    for (key, span) in cx.index.keys_under(&root) {
-        if !raw::TOP_LEVEL_KEYS.contains(&key.as_str()) {
-            misspelt_sections.extend(
-                raw::TOP_LEVEL_KEYS
-                    .iter()
-                    .copied()
-                    .filter(|k| !top.contains_key(*k) && did_you_mean(&key, [*k]).is_some()),
-            );
-            cx.out.push(
-                Diagnostic::error(codes::UNKNOWN_FIELD, format!("unknown field `{key}`"))
-                    .at(file, span, "not a known top-level section")
-                    .maybe_help(did_you_mean(&key, raw::TOP_LEVEL_KEYS.iter().copied())),
-            );
-        }
+    // Keys come from serde's view of the document (complete even where the position index
+    // gave up); the index only supplies where they are.
+    let unknown: Vec<String> = top
+        .keys()
+        .map(|k| match k {
+            Value::String(s) => s.clone(),
+            other => serde_yaml::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        })
+        .filter(|k| !raw::TOP_LEVEL_KEYS.contains(&k.as_str()))
+        .collect();
+    for key in unknown {
+        misspelt_sections.extend(
+            raw::TOP_LEVEL_KEYS
+                .iter()
+                .copied()
+                .filter(|k| !top.contains_key(*k) && did_you_mean(&key, [*k]).is_some()),
+        );
+        let span = cx.index.key(&root.key(&key));
+        cx.out.push(
+            Diagnostic::error(codes::UNKNOWN_FIELD, format!("unknown field `{key}`"))
+                .at(file, span, "not a known top-level section")
+                .maybe_help(did_you_mean(&key, raw::TOP_LEVEL_KEYS.iter().copied())),
+        );
     }
     let mut take = |key: &str| top.remove(key);
     let version: Option<u32> = section(&mut cx, take("version"), "version", true);
@@ -313,6 +380,12 @@ fn yaml_syntax_error(
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((1, 1));
+    let line_text = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    let help = if line_text.contains("${") && (line_text.contains('[') || line_text.contains('{')) {
+        "inside `[ ]` or `{ }`, quote environment references: \"${NAME}\""
+    } else {
+        "check indentation and quoting; values containing `: ` or starting with `{`, `[` or `*` need quotes"
+    };
     let at = sources.offset_of(file, line, col);
     let message = error.to_string();
     let message = message
@@ -322,7 +395,7 @@ fn yaml_syntax_error(
         .to_owned();
     Diagnostic::error(codes::YAML_SYNTAX, format!("invalid YAML: {message}"))
         .at(file, Span::new(at, (at + 1).min(text.len())), "")
-        .help("check indentation and quoting; values containing `: ` or starting with `{`, `[` or `*` need quotes")
+        .help(help)
 }
 
 /// Deserializes one top-level section; reports it missing when required.
@@ -412,6 +485,15 @@ fn templates_section(
         let Some(name) = key.as_str().map(str::to_owned) else {
             continue;
         };
+        let identifier = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !identifier {
+            cx.out.push(
+                Diagnostic::error(codes::INVALID_VALUE, format!("template name `{name}` cannot be used in a flow"))
+                    .at(cx.file, cx.index.key(&path.key(&name)), "")
+                    .help("template names are letters, digits and `_`, starting with a letter, e.g. `job_list`"),
+            );
+        }
         match deserialize_at::<raw::Template>(item, &path.key(&name), &cx.index, cx.file) {
             Ok(t) => {
                 good.insert(name, t);
@@ -451,8 +533,13 @@ fn alerts_section(cx: &mut Cx<'_>, value: Option<Value>) -> RawAlerts {
             return alerts;
         }
     };
-    for (key, span) in cx.index.keys_under(&path) {
+    let keys: Vec<String> = map
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    for key in keys {
         if key != "channels" && key != "rules" {
+            let span = cx.index.key(&path.key(&key));
             cx.out.push(
                 Diagnostic::error(
                     codes::UNKNOWN_FIELD,
@@ -501,12 +588,11 @@ fn compile_server(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Server> {
             None
         }
     };
-    let trusted_proxies = server
-        .trusted_proxies
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| cx.net(p, &path.key("trusted_proxies").index(i)))
-        .collect();
+    let trusted_proxies = cx.nets(
+        &server.trusted_proxies,
+        &path.key("trusted_proxies"),
+        "anyone could forge X-Forwarded-For",
+    );
     if server.max_body_bytes == 0 {
         cx.error(
             codes::INVALID_VALUE,
@@ -590,6 +676,11 @@ fn load_flows(
                 .help = Some("paths are relative to routes.yaml".to_owned());
             }
             Ok(text) => {
+                // Windows editors may start the file with a byte-order mark.
+                let text = text
+                    .strip_prefix('\u{feff}')
+                    .map(str::to_owned)
+                    .unwrap_or(text);
                 // Shown as the path from where the engine runs, so editors and CI annotations
                 // can open it.
                 let shown = normalize_path(&full).display().to_string();
@@ -754,6 +845,19 @@ fn compile_endpoint(
             "",
         );
     }
+    if active && matches!(raw.auth, raw::Auth::None) {
+        let span = cx.index.value(&at.key("auth"));
+        let d = if kind == EndpointKind::Whatsapp {
+            Diagnostic::error(codes::UNAUTHENTICATED, format!("WhatsApp endpoint `{}` checks no signature", raw.name))
+                .at(cx.file, span, "anyone could post forged messages")
+                .help("Meta signs every delivery: use `auth: {hmac: {header: X-Hub-Signature-256, prefix: \"sha256=\", secrets: [...]}}`")
+        } else {
+            Diagnostic::warning(codes::OPEN_ENDPOINT, format!("endpoint `{}` accepts requests from anyone", raw.name))
+                .at(cx.file, span, "no signature or address check")
+                .help("add an `ip_allowlist` of the sender's addresses, or a signature if the sender can sign")
+        };
+        cx.out.push(d);
+    }
     let verify_token = raw
         .verify_token
         .as_ref()
@@ -793,7 +897,8 @@ fn compile_auth(cx: &mut Cx<'_>, auth: &raw::Auth, at: &Path) -> Option<Auth> {
                 path,
                 "no secret configured",
             )
-            .help = Some("add `secrets: [\"${WHATSAPP_APP_SECRET}\"]`".to_owned());
+            .help =
+                Some("add `secrets:` with one `- ${NAME}` entry per accepted secret".to_owned());
         }
         list.iter()
             .enumerate()
@@ -804,12 +909,17 @@ fn compile_auth(cx: &mut Cx<'_>, auth: &raw::Auth, at: &Path) -> Option<Auth> {
         raw::Auth::None => Auth::None,
         raw::Auth::Hmac(h) => {
             let path = at.key("hmac");
-            if h.header.trim().is_empty() {
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if h.header.is_empty() || !h.header.chars().all(token) {
                 cx.error(
                     codes::INVALID_VALUE,
-                    "the signature header name is empty",
+                    format!("`{}` is not an HTTP header name", h.header),
                     &path.key("header"),
                     "",
+                )
+                .help = Some(
+                    "header names are letters, digits and `-`, e.g. `X-Hub-Signature-256`"
+                        .to_owned(),
                 );
             }
             let secrets = secrets(cx, &h.secrets, &path);
@@ -836,13 +946,11 @@ fn compile_auth(cx: &mut Cx<'_>, auth: &raw::Auth, at: &Path) -> Option<Auth> {
                     "",
                 );
             }
-            Auth::IpAllowlist(
-                list.cidrs
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, c)| cx.net(c, &path.index(i)))
-                    .collect(),
-            )
+            Auth::IpAllowlist(cx.nets(
+                &list.cidrs,
+                &path,
+                "an allowlist that allows everyone checks nothing",
+            ))
         }
     })
 }
@@ -901,6 +1009,22 @@ fn compile_rate_limit(
                 &at.key("on_limit"),
                 "",
             );
+        }
+        (OnLimit::ReplyOnce, Some(t)) => {
+            // Nothing binds variables for a rate-limit reply: only implicit ones may be used.
+            if let Some(variable) = context
+                .templates
+                .get(t)
+                .and_then(|i| i.variables.iter().next())
+            {
+                cx.error(
+                    codes::UNBOUND_TEMPLATE_VAR,
+                    format!("template `{t}` reads `{variable}`, which nothing binds for a rate-limit reply"),
+                    &at.key("reply_template"),
+                    "",
+                )
+                .help = Some("use a template that reads only `contact`, `session` or `message`".to_owned());
+            }
         }
         (OnLimit::Reject | OnLimit::Drop, Some(_)) => {
             cx.error(
@@ -1058,6 +1182,27 @@ fn check_shadowing(
     if let Some((winner, winner_path)) = earlier.iter().find(|(e, _)| e.covers(candidate)) {
         let span = cx.index.value(at);
         let winner_span = cx.index.value(winner_path);
+        if winner.tier == candidate.tier && winner.route == candidate.route {
+            let span = cx.index.value(at);
+            let winner_span = cx.index.value(winner_path);
+            cx.out.push(
+                Diagnostic::error(
+                    codes::SHADOWED_ROUTE,
+                    format!("keyword \"{}\" is redundant", candidate.keyword),
+                )
+                .at(
+                    cx.file,
+                    span,
+                    format!(
+                        "\"{}\" already matches everything this does",
+                        winner.keyword
+                    ),
+                )
+                .also(cx.file, winner_span, "")
+                .help("remove it"),
+            );
+            return;
+        }
         let why = match winner.tier {
             Tier::Global => "global words always win".to_owned(),
             Tier::Keyword => format!(
@@ -1339,6 +1484,12 @@ fn compile_alerts(cx: &mut Cx<'_>, raw: RawAlerts) -> (BTreeMap<String, Channel>
             );
             continue;
         };
+        if let Some(problem) = threshold_problem(&condition) {
+            let span = cx.index.inside(&when, condition.threshold.span, &rule.when);
+            cx.out
+                .push(Diagnostic::error(codes::WRONG_UNIT, problem).at(cx.file, span, ""));
+            continue;
+        }
         let given = condition.unit.as_ref().map(|u| u.node);
         let fits = match (unit, given) {
             (MetricUnit::Percent, Some(u)) => !u.is_time(),
@@ -1380,6 +1531,29 @@ fn compile_alerts(cx: &mut Cx<'_>, raw: RawAlerts) -> (BTreeMap<String, Channel>
         });
     }
     (channels, rules)
+}
+
+/// Thresholds and windows that can never mean what the author wanted.
+fn threshold_problem(condition: &easymo_dsl::ast::Condition) -> Option<String> {
+    let value = condition.threshold.node;
+    if !value.is_finite() || value < 0.0 {
+        return Some(format!("threshold {value} is negative"));
+    }
+    if condition.unit.as_ref().map(|u| u.node) == Some(easymo_dsl::ast::Unit::Percent)
+        && value > 100.0
+    {
+        return Some(format!("a rate of {value}% can never be reached"));
+    }
+    if condition
+        .sustained
+        .as_ref()
+        .is_some_and(|d| d.node.is_zero())
+    {
+        return Some(
+            "`for 0…` is no duration: drop `for`, or give a window such as `for 5m`".to_owned(),
+        );
+    }
+    None
 }
 
 /// Warns about flows that no route, fallback, SMS pattern or other flow can reach.

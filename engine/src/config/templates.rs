@@ -238,7 +238,9 @@ pub fn check(
             match env.template_from_str(source) {
                 Ok(compiled) => {
                     for var in compiled.undeclared_variables(false) {
-                        if !(field.per_row && var == "row") {
+                        let builtin = env.globals().any(|(name, _)| name == var);
+                        let item = field.per_row && var == "row";
+                        if !builtin && !item {
                             variables.insert(var);
                         }
                     }

@@ -118,6 +118,15 @@ impl YamlIndex {
     /// Indexes `text`. Syntax errors are left to serde_yaml, which reports them; the index then
     /// holds what was read before the error.
     pub fn build(text: &str) -> Self {
+        // libyaml (serde_yaml) accepts a tab after `key:`; saphyr stops there. A tab and a space
+        // are both one byte, so indexing a copy with spaces keeps every offset.
+        let spaced;
+        let text = if text.contains('\t') {
+            spaced = text.replace('\t', " ");
+            spaced.as_str()
+        } else {
+            text
+        };
         let chars = CharOffsets::new(text);
         let root = Entry {
             key: None,
@@ -295,31 +304,6 @@ impl YamlIndex {
         self.find(path).1
     }
 
-    /// Keys written directly under the mapping at `path`, with their spans, in no order.
-    pub fn keys_under(&self, path: &Path) -> Vec<(String, Span)> {
-        let (_, true) = self.find(path) else {
-            return Vec::new();
-        };
-        let mut node: NodeId = 0;
-        for seg in &path.0 {
-            node = self
-                .children
-                .get(&(node, seg.clone()))
-                .copied()
-                .unwrap_or(node);
-        }
-        self.children
-            .iter()
-            .filter(|((parent, _), _)| *parent == node)
-            .filter_map(
-                |((_, seg), child)| match (seg, self.nodes[*child as usize].key) {
-                    (Seg::Key(k), Some(span)) => Some((k.clone(), span)),
-                    _ => None,
-                },
-            )
-            .collect()
-    }
-
     /// Block containers span many lines; point at their first line only so carets stay readable.
     fn first_line(&self, span: Span) -> Span {
         let next = self.newlines.partition_point(|&n| n < span.start);
@@ -378,7 +362,7 @@ pub fn deserialize_at<T: DeserializeOwned>(
             format!("unsupported YAML at `{path}`: {e}"),
         )
         .at(file, index.value(path), "")
-        .help("keys must be strings; YAML tags and anchors are not supported")
+        .help("keys must be strings; YAML tags are not supported")
     })?;
     serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
         let mut at = path.clone();
@@ -444,11 +428,19 @@ fn shape_error(message: &str, at: &Path, index: &YamlIndex, file: FileId) -> Dia
             }),
         );
     }
+    let help = if message.contains("expected a string") {
+        Some("quote it to make it text, e.g. \"1\"".to_owned())
+    } else if message.contains("invalid type") && at.0.last() == Some(&Seg::Key("per".to_owned())) {
+        Some("a window needs a unit, e.g. `60s`".to_owned())
+    } else {
+        None
+    };
     Diagnostic::error(
         codes::INVALID_VALUE,
         format!("invalid value for {place}: {message}"),
     )
     .at(file, index.value(at), "")
+    .maybe_help(help)
 }
 
 /// Splits "name`, expected one of `a`, `b`" into the name and the expected names.
