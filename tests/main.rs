@@ -9,3 +9,9 @@ mod lint_corpus;
 mod shipped_config;
 // The real `easymo` process: exit codes, output formats, explain, schema.
 mod cli;
+// `easymo serve`: signatures, handshake, bad input, health, logs, shutdown.
+mod gateway;
+// Rate limits and client addresses behind trusted proxies.
+mod limits_and_ips;
+// Hot reload under traffic.
+mod reload;

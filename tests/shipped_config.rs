@@ -109,7 +109,7 @@ fn payments_endpoints_and_the_deprecated_webhook() {
 
     let old = endpoint(&config, "wa-webhook");
     let deprecation = old.deprecated.as_ref().expect("deprecated");
-    assert!(deprecation.migration.contains("/wa-webhook-core"));
+    assert!(deprecation.migration.contains("/webhooks/whatsapp"));
 }
 
 #[test]

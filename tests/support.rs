@@ -45,3 +45,399 @@ pub const SECRET_VARS: &[&str] = &[
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// The corpus shared by every session: real-format deliveries with their signatures.
+pub fn corpus(relative: &str) -> PathBuf {
+    repo().join("../shared/corpus").join(relative)
+}
+
+/// The app secret the corpus signatures were made with.
+pub const CORPUS_APP_SECRET: &str = "easymo-test-app-secret";
+/// The verify token the corpus handshake cases expect.
+pub const CORPUS_VERIFY_TOKEN: &str = "easymo-verify-token";
+/// The admin token the test engines get.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The `X-Hub-Signature-256` value SIGNATURES.txt gives for a corpus file.
+pub fn corpus_signature(file: &str) -> String {
+    let listing =
+        std::fs::read_to_string(corpus("whatsapp/SIGNATURES.txt")).expect("SIGNATURES.txt");
+    listing
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (sig, path) = l.split_once("  ")?;
+            (path.trim() == file).then(|| sig.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no signature for {file}"))
+}
+
+/// A copy of the shipped routes.yaml and flows in a scratch directory, editable by a test.
+pub struct ConfigDir {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl ConfigDir {
+    /// Copies the shipped config, with `edit` applied to routes.yaml.
+    pub fn shipped(edit: impl Fn(&str) -> String) -> Self {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("easymo-it-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("flows")).expect("scratch dir");
+        for entry in std::fs::read_dir(repo_path("flows"))
+            .expect("flows")
+            .flatten()
+        {
+            std::fs::copy(entry.path(), dir.join("flows").join(entry.file_name()))
+                .expect("copy flow");
+        }
+        let config = ConfigDir { dir };
+        config.write(&edit(
+            &std::fs::read_to_string(repo_path("routes.yaml")).expect("routes.yaml"),
+        ));
+        config
+    }
+
+    /// routes.yaml in the directory.
+    pub fn routes(&self) -> PathBuf {
+        self.dir.join("routes.yaml")
+    }
+
+    /// Current routes.yaml text.
+    pub fn read(&self) -> String {
+        std::fs::read_to_string(self.routes()).expect("routes.yaml")
+    }
+
+    /// Replaces routes.yaml atomically (write a temporary file, rename it over), as editors do.
+    pub fn write(&self, text: &str) {
+        let tmp = self.dir.join(".routes.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, self.routes()).expect("rename");
+    }
+}
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `easymo serve` on a free loopback port.
+pub struct Engine {
+    child: std::process::Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The environment every test engine gets: the corpus secrets and harmless placeholders.
+pub fn engine_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("DATABASE_URL", "postgres://unused@127.0.0.1:1/unused"),
+        ("EASYMO_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("WHATSAPP_VERIFY_TOKEN", CORPUS_VERIFY_TOKEN),
+        ("WHATSAPP_APP_SECRET", CORPUS_APP_SECRET),
+        ("MOMO_WEBHOOK_SECRET", "momo-test-secret"),
+        ("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/slack"),
+        ("PAGERDUTY_ROUTING_KEY", "pd-test-key"),
+    ]
+}
+
+impl Engine {
+    /// Starts the engine on `config`, listening on `listen` (e.g. `127.0.0.1:0`), and waits
+    /// until it says where it listens.
+    pub fn start(config: &ConfigDir, listen: &str) -> Engine {
+        Self::start_with(config, listen, &engine_env())
+    }
+
+    /// Like [`Engine::start`] with an explicit environment.
+    pub fn start_with(config: &ConfigDir, listen: &str, env: &[(&str, &str)]) -> Engine {
+        use std::io::BufRead as _;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_easymo-under-test"));
+        command
+            .args(["serve", "--config"])
+            .arg(config.routes())
+            .args(["--listen", listen, "--drain", "5s", "--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for var in SECRET_VARS {
+            command.env_remove(var);
+        }
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("engine starts");
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("\"server.listening\"") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().expect("logs").push(line);
+            }
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().expect("logs").push(format!("stderr: {line}"));
+            }
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "engine did not start:\n{}",
+                    logs.lock().expect("logs").join("\n")
+                )
+            });
+        let event: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        let addr = event["metadata"]["address"]
+            .as_str()
+            .expect("address")
+            .parse()
+            .expect("socket address");
+        Engine { child, addr, logs }
+    }
+
+    /// Every log line so far (stderr lines prefixed with `stderr: `).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < until {
+            if self.logs().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends a signal to the engine.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait(mut self) -> Option<i32> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < until, "engine did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// A request to this engine.
+    pub fn request(&self, method: &str, path: &str) -> HttpRequest {
+        HttpRequest {
+            addr: self.addr,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// A signed WhatsApp POST of `body` to the shipped endpoint.
+    pub fn whatsapp(&self, body: &[u8]) -> HttpResponse {
+        let signature = format!(
+            "sha256={}",
+            easymo_engine::auth::signature::sign_hex(CORPUS_APP_SECRET.as_bytes(), body)
+        );
+        self.request("POST", "/webhooks/whatsapp")
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", &signature)
+            .body(body)
+            .send()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 client over a plain TCP connection: tests see exactly the bytes sent.
+pub struct HttpRequest {
+    addr: std::net::SocketAddr,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// A response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl HttpRequest {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: &[u8]) -> Self {
+        self.body = body.to_vec();
+        self
+    }
+
+    /// Sends the request on a new connection and reads the whole response.
+    pub fn send(self) -> HttpResponse {
+        let mut stream = self.connect();
+        self.write_head(&mut stream, Some(self.body.len()));
+        std::io::Write::write_all(&mut stream, &self.body).expect("write body");
+        read_response(stream)
+    }
+
+    /// Sends the head and the first `split` body bytes, then calls `pause` before the rest: a
+    /// request that is in flight while `pause` runs.
+    pub fn send_slowly(self, split: usize, pause: impl FnOnce()) -> HttpResponse {
+        let mut stream = self.connect();
+        self.write_head(&mut stream, Some(self.body.len()));
+        std::io::Write::write_all(&mut stream, &self.body[..split]).expect("write first part");
+        pause();
+        std::io::Write::write_all(&mut stream, &self.body[split..]).expect("write rest");
+        read_response(stream)
+    }
+
+    /// Sends the body with chunked transfer encoding (no Content-Length).
+    pub fn send_chunked(self) -> HttpResponse {
+        let mut stream = self.connect();
+        self.write_head(&mut stream, None);
+        for chunk in self.body.chunks(1000) {
+            let _ =
+                std::io::Write::write_all(&mut stream, format!("{:x}\r\n", chunk.len()).as_bytes());
+            let _ = std::io::Write::write_all(&mut stream, chunk);
+            let _ = std::io::Write::write_all(&mut stream, b"\r\n");
+        }
+        let _ = std::io::Write::write_all(&mut stream, b"0\r\n\r\n");
+        read_response(stream)
+    }
+
+    fn connect(&self) -> std::net::TcpStream {
+        let stream = std::net::TcpStream::connect(self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        stream
+    }
+
+    fn write_head(&self, stream: &mut std::net::TcpStream, length: Option<usize>) {
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n",
+            self.method, self.path, self.addr
+        );
+        match length {
+            Some(n) => head.push_str(&format!("content-length: {n}\r\n")),
+            None => head.push_str("transfer-encoding: chunked\r\n"),
+        }
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        std::io::Write::write_all(stream, head.as_bytes()).expect("write head");
+    }
+}
+
+fn read_response(mut stream: std::net::TcpStream) -> HttpResponse {
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
+        data = &data[line_end + 2 + size + 2..];
+    }
+    out
+}

@@ -56,9 +56,6 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file watcher could not start.
-    #[error("cannot watch the config files: {0}")]
-    Watch(#[from] notify::Error),
     /// A runtime failure.
     #[error("{0}")]
     Runtime(String),
@@ -143,7 +140,10 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
     );
 
     let (reload_tx, reload_rx) = mpsc::channel(4);
-    let watcher = watch::spawn(&snapshot.files, reload_tx.clone())?;
+    // Without a watcher, SIGHUP still reloads: a watch failure is worth a warning, not an outage.
+    let watcher = watch::spawn(&snapshot.files, reload_tx.clone())
+        .map_err(|error| tracing::warn!(event = "config.watch_failed", error = %error, "Not watching the config files; SIGHUP still reloads."))
+        .ok();
     tokio::spawn(reload_loop(reloader.clone(), reload_rx, reload_tx, watcher));
     let sweeper = reloader.clone();
     tokio::spawn(async move {
@@ -192,10 +192,9 @@ async fn reload_loop(
     reloader: Arc<Reloader>,
     mut changes: mpsc::Receiver<()>,
     resend: mpsc::Sender<()>,
-    watcher: watch::Watcher,
+    mut watcher: Option<watch::Watcher>,
 ) {
     // Held for as long as the loop runs; replaced when the set of flow files changes.
-    let mut watcher = Some(watcher);
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
         Err(error) => {

@@ -38,6 +38,9 @@ pub const SMS_CAPTURES: &[&str] = &[
     "date",
 ];
 
+/// Paths the server answers itself (health, readiness, admin), which no endpoint may take.
+pub const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/admin"];
+
 /// Metrics alert rules can watch, with the units their thresholds take.
 const METRICS: &[(&str, MetricUnit)] = &[
     ("error_rate", MetricUnit::Percent),
@@ -767,6 +770,20 @@ fn compile_endpoints(
         {
             cx.error(codes::INVALID_PATH, format!("`{}` is not a URL path", raw.path), &at.key("path"), "")
                 .help = Some("paths start with `/` and have no spaces, query or fragment, e.g. `/webhooks/whatsapp`".to_owned());
+        } else if RESERVED_PATHS
+            .iter()
+            .any(|r| raw.path == *r || raw.path.starts_with(&format!("{r}/")))
+        {
+            cx.error(
+                codes::INVALID_PATH,
+                format!("`{}` is one of the engine's own routes", raw.path),
+                &at.key("path"),
+                "",
+            )
+            .help = Some(format!(
+                "choose another path; reserved: {}",
+                RESERVED_PATHS.join(", ")
+            ));
         } else if let Some(first) = paths.insert(&raw.path, *i) {
             let first_span = cx.index.value(&list.index(first).key("path"));
             let file = cx.file;

@@ -1,0 +1,205 @@
+//! Hot reload through the real process: file edits and SIGHUP, good and bad configs, under load.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::{ConfigDir, Engine, ADMIN_TOKEN};
+
+fn text(body: &str) -> Vec<u8> {
+    format!(r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"messages":[{{"from":"250788000001","id":"wamid.R","timestamp":"1","type":"text","text":{{"body":"{body}"}}}}]}}}}]}}]}}"#).into_bytes()
+}
+
+fn routed(engine: &Engine, message: &str) -> String {
+    let response = engine.whatsapp(&text(message));
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()["routed_to"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn admin(engine: &Engine) -> serde_json::Value {
+    engine
+        .request("GET", "/admin/config")
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .json()
+}
+
+fn with_keyword(config: &str, keyword: &str) -> String {
+    config.replace(
+        "        - keywords: [shop, marketplace, guhaha, boutique]",
+        &format!("        - keywords: [shop, marketplace, guhaha, boutique, {keyword}]"),
+    )
+}
+
+/// The shipped config without its endpoint-wide limit, so tests can send freely.
+fn unlimited(config: &str) -> String {
+    config.replace(
+        "      requests: 300\n      per: 60s\n      key: endpoint",
+        "      requests: 100000\n      per: 1s\n      key: endpoint",
+    )
+}
+
+#[test]
+fn a_valid_edit_is_served_within_a_second() {
+    let config = ConfigDir::shipped(unlimited);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    assert_eq!(routed(&engine, "duka"), "main_menu");
+    config.write(&with_keyword(&config.read(), "duka"));
+    let edited = Instant::now();
+    while routed(&engine, "duka") != "shop" {
+        assert!(
+            edited.elapsed() < Duration::from_secs(1),
+            "not reloaded within 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(admin(&engine)["reloads"]["succeeded"], 1);
+}
+
+#[test]
+fn an_invalid_edit_keeps_the_old_config_until_it_is_fixed() {
+    let config = ConfigDir::shipped(unlimited);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    let good = config.read();
+    let version = admin(&engine)["version"].clone();
+    // A keyword route to a flow that does not exist, and a new keyword with it.
+    config.write(
+        &with_keyword(&good, "duka")
+            .replace("      fallback: main_menu", "      fallback: main_mneu"),
+    );
+    assert!(
+        engine.wait_for_log("\"config.reload_rejected\"", Duration::from_secs(3)),
+        "{:#?}",
+        engine.logs()
+    );
+    assert!(
+        engine.wait_for_log(
+            "error[E301]: unknown flow `main_mneu`",
+            Duration::from_secs(1)
+        ),
+        "the lint diagnostics are logged"
+    );
+    assert_eq!(
+        routed(&engine, "duka"),
+        "main_menu",
+        "the old config still serves"
+    );
+    let state = admin(&engine);
+    assert_eq!(state["version"], version);
+    assert_eq!(state["reloads"]["rejected"], 1);
+    assert!(state["reloads"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("E301"));
+    // Fixing the file later is picked up.
+    config.write(&with_keyword(&good, "duka"));
+    let fixed = Instant::now();
+    while routed(&engine, "duka") != "shop" {
+        assert!(
+            fixed.elapsed() < Duration::from_secs(2),
+            "the fix was not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn rate_limit_state_survives_reloads_that_keep_the_limit() {
+    let config = ConfigDir::shipped(|t| {
+        t.replace(
+            "      requests: 300\n      per: 60s",
+            "      requests: 3\n      per: 60s",
+        )
+    });
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    for _ in 0..3 {
+        assert_eq!(engine.whatsapp(&text("hi")).status, 200);
+    }
+    assert_eq!(engine.whatsapp(&text("hi")).status, 429);
+    config.write(&with_keyword(&config.read(), "duka"));
+    engine.signal("HUP");
+    let until = Instant::now() + Duration::from_secs(3);
+    while admin(&engine)["reloads"]["succeeded"] == 0 {
+        assert!(Instant::now() < until, "no reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        engine.whatsapp(&text("hi")).status,
+        429,
+        "the unchanged limit kept its count"
+    );
+    // Changing the limit starts a fresh budget.
+    config.write(
+        &config
+            .read()
+            .replace("      requests: 3\n", "      requests: 4\n"),
+    );
+    engine.signal("HUP");
+    let until = Instant::now() + Duration::from_secs(3);
+    while admin(&engine)["reloads"]["succeeded"] == 1 {
+        assert!(Instant::now() < until, "no second reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(engine.whatsapp(&text("hi")).status, 200);
+}
+
+#[test]
+fn a_hundred_reloads_under_continuous_traffic_drop_nothing() {
+    let config = ConfigDir::shipped(unlimited);
+    let engine = Arc::new(Engine::start(&config, "127.0.0.1:0"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (engine, stop, sent, failures) =
+                (engine.clone(), stop.clone(), sent.clone(), failures.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let response = engine.whatsapp(&text("shop"));
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let flow = response.json()["routed_to"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if response.status != 200 || flow != "shop" {
+                        failures
+                            .lock()
+                            .expect("lock")
+                            .push(format!("{} {flow}", response.status));
+                    }
+                }
+            })
+        })
+        .collect();
+    let base = config.read();
+    for i in 0..100 {
+        config.write(&with_keyword(&base, &format!("duka{i}")));
+        engine.signal("HUP");
+        let until = Instant::now() + Duration::from_secs(5);
+        while admin(&engine)["reloads"]["succeeded"].as_u64().unwrap_or(0) < i + 1 {
+            assert!(Instant::now() < until, "reload {i} did not land");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("client");
+    }
+    let failures = failures.lock().expect("lock");
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        sent.load(Ordering::Relaxed),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        sent.load(Ordering::Relaxed) > 100,
+        "the client kept sending"
+    );
+    assert_eq!(routed(&engine, "duka99"), "shop");
+}
