@@ -105,7 +105,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             drain,
             log_format,
         } => {
-            crate::logging::init(log_format.map(|f| matches!(f, LogFormat::Json)));
+            let _flush_logs_on_exit: crate::logging::LogGuard =
+                crate::logging::init(log_format.map(|f| matches!(f, LogFormat::Json)));
             let drain = easymo_dsl::parser::parse_duration(&drain)
                 .map_err(|e| anyhow::anyhow!("--drain {drain:?}: {e}"))?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

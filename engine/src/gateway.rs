@@ -59,6 +59,8 @@ pub async fn webhook(
         client,
         sender: None,
         limit: None,
+        correlation_id: None,
+        flow: None,
     };
     let result = request
         .handle(&snapshot, &method, &uri, &headers, body)
@@ -79,11 +81,13 @@ pub async fn webhook(
         service = %endpoint.name,
         event = "request.completed",
         request_id = %request_id,
+        correlation_id = request.correlation_id.as_deref(),
         user_id = user_id,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         method = %method,
         status,
         client_ip = %client,
+        flow = request.flow.as_deref(),
         "Request completed."
     );
     response
@@ -97,6 +101,10 @@ struct Request<'a> {
     client: IpAddr,
     sender: Option<String>,
     limit: Option<Verdict>,
+    /// The provider message id of the first message, for the log.
+    correlation_id: Option<String>,
+    /// The flow the message was routed to, for the log.
+    flow: Option<String>,
 }
 
 impl Request<'_> {
@@ -139,11 +147,10 @@ impl Request<'_> {
             self.authenticate(headers, &body)?;
         }
         require_json(headers)?;
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::MalformedJson(format!("the body is not valid JSON: {e}")))?;
         match endpoint.kind {
-            EndpointKind::Whatsapp => self.whatsapp(value),
+            EndpointKind::Whatsapp => self.whatsapp(&body),
             EndpointKind::MomoCallback | EndpointKind::Sms => {
+                parse_json::<serde::de::IgnoredAny>(&body)?;
                 self.limit(None)?;
                 Ok((StatusCode::OK, Json(json!({"status": "received"}))).into_response())
             }
@@ -201,10 +208,8 @@ impl Request<'_> {
         })
     }
 
-    fn whatsapp(&mut self, value: serde_json::Value) -> Result<Response, ApiError> {
-        let envelope: Envelope = serde_json::from_value(value).map_err(|e| {
-            ApiError::InvalidPayload(format!("not a WhatsApp webhook delivery: {e}"))
-        })?;
+    fn whatsapp(&mut self, body: &[u8]) -> Result<Response, ApiError> {
+        let envelope: Envelope = parse_json(body)?;
         if envelope.object != "whatsapp_business_account" {
             return Err(ApiError::InvalidPayload(format!(
                 "expected object \"whatsapp_business_account\", got {:?}",
@@ -223,7 +228,8 @@ impl Request<'_> {
                     .route(message.routing_text().unwrap_or_default())
                     .flow()
                     .to_owned();
-                tracing::info!(service = %self.endpoint.name, event = "message.routed", request_id = %self.request_id, correlation_id = %message.id, user_id = self.sender.as_deref().map(mask), flow = %flow, "Message routed.");
+                self.correlation_id = Some(message.id.clone());
+                self.flow = Some(flow.clone());
                 Some(flow)
             }
             _ => None,
@@ -304,6 +310,17 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
             "could not read the body: {error}"
         ))),
     }
+}
+
+/// Parses a body straight into `T` (no intermediate JSON tree): broken JSON is 400
+/// `malformed_json`, JSON of the wrong shape 400 `invalid_payload`.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::InvalidPayload(format!("unexpected shape: {e}"))
+        }
+        _ => ApiError::MalformedJson(format!("the body is not valid JSON: {e}")),
+    })
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
