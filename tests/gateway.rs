@@ -331,3 +331,71 @@ fn graceful_shutdown_finishes_requests_in_flight() {
     );
     assert_eq!(engine.wait(), Some(0));
 }
+
+#[test]
+fn a_rotated_secret_and_its_successor_are_both_accepted() {
+    let config = ConfigDir::shipped(|t| {
+        t.replace(
+            "          - ${WHATSAPP_APP_SECRET}\n",
+            "          - ${WHATSAPP_APP_SECRET}\n          - ${WHATSAPP_APP_SECRET_NEXT}\n",
+        )
+    });
+    let mut env = crate::support::engine_env();
+    env.push(("WHATSAPP_APP_SECRET_NEXT", "the-next-app-secret"));
+    let engine = Engine::start_with(&config, "127.0.0.1:0", &env);
+    let body = wire("01_text.json");
+    assert_eq!(
+        post_signed(&engine, &body, &corpus_signature("01_text.json")).status,
+        200,
+        "current secret"
+    );
+    let next = format!("sha256={}", sign_hex(b"the-next-app-secret", &body));
+    assert_eq!(
+        post_signed(&engine, &body, &next).status,
+        200,
+        "next secret"
+    );
+    let neither = format!("sha256={}", sign_hex(b"an-old-leaked-secret", &body));
+    assert_eq!(post_signed(&engine, &body, &neither).status, 403);
+}
+
+#[test]
+fn standard_webhooks_signatures_and_replay_window() {
+    let config = ConfigDir::shipped(|t| {
+        t.replace(
+            "    auth:\n      hmac:\n        header: X-Signature\n        encoding: hex\n        secrets:\n          - ${MOMO_WEBHOOK_SECRET}\n",
+            "    auth:\n      standard_webhooks:\n        secrets:\n          - ${MOMO_WEBHOOK_SECRET}\n        tolerance: 5m\n",
+        )
+    });
+    let secret = "whsec_c3RhbmRhcmQtd2ViaG9va3Mta2V5";
+    let mut env = crate::support::engine_env();
+    env.retain(|(k, _)| *k != "MOMO_WEBHOOK_SECRET");
+    env.push(("MOMO_WEBHOOK_SECRET", secret));
+    let engine = Engine::start_with(&config, "127.0.0.1:0", &env);
+    let body =
+        std::fs::read(corpus("momo/collection_requesttopay_SUCCESSFUL.json")).expect("corpus");
+    let send = |timestamp: i64, signature: &str| {
+        engine
+            .request("POST", "/webhooks/momo")
+            .header("content-type", "application/json")
+            .header("webhook-id", "msg_2a7bX")
+            .header("webhook-timestamp", &timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(&body)
+            .send()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let fresh = easymo_engine::auth::signature::sign_standard(secret, "msg_2a7bX", now, &body)
+        .expect("sign");
+    assert_eq!(send(now, &fresh).status, 200);
+    let old = now - 600;
+    let replayed = easymo_engine::auth::signature::sign_standard(secret, "msg_2a7bX", old, &body)
+        .expect("sign");
+    let refused = send(old, &replayed);
+    assert_eq!(refused.status, 403, "a ten-minute-old delivery is a replay");
+    assert_eq!(refused.json()["error"], "invalid_signature");
+    assert_eq!(send(now, "v1,AAAA").status, 403);
+}
