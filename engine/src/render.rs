@@ -1,0 +1,414 @@
+//! Templates → the exact JSON bodies the Graph API `/{phone-number-id}/messages` accepts, and a
+//! phone-like preview of the same message for `easymo simulate`.
+//!
+//! Owns: picking the contact's language (English as fallback), filling `{{ }}` variables,
+//! cutting dynamic text to WhatsApp's limits on a character boundary with an ellipsis, and
+//! paging lists longer than ten rows behind a "More" row. Must not touch the database.
+
+use serde_json::{json, Map, Value};
+
+use crate::config::raw::{Row, Template, Text};
+use crate::limits;
+
+/// The id of the "More" row; the offset of the next page follows the colon.
+pub const MORE_ROW_PREFIX: &str = "__more__:";
+
+/// A reply ready for the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The template's name.
+    pub template: String,
+    /// The Graph API request body.
+    pub body: Value,
+    /// The message as a person would read it on the phone.
+    pub preview: String,
+}
+
+/// Why a template could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The template has no such name.
+    #[error("unknown template `{0}`")]
+    Unknown(String),
+    /// A `{{ }}` expression failed.
+    #[error("template `{template}`: {source}")]
+    Template {
+        /// Template name.
+        template: String,
+        /// The minijinja error.
+        source: minijinja::Error,
+    },
+    /// A list with no rows: WhatsApp rejects it.
+    #[error("template `{0}` has no rows to show")]
+    EmptyList(String),
+}
+
+/// Renders `template` for `to` in `language`. `vars` holds the reply's bindings plus `contact`,
+/// `session` and `message`; `page_offset` is the first row of a paged list.
+pub fn render(
+    name: &str,
+    template: &Template,
+    language: &str,
+    vars: &Map<String, Value>,
+    to: &str,
+    page_offset: usize,
+) -> Result<Rendered, RenderError> {
+    let env = minijinja::Environment::new();
+    let fill =
+        |text: &Text, ctx: &Map<String, Value>, limit: usize| -> Result<String, RenderError> {
+            let source = pick(text, language);
+            let filled = env
+                .render_str(source, ctx)
+                .map_err(|source| RenderError::Template {
+                    template: name.to_owned(),
+                    source,
+                })?;
+            Ok(cut(filled.trim(), limit))
+        };
+    let (message, preview) = match template {
+        Template::Text(t) => {
+            let body = fill(&t.body, vars, limits::TEXT_BODY)?;
+            (
+                json!({"type": "text", "text": {"preview_url": t.preview_url, "body": body}}),
+                body,
+            )
+        }
+        Template::LocationRequest(t) => {
+            let body = fill(&t.body, vars, limits::LOCATION_BODY)?;
+            let preview = format!("{body}\n[ 📍 Send location ]");
+            (
+                json!({"type": "interactive", "interactive": {"type": "location_request_message", "body": {"text": body}, "action": {"name": "send_location"}}}),
+                preview,
+            )
+        }
+        Template::Buttons(t) => {
+            let mut interactive = Map::new();
+            interactive.insert("type".into(), json!("button"));
+            let mut preview = frame(
+                &mut interactive,
+                &fill,
+                vars,
+                t.header.as_ref(),
+                (&t.body, limits::BUTTONS_BODY),
+                t.footer.as_ref(),
+            )?;
+            let mut buttons = Vec::new();
+            for button in &t.buttons {
+                let title = fill(&button.title, vars, limits::BUTTON_TITLE)?;
+                let id = cut(
+                    &env.render_str(&button.id, vars)
+                        .map_err(|source| RenderError::Template {
+                            template: name.to_owned(),
+                            source,
+                        })?,
+                    limits::BUTTON_ID,
+                );
+                preview.push_str(&format!("\n[ {title} ]"));
+                buttons.push(json!({"type": "reply", "reply": {"id": id, "title": title}}));
+            }
+            interactive.insert("action".into(), json!({"buttons": buttons}));
+            (
+                json!({"type": "interactive", "interactive": interactive}),
+                preview,
+            )
+        }
+        Template::List(t) => {
+            let mut interactive = Map::new();
+            interactive.insert("type".into(), json!("list"));
+            let mut preview = frame(
+                &mut interactive,
+                &fill,
+                vars,
+                t.header.as_ref(),
+                (&t.body, limits::LIST_BODY),
+                t.footer.as_ref(),
+            )?;
+            // Every row of every section, in order, then one page of at most ten.
+            let mut all: Vec<(usize, Value)> = Vec::new();
+            for (s, section) in t.sections.iter().enumerate() {
+                for row in &section.rows {
+                    all.push((s, render_row(&env, name, row, vars, None, language, &fill)?));
+                }
+                if let (Some(from), Some(row)) = (&section.rows_from, &section.row) {
+                    let items = vars
+                        .get(from)
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    for item in items {
+                        all.push((
+                            s,
+                            render_row(&env, name, row, vars, Some(item), language, &fill)?,
+                        ));
+                    }
+                }
+            }
+            let total = all.len();
+            let start = page_offset.min(total);
+            let more = total - start > limits::MAX_ROWS;
+            let take = if more {
+                limits::MAX_ROWS - 1
+            } else {
+                limits::MAX_ROWS
+            };
+            let page: Vec<(usize, Value)> = all.into_iter().skip(start).take(take).collect();
+            if page.is_empty() {
+                return Err(RenderError::EmptyList(name.to_owned()));
+            }
+            let button = fill(&t.button, vars, limits::LIST_BUTTON)?;
+            let mut sections: Vec<Value> = Vec::new();
+            let mut last_section = None;
+            for (number, (s, row)) in page.iter().enumerate() {
+                let title = row["title"].as_str().unwrap_or_default();
+                let line = match row.get("description").and_then(Value::as_str) {
+                    Some(d) => format!("\n{}. {title} — {d}", number + 1),
+                    None => format!("\n{}. {title}", number + 1),
+                };
+                preview.push_str(&line);
+                if last_section != Some(*s) {
+                    let mut section = Map::new();
+                    if let Some(title) = &t.sections[*s].title {
+                        section.insert(
+                            "title".into(),
+                            json!(fill(title, vars, limits::SECTION_TITLE)?),
+                        );
+                    }
+                    section.insert("rows".into(), json!([]));
+                    sections.push(Value::Object(section));
+                    last_section = Some(*s);
+                }
+                if let Some(rows) = sections
+                    .last_mut()
+                    .and_then(|s| s.get_mut("rows"))
+                    .and_then(Value::as_array_mut)
+                {
+                    rows.push(row.clone());
+                }
+            }
+            if more {
+                let more_title = match language {
+                    "rw" => "Ibindi…",
+                    "fr" => "Plus…",
+                    _ => "More…",
+                };
+                let row = json!({"id": format!("{MORE_ROW_PREFIX}{}", start + take), "title": more_title});
+                preview.push_str(&format!("\n{}. {more_title}", page.len() + 1));
+                if let Some(rows) = sections
+                    .last_mut()
+                    .and_then(|s| s.get_mut("rows"))
+                    .and_then(Value::as_array_mut)
+                {
+                    rows.push(row);
+                }
+            }
+            // WhatsApp wants a title on every section once there are several.
+            if sections.len() > 1 {
+                for (i, section) in sections.iter_mut().enumerate() {
+                    if let Some(map) = section.as_object_mut() {
+                        map.entry("title")
+                            .or_insert_with(|| json!(format!("{}", i + 1)));
+                    }
+                }
+            }
+            preview.push_str(&format!("\n[ ☰ {button} ]"));
+            interactive.insert(
+                "action".into(),
+                json!({"button": button, "sections": sections}),
+            );
+            (
+                json!({"type": "interactive", "interactive": interactive}),
+                preview,
+            )
+        }
+    };
+    let mut body =
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": to});
+    if let (Some(body), Value::Object(message)) = (body.as_object_mut(), message) {
+        body.extend(message);
+    }
+    Ok(Rendered {
+        template: name.to_owned(),
+        body,
+        preview,
+    })
+}
+
+type Fill<'a> = dyn Fn(&Text, &Map<String, Value>, usize) -> Result<String, RenderError> + 'a;
+
+/// Header, body and footer of an interactive message; returns the preview so far.
+fn frame(
+    interactive: &mut Map<String, Value>,
+    fill: &Fill<'_>,
+    vars: &Map<String, Value>,
+    header: Option<&Text>,
+    (body, body_limit): (&Text, usize),
+    footer: Option<&Text>,
+) -> Result<String, RenderError> {
+    let mut preview = String::new();
+    if let Some(header) = header {
+        let text = fill(header, vars, limits::HEADER)?;
+        preview.push_str(&format!("*{text}*\n"));
+        interactive.insert("header".into(), json!({"type": "text", "text": text}));
+    }
+    let text = fill(body, vars, body_limit)?;
+    preview.push_str(&text);
+    interactive.insert("body".into(), json!({"text": text}));
+    if let Some(footer) = footer {
+        let text = fill(footer, vars, limits::FOOTER)?;
+        preview.push_str(&format!("\n_{text}_"));
+        interactive.insert("footer".into(), json!({"text": text}));
+    }
+    Ok(preview)
+}
+
+fn render_row(
+    env: &minijinja::Environment<'_>,
+    name: &str,
+    row: &Row,
+    vars: &Map<String, Value>,
+    item: Option<Value>,
+    _language: &str,
+    fill: &Fill<'_>,
+) -> Result<Value, RenderError> {
+    let mut ctx;
+    let vars = match item {
+        Some(item) => {
+            ctx = vars.clone();
+            ctx.insert("row".into(), item);
+            &ctx
+        }
+        None => vars,
+    };
+    let id = env
+        .render_str(&row.id, vars)
+        .map_err(|source| RenderError::Template {
+            template: name.to_owned(),
+            source,
+        })?;
+    let mut out = json!({"id": cut(id.trim(), limits::ROW_ID), "title": fill(&row.title, vars, limits::ROW_TITLE)?});
+    if let Some(description) = &row.description {
+        let text = fill(description, vars, limits::ROW_DESCRIPTION)?;
+        if !text.is_empty() {
+            out["description"] = json!(text);
+        }
+    }
+    Ok(out)
+}
+
+/// The variant for `language`, else English.
+fn pick<'a>(text: &'a Text, language: &str) -> &'a str {
+    text.0
+        .get(language)
+        .or_else(|| text.0.get("en"))
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+/// Cuts `text` to at most `limit` characters, ending with `…` when it had to cut.
+pub fn cut(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(limit.saturating_sub(1)).collect();
+    let mut out = kept.trim_end().to_owned();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(yaml: &str) -> Template {
+        // As the config loader does: YAML → JSON value → typed (serde_yaml wants `!tags` for enums).
+        let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
+        serde_json::from_value(serde_json::to_value(value).expect("json")).expect("template")
+    }
+
+    fn vars(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn cuts_on_character_boundaries_with_an_ellipsis() {
+        assert_eq!(cut("short", 24), "short");
+        assert_eq!(
+            cut("Ubwishingizi bw'ibinyabiziga n'ubuzima", 24)
+                .chars()
+                .count(),
+            24
+        );
+        assert_eq!(cut("ééééé", 3), "éé…");
+        assert_eq!(cut("😀😀😀😀", 2), "😀…");
+    }
+
+    #[test]
+    fn text_follows_the_language_with_english_fallback() {
+        let t = template(
+            "text:\n  body: {en: \"Hi {{ contact.name }}\", rw: \"Muraho {{ contact.name }}\"}\n",
+        );
+        let v = vars(json!({"contact": {"name": "Aline"}}));
+        let rw = render("t", &t, "rw", &v, "250788000001", 0).expect("renders");
+        assert_eq!(
+            rw.body,
+            json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "250788000001", "type": "text", "text": {"preview_url": false, "body": "Muraho Aline"}})
+        );
+        let fr = render("t", &t, "fr", &v, "250788000001", 0).expect("renders");
+        assert_eq!(fr.body["text"]["body"], "Hi Aline");
+    }
+
+    #[test]
+    fn dynamic_lists_are_cut_to_limits_and_paged() {
+        let t = template(
+            "list:\n  body: Jobs\n  button: See all the open jobs now\n  sections:\n    - rows_from: jobs\n      row:\n        id: \"{{ row.id }}\"\n        title: \"{{ row.title }}\"\n        description: \"{{ row.d }}\"\n",
+        );
+        let jobs: Vec<Value> = (1..=23).map(|i| json!({"id": i, "title": format!("A very long job title number {i}"), "d": "x".repeat(100)})).collect();
+        let v = vars(json!({"jobs": jobs}));
+        let first = render("jobs", &t, "en", &v, "250788000001", 0).expect("renders");
+        let action = &first.body["interactive"]["action"];
+        assert_eq!(
+            action["button"].as_str().map(|s| s.chars().count()),
+            Some(20)
+        );
+        let rows = action["sections"][0]["rows"].as_array().expect("rows");
+        assert_eq!(rows.len(), 10, "nine rows and More");
+        for row in rows {
+            assert!(
+                row["title"].as_str().expect("title").chars().count() <= 24,
+                "{row}"
+            );
+            assert!(
+                row["description"].as_str().map_or(0, |d| d.chars().count()) <= 72,
+                "{row}"
+            );
+        }
+        assert_eq!(rows[9]["id"], "__more__:9");
+        let last = render("jobs", &t, "en", &v, "250788000001", 18).expect("renders");
+        let rows = last.body["interactive"]["action"]["sections"][0]["rows"]
+            .as_array()
+            .expect("rows");
+        assert_eq!(rows.len(), 5, "the last page has no More row");
+        assert_eq!(rows[0]["id"], "19");
+        assert!(matches!(
+            render("jobs", &t, "en", &vars(json!({"jobs": []})), "x", 0),
+            Err(RenderError::EmptyList(_))
+        ));
+    }
+
+    #[test]
+    fn buttons_and_location_requests_have_the_graph_api_shape() {
+        let b = template("buttons:\n  body: Apply?\n  buttons:\n    - {id: apply, title: Apply for this job right now}\n    - {id: back, title: Back}\n");
+        let rendered = render("b", &b, "en", &Map::new(), "x", 0).expect("renders");
+        assert_eq!(rendered.body["interactive"]["type"], "button");
+        assert_eq!(
+            rendered.body["interactive"]["action"]["buttons"][0],
+            json!({"type": "reply", "reply": {"id": "apply", "title": "Apply for this job…"}})
+        );
+        let l = template("location_request:\n  body: Where are you?\n");
+        let rendered = render("l", &l, "en", &Map::new(), "x", 0).expect("renders");
+        assert_eq!(
+            rendered.body["interactive"],
+            json!({"type": "location_request_message", "body": {"text": "Where are you?"}, "action": {"name": "send_location"}})
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Postgres: the pool, the embedded migrations, the schema check, demo data, and every query
+//! the engine's own tables need.
+//!
+//! Owns: SQL against the engine's tables (`conversation`), and the migration set. Flows' own
+//! SQL is run by the flow runtime through [`run_flow_query`], which wraps it so that a step is
+//! one round trip whose rows come back as JSON. Must not decide what a message means.
+
+pub mod conversation;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::str::FromStr as _;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Demo data for `easymo seed --demo`.
+const DEMO_SQL: &str = include_str!("demo.sql");
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL does not parse.
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    /// A query or connection failed.
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The schema is behind the binary.
+    #[error("the database schema is behind: {pending} migration(s) not applied (latest {latest}); run `easymo migrate`")]
+    SchemaBehind {
+        /// How many are missing.
+        pending: usize,
+        /// The newest migration's version.
+        latest: i64,
+    },
+}
+
+/// Opens a pool of `max` connections.
+pub async fn connect(url: &str, max: u32) -> Result<PgPool, Error> {
+    let options = PgConnectOptions::from_str(url).map_err(|e| Error::Url(e.to_string()))?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_with(options)
+        .await?)
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool) -> Result<usize, Error> {
+    let before = applied(pool).await?;
+    MIGRATOR.run(pool).await?;
+    Ok(MIGRATOR.iter().count().saturating_sub(before))
+}
+
+async fn applied(pool: &PgPool) -> Result<usize, Error> {
+    let exists: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(0);
+    }
+    let count: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
+        .fetch_one(pool)
+        .await?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+/// Fails unless every embedded migration has been applied.
+pub async fn check_schema(pool: &PgPool) -> Result<(), Error> {
+    let applied = applied(pool).await?;
+    let total = MIGRATOR.iter().count();
+    if applied < total {
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        return Err(Error::SchemaBehind {
+            pending: total - applied,
+            latest,
+        });
+    }
+    Ok(())
+}
+
+/// Loads the demo data (idempotent: skipped when job categories already exist).
+pub async fn seed_demo(pool: &PgPool) -> Result<bool, Error> {
+    let seeded: bool = sqlx::query_scalar("select exists (select 1 from job_categories)")
+        .fetch_one(pool)
+        .await?;
+    if seeded {
+        return Ok(false);
+    }
+    sqlx::raw_sql(DEMO_SQL).execute(pool).await?;
+    Ok(true)
+}
+
+/// How many rows a flow query yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// All rows, as a JSON array.
+    Rows,
+    /// The first row as a JSON object, or null.
+    One,
+    /// Nothing.
+    Nothing,
+}
+
+/// Runs one flow step's SQL with its bound values, in one round trip. Rows come back as JSON,
+/// converted by Postgres, whatever their column types.
+pub async fn run_flow_query(
+    tx: &mut Transaction<'_, Postgres>,
+    sql: &str,
+    args: &[serde_json::Value],
+    shape: Shape,
+) -> Result<serde_json::Value, sqlx::Error> {
+    let sql = sql.trim().trim_end_matches(';');
+    let arguments = arguments(args).map_err(sqlx::Error::Encode)?;
+    let wrapped = match shape {
+        Shape::Nothing => {
+            sqlx::query_with(sql, arguments).execute(&mut **tx).await?;
+            return Ok(serde_json::Value::Null);
+        }
+        // A data-modifying statement with RETURNING may stand in a WITH clause, so one wrapper
+        // serves selects and writes alike. Rows keep the inner query's order in practice (a
+        // plain CTE scan feeding the aggregate).
+        Shape::Rows => {
+            format!("with q as ({sql}) select coalesce(jsonb_agg(q), '[]'::jsonb) from q")
+        }
+        Shape::One => format!("with q as ({sql}) select to_jsonb(q) from q limit 1"),
+    };
+    let value: Option<Option<serde_json::Value>> = sqlx::query_scalar_with(&wrapped, arguments)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(value.flatten().unwrap_or(match shape {
+        Shape::Rows => serde_json::Value::Array(Vec::new()),
+        _ => serde_json::Value::Null,
+    }))
+}
+
+/// Binds runtime values with the Postgres types that fit them: text, bigint, double, boolean,
+/// jsonb, or an untyped null.
+fn arguments(
+    args: &[serde_json::Value],
+) -> Result<sqlx::postgres::PgArguments, sqlx::error::BoxDynError> {
+    use serde_json::Value;
+    use sqlx::Arguments as _;
+    let mut out = sqlx::postgres::PgArguments::default();
+    for value in args {
+        match value {
+            Value::Null => out.add(None::<String>)?,
+            Value::Bool(b) => out.add(*b)?,
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => out.add(i)?,
+                None => out.add(n.as_f64().unwrap_or(f64::NAN))?,
+            },
+            Value::String(s) => out.add(s.clone())?,
+            other => out.add(sqlx::types::Json(other.clone()))?,
+        }
+    }
+    Ok(out)
+}
