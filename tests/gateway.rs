@@ -43,7 +43,11 @@ fn every_corpus_delivery_with_its_signature_is_accepted_and_routed() {
     }
     assert!(sent >= 33, "{sent}");
     // A text delivery names the flow its keyword routes to.
-    let routed = engine.whatsapp(br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messages":[{"from":"250788000001","id":"wamid.X","timestamp":"1","type":"text","text":{"body":"Find jobs!"}}]}}]}]}"#);
+    let routed = engine.whatsapp(&crate::support::text_delivery(
+        "250788000001",
+        "wamid.X",
+        "Find jobs!",
+    ));
     assert_eq!(
         routed.json(),
         serde_json::json!({"status": "success", "routed_to": "jobs"})
@@ -274,8 +278,8 @@ fn health_readiness_admin_and_request_ids() {
 #[test]
 fn logs_are_json_lines_with_one_schema_and_masked_numbers() {
     let (_config, engine) = shipped();
-    let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messages":[{"from":"250788123456","id":"wamid.LOG","timestamp":"1","type":"text","text":{"body":"shop"}}]}}]}]}"#;
-    assert_eq!(engine.whatsapp(body).status, 200);
+    let body = crate::support::text_delivery("250788123456", "wamid.LOG", "shop");
+    assert_eq!(engine.whatsapp(&body).status, 200);
     assert!(engine.wait_for_log("wamid.LOG", std::time::Duration::from_secs(2)));
     let logs = engine.logs();
     let mut saw_user = false;

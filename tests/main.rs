@@ -15,3 +15,5 @@ mod gateway;
 mod limits_and_ips;
 // Hot reload under traffic.
 mod reload;
+// Scripted WhatsApp conversations against Postgres, pinned with insta.
+mod conversations;

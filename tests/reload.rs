@@ -7,7 +7,13 @@ use std::time::{Duration, Instant};
 use crate::support::{ConfigDir, Engine, ADMIN_TOKEN};
 
 fn text(body: &str) -> Vec<u8> {
-    format!(r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"messages":[{{"from":"250788000001","id":"wamid.R","timestamp":"1","type":"text","text":{{"body":"{body}"}}}}]}}}}]}}]}}"#).into_bytes()
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::support::text_delivery(
+        "250788000001",
+        &format!("wamid.R{n}.{}", std::process::id()),
+        body,
+    )
 }
 
 fn routed(engine: &Engine, message: &str) -> String {

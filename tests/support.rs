@@ -130,6 +130,8 @@ pub struct Engine {
     /// Where it listens.
     pub addr: std::net::SocketAddr,
     logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Its database.
+    pub database_url: String,
 }
 
 /// The environment every test engine gets: the corpus secrets and harmless placeholders.
@@ -145,15 +147,87 @@ pub fn engine_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// The Postgres server the tests create their databases on: `DATABASE_URL` (scripts/test sets
+/// it, starting a throwaway cluster when needed), else the local default.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A new database with the schema and the demo data, made by the real binary
+/// (`easymo migrate --create`, `easymo seed --demo`).
+pub fn fresh_database() -> String {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let server = server_url();
+    let (base, query) = server
+        .split_once('?')
+        .map_or((server.as_str(), ""), |(b, q)| (b, q));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut url = format!("{base}/easymo_test_{}_{n}_{nanos}", std::process::id());
+    if !query.is_empty() {
+        url = format!("{url}?{query}");
+    }
+    for args in [
+        vec!["migrate", "--create", "--database-url", &url],
+        vec!["seed", "--demo", "--database-url", &url],
+    ] {
+        let out = easymo(&args, &[]);
+        assert!(
+            out.status.success(),
+            "easymo {args:?} failed (is Postgres at {server} reachable? set DATABASE_URL):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    url
+}
+
+/// Runs `sql` on `url` and returns its rows as JSON (Postgres converts them).
+pub fn rows(url: &str, sql: &str) -> serde_json::Value {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        let wrapped = format!("select coalesce(jsonb_agg(q), '[]'::jsonb) from ({sql}) q");
+        sqlx::query_scalar::<_, serde_json::Value>(&wrapped)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
 impl Engine {
-    /// Starts the engine on `config`, listening on `listen` (e.g. `127.0.0.1:0`), and waits
-    /// until it says where it listens.
+    /// Starts the engine on `config` with a fresh database, listening on `listen` (e.g.
+    /// `127.0.0.1:0`), and waits until it says where it listens.
     pub fn start(config: &ConfigDir, listen: &str) -> Engine {
         Self::start_with(config, listen, &engine_env())
     }
 
     /// Like [`Engine::start`] with an explicit environment.
     pub fn start_with(config: &ConfigDir, listen: &str, env: &[(&str, &str)]) -> Engine {
+        let database_url = fresh_database();
+        let mut env: Vec<(&str, &str)> = env
+            .iter()
+            .filter(|(k, _)| *k != "DATABASE_URL")
+            .copied()
+            .collect();
+        env.push(("DATABASE_URL", &database_url));
+        let mut engine = Self::start_on(config, listen, &env);
+        engine.database_url = database_url.clone();
+        engine
+    }
+
+    /// Starts the engine with exactly `env` (its DATABASE_URL included).
+    pub fn start_on(config: &ConfigDir, listen: &str, env: &[(&str, &str)]) -> Engine {
         use std::io::BufRead as _;
         let mut command = Command::new(env!("CARGO_BIN_EXE_easymo-under-test"));
         command
@@ -211,7 +285,22 @@ impl Engine {
             .expect("address")
             .parse()
             .expect("socket address");
-        Engine { child, addr, logs }
+        let database_url = env
+            .iter()
+            .find(|(k, _)| *k == "DATABASE_URL")
+            .map(|(_, v)| (*v).to_owned())
+            .unwrap_or_default();
+        Engine {
+            child,
+            addr,
+            logs,
+            database_url,
+        }
+    }
+
+    /// Rows of `sql` in this engine's database.
+    pub fn rows(&self, sql: &str) -> serde_json::Value {
+        rows(&self.database_url, sql)
     }
 
     /// Every log line so far (stderr lines prefixed with `stderr: `).
@@ -440,4 +529,43 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[line_end + 2 + size + 2..];
     }
     out
+}
+
+/// Now, in Unix seconds, as WhatsApp's `timestamp` field carries it.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A one-message text delivery from `from`, sent now.
+pub fn text_delivery(from: &str, id: &str, body: &str) -> Vec<u8> {
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "250788000000", "phone_number_id": "106540352242922"},
+            "contacts": [{"profile": {"name": "Test User"}, "wa_id": from}],
+            "messages": [{"from": from, "id": id, "timestamp": now_unix().to_string(), "type": "text", "text": {"body": body}}]
+        }}]}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Runs statements on `url` (test fixtures).
+pub fn exec(url: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        sqlx::raw_sql(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    });
 }

@@ -53,6 +53,24 @@ pub enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
     },
+    /// Apply the database migrations embedded in this binary.
+    Migrate {
+        /// Postgres URL (default: $DATABASE_URL).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Create the database first if it does not exist.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Load data into the database.
+    Seed {
+        /// The demo data: job categories and jobs, property, products.
+        #[arg(long, required = true)]
+        demo: bool,
+        /// Postgres URL (default: $DATABASE_URL).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Show which route a message takes and why.
     Explain {
         /// The message text.
@@ -143,6 +161,51 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             )?);
             Ok(0)
         }
+        Command::Migrate {
+            database_url,
+            create,
+        } => {
+            let url = database_url_or_env(database_url)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                if create {
+                    crate::store::create_database(&url)
+                        .await
+                        .context("creating the database")?;
+                }
+                let pool = crate::store::connect(&url, 2)
+                    .await
+                    .context("connecting to Postgres")?;
+                let applied = crate::store::migrate(&pool).await.context("migrating")?;
+                eprintln!("migrate: {applied} migration(s) applied; the schema is current");
+                anyhow::Ok(0)
+            })
+        }
+        Command::Seed {
+            demo: _,
+            database_url,
+        } => {
+            let url = database_url_or_env(database_url)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                let pool = crate::store::connect(&url, 2)
+                    .await
+                    .context("connecting to Postgres")?;
+                crate::store::check_schema(&pool).await?;
+                let loaded = crate::store::seed_demo(&pool)
+                    .await
+                    .context("loading the demo data")?;
+                eprintln!(
+                    "seed: {}",
+                    if loaded {
+                        "demo data loaded"
+                    } else {
+                        "demo data already present; nothing changed"
+                    }
+                );
+                anyhow::Ok(0)
+            })
+        }
         Command::Schema => {
             let schema = schemars::schema_for!(config::raw::Routes);
             let text = serde_json::to_string_pretty(&schema).context("serializing the schema")?;
@@ -159,4 +222,9 @@ fn write_out(text: &str) {
     let _ = stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush());
+}
+
+fn database_url_or_env(flag: Option<String>) -> anyhow::Result<String> {
+    flag.or_else(|| std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty()))
+        .ok_or_else(|| anyhow::anyhow!("no database: pass --database-url or set DATABASE_URL"))
 }

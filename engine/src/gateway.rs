@@ -29,6 +29,8 @@ use crate::whatsapp::Envelope;
 pub struct AppState {
     /// The live config.
     pub reloader: Arc<Reloader>,
+    /// The database.
+    pub pool: sqlx::PgPool,
 }
 
 /// The id of one request: from `x-request-id` when the caller sent a sane one, else generated.
@@ -63,7 +65,7 @@ pub async fn webhook(
         flow: None,
     };
     let result = request
-        .handle(&snapshot, &method, &uri, &headers, body)
+        .handle(&state, &snapshot, &method, &uri, &headers, body)
         .await;
     let mut response = match result {
         Ok(response) => response,
@@ -110,6 +112,7 @@ struct Request<'a> {
 impl Request<'_> {
     async fn handle(
         &mut self,
+        state: &AppState,
         snapshot: &Snapshot,
         method: &Method,
         uri: &Uri,
@@ -148,7 +151,7 @@ impl Request<'_> {
         }
         require_json(headers)?;
         match endpoint.kind {
-            EndpointKind::Whatsapp => self.whatsapp(&body),
+            EndpointKind::Whatsapp => self.whatsapp(state, snapshot, headers, &body).await,
             EndpointKind::MomoCallback | EndpointKind::Sms => {
                 parse_json::<serde::de::IgnoredAny>(&body)?;
                 self.limit(None)?;
@@ -208,7 +211,13 @@ impl Request<'_> {
         })
     }
 
-    fn whatsapp(&mut self, body: &[u8]) -> Result<Response, ApiError> {
+    async fn whatsapp(
+        &mut self,
+        state: &AppState,
+        snapshot: &Snapshot,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
         let envelope: Envelope = parse_json(body)?;
         if envelope.object != "whatsapp_business_account" {
             return Err(ApiError::InvalidPayload(format!(
@@ -221,19 +230,50 @@ impl Request<'_> {
         if let Some(dropped) = self.limit(self.sender.clone())? {
             return Ok(dropped);
         }
-        let router = self.endpoint.router.as_ref();
-        let routed_to = match (first, router) {
-            (Some(message), Some(router)) => {
-                let flow = router
-                    .route(message.routing_text().unwrap_or_default())
-                    .flow()
-                    .to_owned();
-                self.correlation_id = Some(message.id.clone());
-                self.flow = Some(flow.clone());
-                Some(flow)
+        // Durable before the answer: a crash after this line loses nothing (unprocessed
+        // deliveries are picked up again at start).
+        let kept: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .filter(|(name, _)| KEPT_HEADERS.contains(&name.as_str()))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), json!(value.to_str().ok()?)))
+            })
+            .collect();
+        let delivery_id = crate::store::conversation::insert_delivery(
+            &state.pool,
+            &self.endpoint.name,
+            &serde_json::Value::Object(kept),
+            body,
+        )
+        .await
+        .map_err(|e| self.internal(&e))?;
+        self.correlation_id = envelope.messages().next().map(|(_, m)| m.id.clone());
+        let routed_to = match crate::process::delivery(
+            &state.pool,
+            &snapshot.config,
+            self.endpoint,
+            delivery_id,
+            &envelope,
+            self.request_id,
+        )
+        .await
+        {
+            Ok(summary) => {
+                if let Err(error) =
+                    crate::store::conversation::finish_delivery(&state.pool, delivery_id, None)
+                        .await
+                {
+                    tracing::warn!(service = %self.endpoint.name, event = "delivery.unfinished", request_id = %self.request_id, error = %error, "Could not mark the delivery processed; it may be processed again, and duplicates are ignored.");
+                }
+                summary.routed_to
             }
-            _ => None,
+            Err(error) => {
+                // Recorded, so not lost: answered 200 so Meta does not retry, retried at start.
+                tracing::error!(service = %self.endpoint.name, event = "delivery.processing_failed", request_id = %self.request_id, error = %error, delivery_id, "Delivery recorded but not processed; it will be retried.");
+                None
+            }
         };
+        self.flow = routed_to.clone();
         Ok((
             StatusCode::OK,
             Json(json!({"status": "success", "routed_to": routed_to})),
@@ -276,6 +316,13 @@ impl Request<'_> {
         }
     }
 
+    fn internal(&self, error: &dyn std::fmt::Display) -> ApiError {
+        ApiError::Internal {
+            message: error.to_string(),
+            request_id: self.request_id.to_owned(),
+        }
+    }
+
     fn add_limit_headers(&self, response: &mut Response) {
         let Some(limiter) = self.limiter else { return };
         let headers = response.headers_mut();
@@ -311,6 +358,15 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         ))),
     }
 }
+
+/// Request headers kept with a recorded delivery.
+const KEPT_HEADERS: &[&str] = &[
+    "content-type",
+    "user-agent",
+    "x-hub-signature-256",
+    "x-request-id",
+    "x-forwarded-for",
+];
 
 /// Parses a body straight into `T` (no intermediate JSON tree): broken JSON is 400
 /// `malformed_json`, JSON of the wrong shape 400 `invalid_payload`.
@@ -398,6 +454,13 @@ pub async fn healthz() -> Response {
 /// `GET /readyz`: a config is loaded and serving.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let snapshot = state.reloader.current();
+    if let Err(error) = sqlx::query("select 1").execute(&state.pool).await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "error": "database_unreachable", "message": error.to_string()})),
+        )
+            .into_response();
+    }
     (
         StatusCode::OK,
         Json(json!({"status": "ready", "config_version": snapshot.version})),

@@ -117,6 +117,10 @@ pub struct Router {
     pub keywords: Vec<KeywordRoute>,
     /// Flow for everything else.
     pub fallback: String,
+    /// How long a session waits for an answer.
+    pub session_ttl: std::time::Duration,
+    /// Messages older than this are recorded, not answered.
+    pub stale_after: std::time::Duration,
 }
 
 /// The result of routing one message.
@@ -165,6 +169,15 @@ pub struct Explanation {
 }
 
 impl Router {
+    /// The first global word (menu, cancel, help, …) the message matches.
+    pub fn global(&self, text: &str) -> Option<&KeywordRoute> {
+        let normalized = normalize(text);
+        self.keywords
+            .iter()
+            .filter(|r| r.tier == Tier::Global)
+            .find(|r| r.matches(&normalized))
+    }
+
     /// Picks the flow for a message.
     pub fn route(&self, text: &str) -> Decision<'_> {
         let normalized = normalize(text);
@@ -290,6 +303,8 @@ mod tests {
                 route("jobs", MatchMode::Contains, "jobs"),
             ],
             fallback: "main_menu".into(),
+            session_ttl: std::time::Duration::from_secs(3600),
+            stale_after: std::time::Duration::from_secs(3600),
         };
         assert_eq!(router.route("Any JOBS?").flow(), "jobs");
         assert_eq!(router.route("hello").flow(), "main_menu");

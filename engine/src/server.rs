@@ -28,6 +28,9 @@ use crate::http_error::ApiError;
 use crate::reload::{LoadError, Outcome, Reloader};
 use crate::watch;
 
+/// Postgres connections per engine process.
+const DATABASE_CONNECTIONS: u32 = 16;
+
 /// How often rate-limit keys with a full budget are forgotten.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
@@ -56,6 +59,14 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// `server.database_url` is missing.
+    #[error(
+        "server.database_url is not set in routes.yaml; the engine keeps conversations in Postgres"
+    )]
+    NoDatabase,
+    /// The database is unreachable or behind.
+    #[error(transparent)]
+    Database(#[from] crate::store::Error),
     /// A runtime failure.
     #[error("{0}")]
     Runtime(String),
@@ -124,6 +135,16 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Runtime(e.to_string()))??;
     let reloader = Arc::new(reloader);
     let snapshot = reloader.current();
+    let database_url = snapshot
+        .config
+        .server
+        .database_url
+        .as_ref()
+        .and_then(|s| s.value.clone())
+        .ok_or(ServeError::NoDatabase)?;
+    let pool = crate::store::connect(&database_url, DATABASE_CONNECTIONS).await?;
+    crate::store::check_schema(&pool).await?;
+    tokio::spawn(recover(pool.clone(), reloader.clone()));
     let address = options.listen.unwrap_or(snapshot.config.server.listen);
     let listener = TcpListener::bind(address)
         .await
@@ -154,7 +175,7 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
         }
     });
 
-    let state = Arc::new(AppState { reloader });
+    let state = Arc::new(AppState { reloader, pool });
     let (stop_tx, mut stop_rx) = tokio_watch::channel(false);
     let server = axum::serve(
         listener,
@@ -238,6 +259,72 @@ async fn reload_loop(
                 tracing::error!(event = "config.reload_rejected", cause = cause, error = %error, "Reload rejected; the previous configuration keeps serving.");
                 // The same diagnostics `easymo lint` prints, for whoever is watching the logs.
                 eprintln!("{error}");
+            }
+        }
+    }
+}
+
+/// Processes deliveries recorded before a crash or restart but never processed.
+async fn recover(pool: sqlx::PgPool, reloader: Arc<Reloader>) {
+    let pending = match crate::store::conversation::unprocessed_deliveries(&pool, 10_000).await {
+        Ok(pending) => pending,
+        Err(error) => {
+            tracing::error!(event = "delivery.recovery_failed", error = %error, "Could not read unprocessed deliveries.");
+            return;
+        }
+    };
+    if pending.is_empty() {
+        return;
+    }
+    tracing::info!(
+        event = "delivery.recovering",
+        count = pending.len(),
+        "Processing deliveries left over from the last run."
+    );
+    for (id, endpoint_name, body) in pending {
+        let snapshot = reloader.current();
+        let Some(endpoint) = snapshot
+            .config
+            .endpoints
+            .iter()
+            .find(|e| e.name == endpoint_name)
+        else {
+            let _ = crate::store::conversation::finish_delivery(
+                &pool,
+                id,
+                Some("endpoint no longer configured"),
+            )
+            .await;
+            continue;
+        };
+        let envelope: crate::whatsapp::Envelope = match serde_json::from_slice(&body) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                let _ = crate::store::conversation::finish_delivery(
+                    &pool,
+                    id,
+                    Some(&error.to_string()),
+                )
+                .await;
+                continue;
+            }
+        };
+        let request_id = format!("recovery-{id}");
+        match crate::process::delivery(
+            &pool,
+            &snapshot.config,
+            endpoint,
+            id,
+            &envelope,
+            &request_id,
+        )
+        .await
+        {
+            Ok(_) => {
+                let _ = crate::store::conversation::finish_delivery(&pool, id, None).await;
+            }
+            Err(error) => {
+                tracing::error!(event = "delivery.recovery_failed", delivery_id = id, error = %error, "Recovery of a delivery failed; it stays for the next start.")
             }
         }
     }

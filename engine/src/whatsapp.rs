@@ -5,7 +5,7 @@
 //! fields and message types over time, so unknown fields are ignored and every part is
 //! optional: a delivery is never refused for having a shape we did not expect.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A webhook delivery.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,10 +84,11 @@ pub struct Profile {
 }
 
 /// An incoming message.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Message {
     /// Sender's phone-number id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// Sender's business-scoped user id.
     pub from_user_id: Option<String>,
@@ -106,10 +107,13 @@ pub struct Message {
     pub button: Option<Button>,
     /// For `location`.
     pub location: Option<Location>,
+    /// Everything else Meta sent (media, reactions, context, errors, …), kept for the record.
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Text content.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Text {
     /// The text.
@@ -117,7 +121,7 @@ pub struct Text {
 }
 
 /// A list or button reply.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Interactive {
     /// `button_reply` or `list_reply`.
@@ -130,7 +134,7 @@ pub struct Interactive {
 }
 
 /// The chosen row or button.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Reply {
     /// Its id.
@@ -142,7 +146,7 @@ pub struct Reply {
 }
 
 /// A template quick-reply tap.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Button {
     /// The payload set on the template.
@@ -152,7 +156,7 @@ pub struct Button {
 }
 
 /// A shared location.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Location {
     /// Latitude.

@@ -1155,9 +1155,17 @@ fn compile_routing(
         flows,
         incomplete_flows,
     );
+    let session_ttl = cx
+        .duration(&raw.session_ttl, &at.key("session_ttl"))
+        .unwrap_or(std::time::Duration::from_secs(86_400));
+    let stale_after = cx
+        .duration(&raw.stale_after, &at.key("stale_after"))
+        .unwrap_or(std::time::Duration::from_secs(3600));
     Router {
         keywords: keywords.into_iter().map(|(k, _)| k).collect(),
         fallback: raw.fallback.clone(),
+        session_ttl,
+        stale_after,
     }
 }
 

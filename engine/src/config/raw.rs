@@ -242,6 +242,20 @@ pub struct Routing {
     pub routes: Vec<Route>,
     /// Flow for messages nothing else matches.
     pub fallback: String,
+    /// How long a conversation waits for an answer before starting over, e.g. `24h`.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl: String,
+    /// Messages older than this (replayed after an outage) are recorded but not answered.
+    #[serde(default = "default_stale_after")]
+    pub stale_after: String,
+}
+
+fn default_session_ttl() -> String {
+    "24h".to_owned()
+}
+
+fn default_stale_after() -> String {
+    "1h".to_owned()
 }
 
 /// Keywords that start a flow.

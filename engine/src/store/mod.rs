@@ -50,6 +50,31 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool, Error> {
         .await?)
 }
 
+/// Creates the database named in `url` if it does not exist (connecting to the server's
+/// `postgres` database to do so).
+pub async fn create_database(url: &str) -> Result<bool, Error> {
+    let options = PgConnectOptions::from_str(url).map_err(|e| Error::Url(e.to_string()))?;
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.database("postgres"))
+        .await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(&name)
+            .fetch_one(&admin)
+            .await?;
+    if !exists {
+        sqlx::query(&format!(
+            "create database \"{}\"",
+            name.replace('"', "\"\"")
+        ))
+        .execute(&admin)
+        .await?;
+    }
+    Ok(!exists)
+}
+
 /// Applies every pending migration.
 pub async fn migrate(pool: &PgPool) -> Result<usize, Error> {
     let before = applied(pool).await?;
