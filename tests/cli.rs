@@ -76,7 +76,7 @@ fn json_format_is_machine_readable_with_positions() {
     let first = &items[0];
     assert_eq!(first["code"], "E143");
     assert_eq!(first["severity"], "error");
-    assert_eq!(first["line"], 53);
+    assert_eq!(first["line"], 59);
     assert_eq!(first["column"], 16);
     assert_eq!(first["help"], "did you mean `slack`?");
 }
@@ -159,5 +159,47 @@ fn schema_is_current_and_describes_routes_yaml() {
     assert!(
         committed == stdout(&out),
         "docs/routes.schema.json is stale: run `cargo run -q --bin easymo -- schema > docs/routes.schema.json`"
+    );
+}
+
+#[test]
+fn simulate_continues_the_conversation_and_sends_nothing() {
+    let database = crate::support::fresh_database();
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "simulate",
+            "--database-url",
+            &database,
+            "--from",
+            "250788555001",
+        ];
+        all.extend_from_slice(args);
+        let out = easymo(&all, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    };
+    let first = run(&["find jobs"]);
+    assert!(first.contains("you › find jobs"), "{first}");
+    assert!(first.contains("easyMO › Choose a job category."), "{first}");
+    assert!(first.contains("2. Construction — 3 open jobs"), "{first}");
+    assert!(
+        first.contains("(waiting for a choice, which goes to flow `job_category`)"),
+        "{first}"
+    );
+    let second = run(&["--choice", "1"]);
+    assert!(second.contains("1. Mason — Kigali Build Ltd"), "{second}");
+    let ride = run(&["book ride"]);
+    assert!(ride.contains("[ 📍 Send location ]"), "{ride}");
+    let stored = run(&["--location", "-1.9536,30.0606"]);
+    assert!(stored.contains("Your ride request #1 is in."), "{stored}");
+    let outbox = crate::support::rows(&database, "select count(*) as n from outbox");
+    assert_eq!(
+        outbox[0]["n"], 0,
+        "simulated replies never reach the outbox"
     );
 }

@@ -72,7 +72,7 @@ fn semantic_yaml_errors_point_at_the_offending_line_not_line_one() {
     // Each case below puts its mistake on a known line.
     for (case, line) in [
         ("E111_duplicate_endpoint_path", 32),
-        ("E143_unknown_channel", 53),
+        ("E143_unknown_channel", 59),
         ("E309_shadowed_route", 31),
         ("E112_literal_secret", 19),
     ] {
@@ -121,7 +121,7 @@ fn a_tab_after_a_key_keeps_positions_and_unknown_sections_visible() {
     let label = loaded.diagnostics[0].primary().expect("located");
     assert_eq!(
         loaded.sources.line_col(label.file, label.span.start),
-        (44, 1)
+        (50, 1)
     );
 }
 

@@ -105,3 +105,5 @@ pub const UNUSED_BINDING: Code = "W102";
 pub const UNLISTED_FLOW_FILE: Code = "W103";
 /// A live callback or SMS endpoint that anyone can call.
 pub const OPEN_ENDPOINT: Code = "W104";
+/// A template the runtime sends on its own is not declared.
+pub const MISSING_RUNTIME_TEMPLATE: Code = "W105";

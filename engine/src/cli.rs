@@ -71,6 +71,29 @@ pub enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Send one message through the runtime and print the reply as the phone shows it.
+    Simulate {
+        /// The text message (or use --choice / --location).
+        text: Option<String>,
+        /// The sender's WhatsApp number.
+        #[arg(long)]
+        from: String,
+        /// A list row or button id to choose.
+        #[arg(long, conflicts_with_all = ["text", "location"])]
+        choice: Option<String>,
+        /// A location to share, `LAT,LON`.
+        #[arg(long, allow_hyphen_values = true, conflicts_with_all = ["text", "choice"])]
+        location: Option<String>,
+        /// The sender's profile name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The config.
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Postgres URL (default: $DATABASE_URL).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Show which route a message takes and why.
     Explain {
         /// The message text.
@@ -205,6 +228,52 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 );
                 anyhow::Ok(0)
             })
+        }
+        Command::Simulate {
+            text,
+            from,
+            choice,
+            location,
+            name,
+            config: path,
+            database_url,
+        } => {
+            let input = match (text, choice, location) {
+                (Some(text), None, None) => crate::simulate::Input::Text(text),
+                (None, Some(choice), None) => crate::simulate::Input::Choice(choice),
+                (None, None, Some(location)) => {
+                    let (lat, lon) = location
+                        .split_once(',')
+                        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("--location takes LAT,LON, e.g. -1.9536,30.0606")
+                        })?;
+                    crate::simulate::Input::Location(lat, lon)
+                }
+                _ => anyhow::bail!("give the message text, or --choice ID, or --location LAT,LON"),
+            };
+            let loaded = config::load(&path, &EnvPolicy::Unchecked)
+                .with_context(|| format!("loading {}", path.display()))?;
+            let Some(config) = loaded.config.as_ref() else {
+                eprint!(
+                    "{}",
+                    lint::report(&loaded, &lint::Options::default()).output
+                );
+                return Ok(1);
+            };
+            let url = database_url_or_env(database_url)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let printed = runtime.block_on(async {
+                let pool = crate::store::connect(&url, 2)
+                    .await
+                    .context("connecting to Postgres")?;
+                crate::store::check_schema(&pool).await?;
+                anyhow::Ok(
+                    crate::simulate::run(&pool, config, &from, name.as_deref(), &input).await?,
+                )
+            })?;
+            write_out(&printed);
+            Ok(0)
         }
         Command::Schema => {
             let schema = schemars::schema_for!(config::raw::Routes);

@@ -37,6 +37,7 @@ pub mod reload;
 pub mod render;
 pub mod router;
 pub mod server;
+pub mod simulate;
 pub mod store;
 pub mod watch;
 pub mod whatsapp;

@@ -18,12 +18,18 @@ use crate::render::MORE_ROW_PREFIX;
 use crate::store::conversation::{self as store, Outgoing};
 use crate::whatsapp::{self, Envelope};
 
-/// Template sent when a flow fails.
-pub const ERROR_TEMPLATE: &str = "something_went_wrong";
-/// Template sent for media the engine cannot read yet.
-pub const UNSUPPORTED_TEMPLATE: &str = "unsupported_message";
+pub use crate::config::templates::{ERROR_TEMPLATE, UNSUPPORTED_TEMPLATE};
 /// Session key holding the list being paged.
 const PAGER_KEY: &str = "__pager";
+
+/// Where a message's replies go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replies {
+    /// To the outbox, to be sent to WhatsApp.
+    ToOutbox,
+    /// Only back to the caller (`easymo simulate`): nothing reaches a real phone.
+    ToCallerOnly,
+}
 
 /// What processing a delivery did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -95,6 +101,7 @@ pub async fn delivery(
                     value,
                     message,
                     request_id,
+                    Replies::ToOutbox,
                 )
                 .await?;
                 if handled.outcome == "duplicate" {
@@ -157,6 +164,7 @@ pub async fn message(
     value: &whatsapp::Value,
     message: &whatsapp::Message,
     request_id: &str,
+    replies: Replies,
 ) -> Result<Handled, sqlx::Error> {
     let profile = value
         .contacts
@@ -316,14 +324,16 @@ pub async fn message(
             body: r.body.clone(),
         })
         .collect();
-    store::insert_outbox(
-        &mut tx,
-        &contact,
-        phone_number_id,
-        Some(&message.id),
-        &outgoing,
-    )
-    .await?;
+    if replies == Replies::ToOutbox {
+        store::insert_outbox(
+            &mut tx,
+            &contact,
+            phone_number_id,
+            Some(&message.id),
+            &outgoing,
+        )
+        .await?;
+    }
     store::save_session(
         &mut tx,
         contact.id,

@@ -338,6 +338,7 @@ pub(super) fn compile(
         index: flow_index,
     };
     let endpoints = compile_endpoints(&mut cx, &endpoints, &flows, incomplete_flows, &context);
+    check_runtime_templates(&mut cx, &endpoints, &context);
     let (channels, alerts) = compile_alerts(&mut cx, alerts);
     // A flow file or endpoint that failed to load hides references: do not guess.
     if !incomplete_flows && !incomplete_endpoints {
@@ -1556,6 +1557,53 @@ fn compile_alerts(cx: &mut Cx<'_>, raw: RawAlerts) -> (BTreeMap<String, Channel>
         });
     }
     (channels, rules)
+}
+
+/// Templates the runtime sends on its own (a failed flow, unreadable media): they must exist when
+/// a WhatsApp endpoint routes messages, and read only what the runtime can bind.
+fn check_runtime_templates(cx: &mut Cx<'_>, endpoints: &[Endpoint], context: &Context) {
+    let routes_messages = endpoints
+        .iter()
+        .any(|e| e.router.is_some() && e.deprecated.is_none());
+    if !routes_messages || context.incomplete_templates {
+        return;
+    }
+    for (name, when) in [
+        (templates::ERROR_TEMPLATE, "a flow fails"),
+        (
+            templates::UNSUPPORTED_TEMPLATE,
+            "someone sends media the engine cannot read",
+        ),
+    ] {
+        match context.templates.get(name) {
+            None => {
+                let span = cx.index.key(&Path::root().key("templates"));
+                cx.out.push(
+                    Diagnostic::warning(
+                        codes::MISSING_RUNTIME_TEMPLATE,
+                        format!("no `{name}` template: nothing is sent when {when}"),
+                    )
+                    .at(cx.file, span, "")
+                    .help(format!(
+                        "declare `{name}` under `templates:` (a text in en, rw and fr)"
+                    )),
+                );
+            }
+            Some(info) => {
+                if let Some(variable) = info.variables.iter().next() {
+                    cx.error(
+                        codes::UNBOUND_TEMPLATE_VAR,
+                        format!(
+                            "template `{name}` reads `{variable}`, which the runtime does not bind"
+                        ),
+                        &Path::root().key("templates").key(name),
+                        "",
+                    )
+                    .help = Some("use only `contact`, `session` or `message` here".to_owned());
+                }
+            }
+        }
+    }
 }
 
 /// Thresholds and windows that can never mean what the author wanted.

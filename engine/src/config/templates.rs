@@ -14,6 +14,11 @@ use super::raw::{Row, Template, Text};
 use super::yaml::{Path, YamlIndex};
 use crate::limits;
 
+/// Template the runtime sends when a flow fails.
+pub const ERROR_TEMPLATE: &str = "something_went_wrong";
+/// Template the runtime sends for media it cannot read yet.
+pub const UNSUPPORTED_TEMPLATE: &str = "unsupported_message";
+
 /// Languages replies can be written in.
 pub const LANGUAGES: &[&str] = &["en", "rw", "fr"];
 
