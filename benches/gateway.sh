@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Load test of the gateway path (signature + rate limit + routing, no database work) beside the
-# Node.js peer and the nginx static-200 ceiling, in one run of shared/bench/run.sh.
+# Load test of the whole webhook path (signature, rate limit, durable record, routing, the flow's
+# queries, outbox and session commit) beside the Node.js peer and the nginx static-200 ceiling,
+# in one run of shared/bench/run.sh.
 #
 #   benches/gateway.sh                      # defaults: 10 s closed loop at c=32, 10 s at 2000/s
 #   REPEAT=3 benches/gateway.sh             # three interleaved rounds; compare medians
@@ -38,6 +39,20 @@ export WHATSAPP_VERIFY_TOKEN=bench-verify EASYMO_ADMIN_TOKEN=bench-admin MOMO_WE
 export SLACK_WEBHOOK_URL=http://127.0.0.1:9/slack PAGERDUTY_ROUTING_KEY=bench-pd
 export RUST_LOG=${RUST_LOG:-info}
 
+# run.sh gives the engine the bench database, whose tables are the Node peer's; the engine keeps
+# its own database beside it on the same server, emptied of conversations before each start.
+cat >"$work/engine.sh" <<SH
+#!/usr/bin/env bash
+set -euo pipefail
+url="\${DATABASE_URL%/*}/easymo_bench"
+"$PWD/target/release/easymo" migrate --create --database-url "\$url" >&2
+"$PWD/target/release/easymo" seed --demo --database-url "\$url" >&2
+psql -X -q "\$url" -c "truncate deliveries, inbound_messages, outbox, sessions, message_statuses, contacts, ride_requests, job_applications, handoffs cascade"
+export DATABASE_URL="\$url"
+exec "$PWD/target/release/easymo" serve --config "$work/routes.yaml" --listen 127.0.0.1:$PORT --log-format json
+SH
+chmod +x "$work/engine.sh"
+
 export ENGINE_URL="http://127.0.0.1:$PORT/webhooks/whatsapp"
-export ENGINE_CMD="$PWD/target/release/easymo serve --config $work/routes.yaml --listen 127.0.0.1:$PORT --log-format json"
+export ENGINE_CMD="$work/engine.sh"
 "$BENCH/run.sh" "$@"
