@@ -239,37 +239,33 @@ impl Request<'_> {
                 Some((name.as_str().to_owned(), json!(value.to_str().ok()?)))
             })
             .collect();
-        let delivery_id = crate::store::conversation::insert_delivery(
-            &state.pool,
-            &self.endpoint.name,
-            &serde_json::Value::Object(kept),
-            body,
-        )
-        .await
-        .map_err(|e| self.internal(&e))?;
+        let kept = serde_json::Value::Object(kept);
         self.correlation_id = envelope.messages().next().map(|(_, m)| m.id.clone());
-        let routed_to = match crate::process::delivery(
-            &state.pool,
-            &snapshot.config,
+        let pool = &state.pool;
+        let config = &snapshot.config;
+        let routed_to = match crate::process::single(
+            pool,
+            config,
             self.endpoint,
-            delivery_id,
             &envelope,
+            &kept,
+            body,
             self.request_id,
         )
         .await
         {
-            Ok(summary) => {
-                if let Err(error) =
-                    crate::store::conversation::finish_delivery(&state.pool, delivery_id, None)
-                        .await
-                {
-                    tracing::warn!(service = %self.endpoint.name, event = "delivery.unfinished", request_id = %self.request_id, error = %error, "Could not mark the delivery processed; it may be processed again, and duplicates are ignored.");
-                }
-                summary.routed_to
+            Ok(Some(summary)) => summary.routed_to,
+            Ok(None) => {
+                self.record_then_process(pool, config, &envelope, &kept, body)
+                    .await?
             }
             Err(error) => {
-                // Recorded, so not lost: answered 200 so Meta does not retry, retried at start.
-                tracing::error!(service = %self.endpoint.name, event = "delivery.processing_failed", request_id = %self.request_id, error = %error, delivery_id, "Delivery recorded but not processed; it will be retried.");
+                // The transaction (and its record) rolled back: record the delivery on its own so
+                // nothing is lost, answer 200 so Meta does not retry, process it at next start.
+                tracing::error!(service = %self.endpoint.name, event = "delivery.processing_failed", request_id = %self.request_id, error = %error, "Delivery not processed; recorded for a retry at start.");
+                crate::store::conversation::insert_delivery(pool, &self.endpoint.name, &kept, body)
+                    .await
+                    .map_err(|e| self.internal(&e))?;
                 None
             }
         };
@@ -313,6 +309,46 @@ impl Request<'_> {
                 )
                     .into_response(),
             )),
+        }
+    }
+
+    /// Deliveries with several messages or statuses: recorded first (durable before the
+    /// answer), then processed message by message.
+    async fn record_then_process(
+        &self,
+        pool: &sqlx::PgPool,
+        config: &crate::config::Config,
+        envelope: &Envelope,
+        headers: &serde_json::Value,
+        body: &[u8],
+    ) -> Result<Option<String>, ApiError> {
+        let delivery_id =
+            crate::store::conversation::insert_delivery(pool, &self.endpoint.name, headers, body)
+                .await
+                .map_err(|e| self.internal(&e))?;
+        match crate::process::delivery(
+            pool,
+            config,
+            self.endpoint,
+            delivery_id,
+            envelope,
+            self.request_id,
+        )
+        .await
+        {
+            Ok(summary) => {
+                if let Err(error) =
+                    crate::store::conversation::finish_delivery(pool, delivery_id, None).await
+                {
+                    tracing::warn!(service = %self.endpoint.name, event = "delivery.unfinished", request_id = %self.request_id, error = %error, "Could not mark the delivery processed; it may be processed again, and duplicates are ignored.");
+                }
+                Ok(summary.routed_to)
+            }
+            Err(error) => {
+                // Recorded, so not lost: answered 200 so Meta does not retry, retried at start.
+                tracing::error!(service = %self.endpoint.name, event = "delivery.processing_failed", request_id = %self.request_id, error = %error, delivery_id, "Delivery recorded but not processed; it will be retried.");
+                Ok(None)
+            }
         }
     }
 

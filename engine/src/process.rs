@@ -22,6 +22,75 @@ pub use crate::config::templates::{ERROR_TEMPLATE, UNSUPPORTED_TEMPLATE};
 /// Session key holding the list being paged.
 const PAGER_KEY: &str = "__pager";
 
+/// Where the delivery a message came in is recorded.
+#[derive(Debug, Clone, Copy)]
+pub enum Delivery<'a> {
+    /// Already recorded, with this id.
+    Recorded(i64),
+    /// To be recorded, as processed, in the message's own transaction.
+    Record {
+        /// Endpoint name.
+        endpoint: &'a str,
+        /// The headers kept.
+        headers: &'a Value,
+        /// The raw body.
+        body: &'a [u8],
+    },
+}
+
+/// Processes a delivery that holds exactly one message (the usual case) in a single
+/// transaction that also records it. `Ok(None)` when the delivery has more in it; the caller
+/// then records it first and uses [`delivery`].
+pub async fn single(
+    pool: &PgPool,
+    config: &Config,
+    endpoint: &Endpoint,
+    envelope: &Envelope,
+    headers: &Value,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Option<Summary>, sqlx::Error> {
+    let values: Vec<&whatsapp::Value> = envelope
+        .entry
+        .iter()
+        .flat_map(|e| &e.changes)
+        .map(|c| &c.value)
+        .collect();
+    let [value] = values.as_slice() else {
+        return Ok(None);
+    };
+    let ([message], true, true) = (
+        value.messages.as_slice(),
+        value.statuses.is_empty(),
+        value.errors.is_empty(),
+    ) else {
+        return Ok(None);
+    };
+    let record = Delivery::Record {
+        endpoint: &endpoint.name,
+        headers,
+        body,
+    };
+    let handled = self::message(
+        pool,
+        config,
+        endpoint,
+        record,
+        value,
+        message,
+        request_id,
+        Replies::ToOutbox,
+    )
+    .await?;
+    let duplicate = handled.outcome == "duplicate";
+    Ok(Some(Summary {
+        routed_to: handled.flow,
+        messages: usize::from(!duplicate),
+        duplicates: usize::from(duplicate),
+        statuses: 0,
+    }))
+}
+
 /// Where a message's replies go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replies {
@@ -97,7 +166,7 @@ pub async fn delivery(
                     pool,
                     config,
                     endpoint,
-                    delivery_id,
+                    Delivery::Recorded(delivery_id),
                     value,
                     message,
                     request_id,
@@ -160,7 +229,7 @@ pub async fn message(
     pool: &PgPool,
     config: &Config,
     endpoint: &Endpoint,
-    delivery_id: i64,
+    delivery: Delivery<'_>,
     value: &whatsapp::Value,
     message: &whatsapp::Message,
     request_id: &str,
@@ -183,6 +252,14 @@ pub async fn message(
     let payload = serde_json::to_value(message).unwrap_or(Value::Null);
     let sent_at: Option<i64> = message.timestamp.parse().ok();
     let mut tx = pool.begin().await?;
+    let delivery_id = match delivery {
+        Delivery::Recorded(id) => id,
+        Delivery::Record {
+            endpoint,
+            headers,
+            body,
+        } => store::insert_processed_delivery(&mut tx, endpoint, headers, body).await?,
+    };
 
     let Some(sender) = wa_id.clone().or_else(|| user_id.clone()) else {
         // No way to know who sent it: keep it, answer nothing.
@@ -205,33 +282,28 @@ pub async fn message(
         });
     };
     store::lock_sender(&mut tx, &sender).await?;
-    let contact = store::upsert_contact(
+    let started = store::begin_message(
         &mut tx,
         wa_id.as_deref(),
         user_id.as_deref(),
         name.as_deref(),
-    )
-    .await?;
-    let fresh = store::insert_inbound(
-        &mut tx,
         &message.id,
         delivery_id,
-        Some(contact.id),
         &message.kind,
         &payload,
         sent_at,
-        "received",
     )
     .await?;
-    if !fresh {
-        tx.rollback().await?;
+    let Some((contact, session)) = started else {
+        // Commit, not roll back: the repeated delivery itself stays on record.
+        tx.commit().await?;
         tracing::info!(service = %endpoint.name, event = "message.duplicate", request_id = %request_id, correlation_id = %message.id, user_id = %mask(&sender), "Duplicate delivery ignored.");
         return Ok(Handled {
             outcome: "duplicate",
             flow: None,
             replies: Vec::new(),
         });
-    }
+    };
     let Some(router) = &endpoint.router else {
         tx.commit().await?;
         return Ok(Handled {
@@ -254,7 +326,6 @@ pub async fn message(
         });
     }
 
-    let session = store::load_session(&mut tx, contact.id).await?;
     let mut turn = Turn {
         config,
         contact: contact.to_json(),
@@ -315,7 +386,6 @@ pub async fn message(
         }
     };
     remember_paged_list(&mut turn);
-    let phone_number_id = value.metadata.phone_number_id.as_str();
     let outgoing: Vec<Outgoing> = turn
         .replies
         .iter()
@@ -324,24 +394,18 @@ pub async fn message(
             body: r.body.clone(),
         })
         .collect();
-    if replies == Replies::ToOutbox {
-        store::insert_outbox(
-            &mut tx,
-            &contact,
-            phone_number_id,
-            Some(&message.id),
-            &outgoing,
-        )
-        .await?;
-    }
-    store::save_session(
+    store::finish_message(
         &mut tx,
-        contact.id,
+        &contact,
+        &value.metadata.phone_number_id,
+        &message.id,
+        (replies == Replies::ToOutbox).then_some(outgoing.as_slice()),
         &turn.session,
         router.session_ttl.as_secs() as i64,
+        outcome,
+        flow.as_deref(),
     )
     .await?;
-    store::set_inbound_outcome(&mut tx, &message.id, outcome, flow.as_deref()).await?;
     tx.commit().await?;
     Ok(Handled {
         outcome,

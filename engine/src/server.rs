@@ -152,6 +152,16 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { address, source })?;
+    let stopping = shutdown_signal();
+    // Take over SIGHUP before saying we listen: its default action ends the process, and a
+    // reload requested right after start must not.
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(event = "config.sighup_unavailable", error = %error, "SIGHUP reloads are unavailable.");
+            None
+        }
+    };
     tracing::info!(
         event = "server.listening",
         address = %local,
@@ -165,7 +175,13 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
     let watcher = watch::spawn(&snapshot.files, reload_tx.clone())
         .map_err(|error| tracing::warn!(event = "config.watch_failed", error = %error, "Not watching the config files; SIGHUP still reloads."))
         .ok();
-    tokio::spawn(reload_loop(reloader.clone(), reload_rx, reload_tx, watcher));
+    tokio::spawn(reload_loop(
+        reloader.clone(),
+        reload_rx,
+        reload_tx,
+        watcher,
+        hangup,
+    ));
     let sweeper = reloader.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(LIMITER_SWEEP);
@@ -193,7 +209,7 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
                 Err(e) => Err(ServeError::Runtime(e.to_string())),
             };
         }
-        signal = shutdown_signal() => {
+        signal = stopping => {
             tracing::info!(event = "server.shutting_down", signal = signal, drain_ms = options.drain.as_millis() as u64, "Shutting down: no new connections, finishing requests in flight.");
         }
     }
@@ -214,15 +230,9 @@ async fn reload_loop(
     mut changes: mpsc::Receiver<()>,
     resend: mpsc::Sender<()>,
     mut watcher: Option<watch::Watcher>,
+    mut hangup: Option<tokio::signal::unix::Signal>,
 ) {
     // Held for as long as the loop runs; replaced when the set of flow files changes.
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(error) => {
-            tracing::warn!(event = "config.sighup_unavailable", error = %error, "SIGHUP reloads are unavailable.");
-            None
-        }
-    };
     loop {
         let cause = tokio::select! {
             change = changes.recv() => match change { Some(()) => "file_change", None => return },
@@ -330,18 +340,25 @@ async fn recover(pool: sqlx::PgPool, reloader: Arc<Reloader>) {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGTERM or SIGINT. Both are taken over when this is called, so call it before
+/// announcing that the server listens.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(interrupt) => "SIGINT",
+            () = wait(terminate) => "SIGTERM",
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        () = terminate => "SIGTERM",
     }
 }
 

@@ -105,19 +105,22 @@ pub async fn run(
     };
     let body = serde_json::to_vec(&message).unwrap_or_default();
     let headers = serde_json::json!({"simulated": true});
-    let delivery = conversation::insert_delivery(pool, &endpoint.name, &headers, &body).await?;
+    let record = process::Delivery::Record {
+        endpoint: &endpoint.name,
+        headers: &headers,
+        body: &body,
+    };
     let handled = process::message(
         pool,
         config,
         endpoint,
-        delivery,
+        record,
         &value,
         &message,
         &id,
         Replies::ToCallerOnly,
     )
     .await?;
-    conversation::finish_delivery(pool, delivery, None).await?;
 
     let mut out = format!("you › {said}\n");
     if handled.replies.is_empty() {

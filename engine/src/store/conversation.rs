@@ -65,6 +65,22 @@ pub async fn insert_delivery(
     .await
 }
 
+/// Records a delivery inside the transaction that processes it, as processed: one commit makes
+/// both durable, and a failure before it leaves neither (Meta, unanswered, delivers again).
+pub async fn insert_processed_delivery(
+    tx: &mut Transaction<'_, Postgres>,
+    endpoint: &str,
+    headers: &Value,
+    body: &[u8],
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("insert into deliveries (endpoint, headers, body, processed_at) values ($1, $2, $3, now()) returning id")
+        .bind(endpoint)
+        .bind(sqlx::types::Json(headers))
+        .bind(body)
+        .fetch_one(&mut **tx)
+        .await
+}
+
 /// Marks a delivery done, with the error that stopped it if any.
 pub async fn finish_delivery(
     pool: &PgPool,
@@ -207,30 +223,6 @@ pub async fn load_session(
     })
 }
 
-/// Stores the session, valid for `ttl_secs` from now.
-pub async fn save_session(
-    tx: &mut Transaction<'_, Postgres>,
-    contact_id: i64,
-    session: &Session,
-    ttl_secs: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into sessions (contact_id, awaiting_flow, awaiting_kind, context, expires_at)
-         values ($1, $2, $3, $4, now() + make_interval(secs => $5))
-         on conflict (contact_id) do update set awaiting_flow = excluded.awaiting_flow,
-             awaiting_kind = excluded.awaiting_kind, context = excluded.context,
-             expires_at = excluded.expires_at, updated_at = now()",
-    )
-    .bind(contact_id)
-    .bind(&session.awaiting_flow)
-    .bind(&session.awaiting_kind)
-    .bind(sqlx::types::Json(&session.context))
-    .bind(ttl_secs as f64)
-    .execute(&mut **tx)
-    .await
-    .map(drop)
-}
-
 /// One reply to write to the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outgoing {
@@ -238,35 +230,6 @@ pub struct Outgoing {
     pub template: String,
     /// The Graph API request body.
     pub body: Value,
-}
-
-/// Writes replies to the outbox, all in one statement.
-pub async fn insert_outbox(
-    tx: &mut Transaction<'_, Postgres>,
-    contact: &Contact,
-    phone_number_id: &str,
-    inbound_message_id: Option<&str>,
-    replies: &[Outgoing],
-) -> Result<(), sqlx::Error> {
-    if replies.is_empty() {
-        return Ok(());
-    }
-    let templates: Vec<&str> = replies.iter().map(|r| r.template.as_str()).collect();
-    let bodies: Vec<sqlx::types::Json<&Value>> =
-        replies.iter().map(|r| sqlx::types::Json(&r.body)).collect();
-    sqlx::query(
-        "insert into outbox (contact_id, recipient, phone_number_id, template, body, inbound_message_id)
-         select $1, $2, $3, t, b, $6 from unnest($4::text[], $5::jsonb[]) with ordinality as r(t, b, n) order by n",
-    )
-    .bind(contact.id)
-    .bind(contact.recipient().unwrap_or_default())
-    .bind(phone_number_id)
-    .bind(&templates)
-    .bind(&bodies)
-    .bind(inbound_message_id)
-    .execute(&mut **tx)
-    .await
-    .map(drop)
 }
 
 /// Records a status webhook and moves the matching outbox row forward (never back: statuses
@@ -296,6 +259,124 @@ pub async fn record_status(
     .bind(recipient)
     .bind(at_unix.map(|t| t as f64))
     .bind(sqlx::types::Json(payload))
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+}
+
+/// The first statement of a message's transaction: upserts the contact, records the message
+/// (deduplicated on its provider id) and reads the live session, in one round trip. `None`
+/// when the message was seen before.
+#[allow(clippy::too_many_arguments)]
+pub async fn begin_message(
+    tx: &mut Transaction<'_, Postgres>,
+    wa_id: Option<&str>,
+    user_id: Option<&str>,
+    name: Option<&str>,
+    provider_message_id: &str,
+    delivery_id: i64,
+    kind: &str,
+    payload: &Value,
+    sent_at_unix: Option<i64>,
+) -> Result<Option<(Contact, Session)>, sqlx::Error> {
+    // As in `upsert_contact`: the phone number is the conflict target when there is one.
+    let upsert = if wa_id.is_some() {
+        "insert into contacts (wa_id, user_id, name) values ($1, $2, $3)
+         on conflict (wa_id) do update set name = coalesce(excluded.name, contacts.name),
+             user_id = coalesce(contacts.user_id, excluded.user_id), updated_at = now()
+         returning id, wa_id, user_id, name, language"
+    } else {
+        "insert into contacts (wa_id, user_id, name) values ($1, $2, $3)
+         on conflict (user_id) do update set name = coalesce(excluded.name, contacts.name), updated_at = now()
+         returning id, wa_id, user_id, name, language"
+    };
+    let sql = format!(
+        "with c as ({upsert}),
+         m as (
+             insert into inbound_messages (provider_message_id, delivery_id, contact_id, kind, payload, sent_at, outcome)
+             select $4, $5, c.id, $6, $7, to_timestamp($8), 'received' from c
+             on conflict (provider_message_id) do nothing
+             returning provider_message_id
+         )
+         select c.id, c.wa_id, c.user_id, c.name, c.language, exists (select 1 from m) as fresh,
+                s.awaiting_flow, s.awaiting_kind, s.context
+         from c left join sessions s on s.contact_id = c.id and s.expires_at > now()"
+    );
+    let row = sqlx::query(&sql)
+        .bind(wa_id)
+        .bind(user_id)
+        .bind(name)
+        .bind(provider_message_id)
+        .bind(delivery_id)
+        .bind(kind)
+        .bind(sqlx::types::Json(payload))
+        .bind(sent_at_unix.map(|t| t as f64))
+        .fetch_one(&mut **tx)
+        .await?;
+    let fresh: bool = row.try_get(5)?;
+    if !fresh {
+        return Ok(None);
+    }
+    let contact = Contact {
+        id: row.try_get(0)?,
+        wa_id: row.try_get(1)?,
+        user_id: row.try_get(2)?,
+        name: row.try_get(3)?,
+        language: row.try_get(4)?,
+    };
+    let context: Option<sqlx::types::Json<serde_json::Map<String, Value>>> = row.try_get(8)?;
+    let session = Session {
+        awaiting_flow: row.try_get(6)?,
+        awaiting_kind: row.try_get(7)?,
+        context: context.map(|c| c.0).unwrap_or_default(),
+    };
+    Ok(Some((contact, session)))
+}
+
+/// The last statement of a message's transaction: its replies into the outbox (when given),
+/// the session, and the message's outcome, in one round trip.
+#[allow(clippy::too_many_arguments)]
+pub async fn finish_message(
+    tx: &mut Transaction<'_, Postgres>,
+    contact: &Contact,
+    phone_number_id: &str,
+    provider_message_id: &str,
+    replies: Option<&[Outgoing]>,
+    session: &Session,
+    ttl_secs: i64,
+    outcome: &str,
+    flow: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let replies = replies.unwrap_or_default();
+    let templates: Vec<&str> = replies.iter().map(|r| r.template.as_str()).collect();
+    let bodies: Vec<sqlx::types::Json<&Value>> =
+        replies.iter().map(|r| sqlx::types::Json(&r.body)).collect();
+    sqlx::query(
+        "with o as (
+             insert into outbox (contact_id, recipient, phone_number_id, template, body, inbound_message_id)
+             select $1, $2, $3, t, b, $4 from unnest($5::text[], $6::jsonb[]) with ordinality as r(t, b, n) order by n
+         ),
+         s as (
+             insert into sessions (contact_id, awaiting_flow, awaiting_kind, context, expires_at)
+             values ($1, $7, $8, $9, now() + make_interval(secs => $10))
+             on conflict (contact_id) do update set awaiting_flow = excluded.awaiting_flow,
+                 awaiting_kind = excluded.awaiting_kind, context = excluded.context,
+                 expires_at = excluded.expires_at, updated_at = now()
+         )
+         update inbound_messages set outcome = $11, flow = $12 where provider_message_id = $4",
+    )
+    .bind(contact.id)
+    .bind(contact.recipient().unwrap_or_default())
+    .bind(phone_number_id)
+    .bind(provider_message_id)
+    .bind(&templates)
+    .bind(&bodies)
+    .bind(&session.awaiting_flow)
+    .bind(&session.awaiting_kind)
+    .bind(sqlx::types::Json(&session.context))
+    .bind(ttl_secs as f64)
+    .bind(outcome)
+    .bind(flow)
     .execute(&mut **tx)
     .await
     .map(drop)
