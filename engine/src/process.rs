@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 
 use crate::config::{Config, Endpoint};
-use crate::flow::{FlowError, Turn};
+use crate::flow::Turn;
 use crate::logging::mask;
 use crate::render::MORE_ROW_PREFIX;
 use crate::store::conversation::{self as store, Outgoing};
@@ -22,21 +22,7 @@ pub use crate::config::templates::{ERROR_TEMPLATE, UNSUPPORTED_TEMPLATE};
 /// Session key holding the list being paged.
 const PAGER_KEY: &str = "__pager";
 
-/// Where the delivery a message came in is recorded.
-#[derive(Debug, Clone, Copy)]
-pub enum Delivery<'a> {
-    /// Already recorded, with this id.
-    Recorded(i64),
-    /// To be recorded, as processed, in the message's own transaction.
-    Record {
-        /// Endpoint name.
-        endpoint: &'a str,
-        /// The headers kept.
-        headers: &'a Value,
-        /// The raw body.
-        body: &'a [u8],
-    },
-}
+pub use crate::store::conversation::Delivery;
 
 /// Processes a delivery that holds exactly one message (the usual case) in a single
 /// transaction that also records it. `Ok(None)` when the delivery has more in it; the caller
@@ -224,6 +210,10 @@ fn input(message: &whatsapp::Message) -> Option<(&'static str, Value, String)> {
 const MEDIA: &[&str] = &["image", "audio", "voice", "video", "document", "sticker"];
 
 /// Processes one message in its own transaction.
+///
+/// The flow runs directly in the message's transaction (no savepoint on the usual path). If it
+/// fails, the transaction is rolled back whole and the message is processed once more with the
+/// friendly error reply instead of the flow, so a failure leaves only that reply behind.
 #[allow(clippy::too_many_arguments)]
 pub async fn message(
     pool: &PgPool,
@@ -251,18 +241,18 @@ pub async fn message(
     let name = profile.and_then(|c| c.profile.name.clone());
     let payload = serde_json::to_value(message).unwrap_or(Value::Null);
     let sent_at: Option<i64> = message.timestamp.parse().ok();
-    let mut tx = pool.begin().await?;
-    let delivery_id = match delivery {
-        Delivery::Recorded(id) => id,
-        Delivery::Record {
-            endpoint,
-            headers,
-            body,
-        } => store::insert_processed_delivery(&mut tx, endpoint, headers, body).await?,
-    };
 
     let Some(sender) = wa_id.clone().or_else(|| user_id.clone()) else {
         // No way to know who sent it: keep it, answer nothing.
+        let mut tx = pool.begin().await?;
+        let delivery_id = match delivery {
+            Delivery::Recorded(id) => id,
+            Delivery::Record {
+                endpoint,
+                headers,
+                body,
+            } => store::insert_processed_delivery(&mut tx, endpoint, headers, body).await?,
+        };
         let fresh = store::insert_inbound(
             &mut tx,
             &message.id,
@@ -281,188 +271,159 @@ pub async fn message(
             replies: Vec::new(),
         });
     };
-    store::lock_sender(&mut tx, &sender).await?;
-    let started = store::begin_message(
-        &mut tx,
-        wa_id.as_deref(),
-        user_id.as_deref(),
-        name.as_deref(),
-        &message.id,
-        delivery_id,
-        &message.kind,
-        &payload,
-        sent_at,
-    )
-    .await?;
-    let Some((contact, session)) = started else {
-        // Commit, not roll back: the repeated delivery itself stays on record.
-        tx.commit().await?;
-        tracing::info!(service = %endpoint.name, event = "message.duplicate", request_id = %request_id, correlation_id = %message.id, user_id = %mask(&sender), "Duplicate delivery ignored.");
-        return Ok(Handled {
-            outcome: "duplicate",
-            flow: None,
-            replies: Vec::new(),
-        });
-    };
-    let Some(router) = &endpoint.router else {
-        tx.commit().await?;
-        return Ok(Handled {
-            outcome: "ignored",
-            flow: None,
-            replies: Vec::new(),
-        });
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    if sent_at.is_some_and(|t| now - t > router.stale_after.as_secs() as i64) {
-        store::set_inbound_outcome(&mut tx, &message.id, "stale", None).await?;
-        tx.commit().await?;
-        return Ok(Handled {
-            outcome: "stale",
-            flow: None,
-            replies: Vec::new(),
-        });
-    }
 
-    let mut turn = Turn {
-        config,
-        contact: contact.to_json(),
-        language: contact.language.clone(),
-        recipient: contact.recipient().unwrap_or_default().to_owned(),
-        message: json!({"id": message.id, "kind": message.kind, "text": message.routing_text()}),
-        session,
-        replies: Vec::new(),
-        trace: Vec::new(),
-        pager_vars: None,
-    };
+    // Set when the first attempt's flow failed: the second attempt only sends the error reply.
+    let mut failed: Option<String> = None;
+    loop {
+        let mut tx = store::begin_for_sender(pool, &sender).await?;
+        let started = store::begin_message(
+            &mut tx,
+            wa_id.as_deref(),
+            user_id.as_deref(),
+            name.as_deref(),
+            &message.id,
+            delivery,
+            &message.kind,
+            &payload,
+            sent_at,
+        )
+        .await?;
+        let Some((contact, session)) = started else {
+            // Commit, not roll back: the repeated delivery itself stays on record.
+            tx.commit().await?;
+            tracing::info!(service = %endpoint.name, event = "message.duplicate", request_id = %request_id, correlation_id = %message.id, user_id = %mask(&sender), "Duplicate delivery ignored.");
+            return Ok(Handled {
+                outcome: "duplicate",
+                flow: None,
+                replies: Vec::new(),
+            });
+        };
+        let Some(router) = &endpoint.router else {
+            tx.commit().await?;
+            return Ok(Handled {
+                outcome: "ignored",
+                flow: None,
+                replies: Vec::new(),
+            });
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if sent_at.is_some_and(|t| now - t > router.stale_after.as_secs() as i64) {
+            store::set_inbound_outcome(&mut tx, &message.id, "stale", None).await?;
+            tx.commit().await?;
+            return Ok(Handled {
+                outcome: "stale",
+                flow: None,
+                replies: Vec::new(),
+            });
+        }
 
-    let (outcome, flow) = match input(message) {
-        None if MEDIA.contains(&message.kind.as_str()) => {
-            if config.templates.contains_key(UNSUPPORTED_TEMPLATE) {
-                if let Ok(reply) = turn.render("", UNSUPPORTED_TEMPLATE, &turn.implicit(), 0) {
-                    turn.replies.push(reply);
+        let mut turn = Turn {
+            config,
+            contact: contact.to_json(),
+            language: contact.language.clone(),
+            recipient: contact.recipient().unwrap_or_default().to_owned(),
+            message: json!({"id": message.id, "kind": message.kind, "text": message.routing_text()}),
+            session,
+            replies: Vec::new(),
+            trace: Vec::new(),
+            pager_vars: None,
+        };
+
+        let (outcome, flow) = match input(message) {
+            None if MEDIA.contains(&message.kind.as_str()) => {
+                if config.templates.contains_key(UNSUPPORTED_TEMPLATE) {
+                    if let Ok(reply) = turn.render("", UNSUPPORTED_TEMPLATE, &turn.implicit(), 0) {
+                        turn.replies.push(reply);
+                    }
+                }
+                ("unsupported", None)
+            }
+            // Reactions, system notices, `unsupported`, unknown types: recorded, not answered.
+            None => ("ignored", None),
+            Some((kind, input, text)) => {
+                let awaiting = turn
+                    .session
+                    .awaiting_flow
+                    .clone()
+                    .filter(|_| turn.session.awaiting_kind.as_deref() == Some(kind));
+                let more = input
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| id.strip_prefix(MORE_ROW_PREFIX))
+                    .and_then(|n| n.parse::<usize>().ok());
+                if let (Some(offset), Some(_), None) = (more, &awaiting, &failed) {
+                    // "More" on a paged list: show the next page, keep waiting for a choice.
+                    page(&mut turn, offset);
+                    ("answered", awaiting)
+                } else {
+                    let (flow, args) = match (router.global(&text), awaiting) {
+                        (Some(global), _) => (global.flow.clone(), Vec::new()),
+                        (None, Some(flow)) => (flow, vec![input]),
+                        (None, None) => (router.route(&text).flow().to_owned(), Vec::new()),
+                    };
+                    turn.session.context.remove(PAGER_KEY);
+                    if let Some(error) = &failed {
+                        report_failure(&mut turn, error, &flow, endpoint, request_id, &message.id);
+                        ("failed", Some(flow))
+                    } else {
+                        match turn.run(&mut tx, &flow, args).await {
+                            Ok(()) => ("answered", Some(flow)),
+                            Err(error) => {
+                                // Undo everything, including writes the flow made before failing.
+                                tx.rollback().await?;
+                                failed = Some(error.to_string());
+                                continue;
+                            }
+                        }
+                    }
                 }
             }
-            ("unsupported", None)
-        }
-        // Reactions, system notices, `unsupported`, unknown types: recorded, not answered.
-        None => ("ignored", None),
-        Some((kind, input, text)) => {
-            let awaiting = turn
-                .session
-                .awaiting_flow
-                .clone()
-                .filter(|_| turn.session.awaiting_kind.as_deref() == Some(kind));
-            let more = input
-                .get("id")
-                .and_then(Value::as_str)
-                .and_then(|id| id.strip_prefix(MORE_ROW_PREFIX))
-                .and_then(|n| n.parse::<usize>().ok());
-            if let (Some(offset), Some(_)) = (more, &awaiting) {
-                // "More" on a paged list: show the next page, keep waiting for a choice.
-                page(&mut turn, offset);
-                ("answered", awaiting)
-            } else {
-                let (flow, args) = match (router.global(&text), awaiting) {
-                    (Some(global), _) => (global.flow.clone(), Vec::new()),
-                    (None, Some(flow)) => (flow, vec![input]),
-                    (None, None) => (router.route(&text).flow().to_owned(), Vec::new()),
-                };
-                turn.session.context.remove(PAGER_KEY);
-                let outcome = run_flow(
-                    &mut tx,
-                    &mut turn,
-                    &flow,
-                    args,
-                    endpoint,
-                    request_id,
-                    &message.id,
-                )
-                .await?;
-                (outcome, Some(flow))
-            }
-        }
-    };
-    remember_paged_list(&mut turn);
-    let outgoing: Vec<Outgoing> = turn
-        .replies
-        .iter()
-        .map(|r| Outgoing {
-            template: r.template.clone(),
-            body: r.body.clone(),
-        })
-        .collect();
-    store::finish_message(
-        &mut tx,
-        &contact,
-        &value.metadata.phone_number_id,
-        &message.id,
-        (replies == Replies::ToOutbox).then_some(outgoing.as_slice()),
-        &turn.session,
-        router.session_ttl.as_secs() as i64,
-        outcome,
-        flow.as_deref(),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Handled {
-        outcome,
-        flow,
-        replies: turn.replies,
-    })
-}
-
-/// Runs a flow inside a savepoint; a failure rolls its work back and answers with the error
-/// template instead.
-#[allow(clippy::too_many_arguments)]
-async fn run_flow(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    turn: &mut Turn<'_>,
-    flow: &str,
-    args: Vec<Value>,
-    endpoint: &Endpoint,
-    request_id: &str,
-    message_id: &str,
-) -> Result<&'static str, sqlx::Error> {
-    let mut savepoint = sqlx::Connection::begin(&mut **tx).await?;
-    let session_before = turn.session.clone();
-    match turn.run(&mut savepoint, flow, args).await {
-        Ok(()) => {
-            savepoint.commit().await?;
-            Ok("answered")
-        }
-        Err(error) => {
-            savepoint.rollback().await?;
-            report_failure(
-                turn,
-                &error,
-                flow,
-                endpoint,
-                request_id,
-                message_id,
-                session_before,
-            );
-            Ok("failed")
-        }
+        };
+        remember_paged_list(&mut turn);
+        let outgoing: Vec<Outgoing> = turn
+            .replies
+            .iter()
+            .map(|r| Outgoing {
+                template: r.template.clone(),
+                body: r.body.clone(),
+            })
+            .collect();
+        store::finish_message(
+            &mut tx,
+            &contact,
+            &value.metadata.phone_number_id,
+            &message.id,
+            (replies == Replies::ToOutbox).then_some(outgoing.as_slice()),
+            &turn.session,
+            router.session_ttl.as_secs() as i64,
+            outcome,
+            flow.as_deref(),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(Handled {
+            outcome,
+            flow,
+            replies: turn.replies,
+        });
     }
 }
 
 fn report_failure(
     turn: &mut Turn<'_>,
-    error: &FlowError,
+    error: &str,
     flow: &str,
     endpoint: &Endpoint,
     request_id: &str,
     message_id: &str,
-    mut session: crate::store::conversation::Session,
 ) {
     tracing::error!(service = %endpoint.name, event = "flow.failed", request_id = %request_id, correlation_id = %message_id, flow = %flow, error = %error, "Flow failed; its changes were rolled back.");
     turn.replies.clear();
-    session.awaiting_flow = None;
-    session.awaiting_kind = None;
-    turn.session = session;
+    turn.session.awaiting_flow = None;
+    turn.session.awaiting_kind = None;
     if let Ok(reply) = turn.render(flow, ERROR_TEMPLATE, &turn.implicit(), 0) {
         turn.replies.push(reply);
     }

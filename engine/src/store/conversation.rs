@@ -264,9 +264,44 @@ pub async fn record_status(
     .map(drop)
 }
 
-/// The first statement of a message's transaction: upserts the contact, records the message
-/// (deduplicated on its provider id) and reads the live session, in one round trip. `None`
-/// when the message was seen before.
+/// Where the delivery a message came in is recorded.
+#[derive(Debug, Clone, Copy)]
+pub enum Delivery<'a> {
+    /// Already recorded, with this id.
+    Recorded(i64),
+    /// To be recorded, as processed, in the message's own transaction: one commit makes both
+    /// durable, and a failure before it leaves neither (Meta, unanswered, delivers again).
+    Record {
+        /// Endpoint name.
+        endpoint: &'a str,
+        /// The headers kept.
+        headers: &'a Value,
+        /// The raw body.
+        body: &'a [u8],
+    },
+}
+
+/// Opens a message's transaction holding the sender's lock, in one round trip. The lock
+/// serializes everything done for one sender across engine processes until the transaction
+/// ends. The key is a stable hash of the sender (FNV-1a), so every process agrees on it.
+pub async fn begin_for_sender(
+    pool: &PgPool,
+    sender: &str,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let key = sender.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    // Only an integer is spliced into the statement; it is computed here, never taken from input.
+    pool.begin_with(format!(
+        "begin; select pg_advisory_xact_lock({})",
+        key as i64
+    ))
+    .await
+}
+
+/// The first statement of a message's transaction: records the delivery (when it is new),
+/// upserts the contact, records the message (deduplicated on its provider id) and reads the
+/// live session, in one round trip. `None` when the message was seen before.
 #[allow(clippy::too_many_arguments)]
 pub async fn begin_message(
     tx: &mut Transaction<'_, Postgres>,
@@ -274,7 +309,7 @@ pub async fn begin_message(
     user_id: Option<&str>,
     name: Option<&str>,
     provider_message_id: &str,
-    delivery_id: i64,
+    delivery: Delivery<'_>,
     kind: &str,
     payload: &Value,
     sent_at_unix: Option<i64>,
@@ -291,10 +326,15 @@ pub async fn begin_message(
          returning id, wa_id, user_id, name, language"
     };
     let sql = format!(
-        "with c as ({upsert}),
+        "with d as (
+             insert into deliveries (endpoint, headers, body, processed_at)
+             select $9, $10, $11, now() where $5::bigint is null
+             returning id
+         ),
+         c as ({upsert}),
          m as (
              insert into inbound_messages (provider_message_id, delivery_id, contact_id, kind, payload, sent_at, outcome)
-             select $4, $5, c.id, $6, $7, to_timestamp($8), 'received' from c
+             select $4, coalesce($5, (select id from d)), c.id, $6, $7, to_timestamp($8), 'received' from c
              on conflict (provider_message_id) do nothing
              returning provider_message_id
          )
@@ -307,10 +347,25 @@ pub async fn begin_message(
         .bind(user_id)
         .bind(name)
         .bind(provider_message_id)
-        .bind(delivery_id)
+        .bind(match delivery {
+            Delivery::Recorded(id) => Some(id),
+            Delivery::Record { .. } => None,
+        })
         .bind(kind)
         .bind(sqlx::types::Json(payload))
         .bind(sent_at_unix.map(|t| t as f64))
+        .bind(match delivery {
+            Delivery::Record { endpoint, .. } => Some(endpoint),
+            Delivery::Recorded(_) => None,
+        })
+        .bind(match delivery {
+            Delivery::Record { headers, .. } => Some(sqlx::types::Json(headers)),
+            Delivery::Recorded(_) => None,
+        })
+        .bind(match delivery {
+            Delivery::Record { body, .. } => Some(body),
+            Delivery::Recorded(_) => None,
+        })
         .fetch_one(&mut **tx)
         .await?;
     let fresh: bool = row.try_get(5)?;
