@@ -38,6 +38,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Every endpoint's rate limit, as the limiter registry keys them.
+    fn limits(&self) -> Vec<(String, crate::config::RateLimit)> {
+        self.config
+            .endpoints
+            .iter()
+            .filter_map(|e| e.rate_limit.clone().map(|r| (e.name.clone(), r)))
+            .collect()
+    }
+
     /// The endpoint serving `path`, with its index.
     pub fn endpoint(&self, path: &str) -> Option<(usize, &config::Endpoint)> {
         let i = *self.by_path.get(path)?;
@@ -142,12 +151,7 @@ impl Reloader {
             Ok(new) if new.version == old.version => Outcome::Unchanged,
             Ok(new) => {
                 let version = new.version.clone();
-                let live: Vec<_> = new
-                    .config
-                    .endpoints
-                    .iter()
-                    .filter_map(|e| e.rate_limit.clone().map(|r| (e.name.clone(), r)))
-                    .collect();
+                let live = new.limits();
                 self.current.store(Arc::new(new));
                 self.limiters.sweep(&live);
                 self.stats.reloaded.fetch_add(1, Ordering::Relaxed);
@@ -168,14 +172,7 @@ impl Reloader {
 
     /// Forgets rate-limit keys whose budget is full again.
     pub fn sweep_limiters(&self) {
-        let snapshot = self.current();
-        let live: Vec<_> = snapshot
-            .config
-            .endpoints
-            .iter()
-            .filter_map(|e| e.rate_limit.clone().map(|r| (e.name.clone(), r)))
-            .collect();
-        self.limiters.sweep(&live);
+        self.limiters.sweep(&self.current().limits());
     }
 }
 

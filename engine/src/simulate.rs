@@ -137,13 +137,7 @@ pub async fn run(
             let _ = writeln!(out, "         choose with --choice: {}", choices.join(", "));
         }
     }
-    let session = {
-        let mut tx = pool.begin().await?;
-        let contact = conversation::upsert_contact(&mut tx, Some(from), None, None).await?;
-        let session = conversation::load_session(&mut tx, contact.id).await?;
-        tx.commit().await?;
-        session
-    };
+    let session = conversation::session_of(pool, from).await?;
     match (session.awaiting_flow, session.awaiting_kind) {
         (Some(flow), Some(kind)) => {
             let _ = writeln!(out, "(waiting for a {kind}, which goes to flow `{}`)", flow);

@@ -111,49 +111,23 @@ pub async fn unprocessed_deliveries(
         .collect()
 }
 
-/// Serializes everything done for one sender: held until the transaction ends, across every
-/// engine process sharing the database.
-pub async fn lock_sender(
-    tx: &mut Transaction<'_, Postgres>,
-    sender: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(sender)
-        .execute(&mut **tx)
-        .await
-        .map(drop)
-}
-
-/// Finds or creates the contact, updating the profile name when Meta sends one.
-pub async fn upsert_contact(
-    tx: &mut Transaction<'_, Postgres>,
-    wa_id: Option<&str>,
-    user_id: Option<&str>,
-    name: Option<&str>,
-) -> Result<Contact, sqlx::Error> {
-    // The conflict target is whichever id Meta sent; the phone number wins when both are there.
-    let sql = if wa_id.is_some() {
-        "insert into contacts (wa_id, user_id, name) values ($1, $2, $3)
-         on conflict (wa_id) do update set name = coalesce(excluded.name, contacts.name),
-             user_id = coalesce(contacts.user_id, excluded.user_id), updated_at = now()
-         returning id, wa_id, user_id, name, language"
-    } else {
-        "insert into contacts (wa_id, user_id, name) values ($1, $2, $3)
-         on conflict (user_id) do update set name = coalesce(excluded.name, contacts.name), updated_at = now()
-         returning id, wa_id, user_id, name, language"
+/// The live session of the contact with phone number `wa_id`, read without locking or writing.
+pub async fn session_of(pool: &PgPool, wa_id: &str) -> Result<Session, sqlx::Error> {
+    let row = sqlx::query(
+        "select s.awaiting_flow, s.awaiting_kind, s.context from sessions s join contacts c on c.id = s.contact_id
+         where c.wa_id = $1 and s.expires_at > now()",
+    )
+    .bind(wa_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Session::default());
     };
-    let row = sqlx::query(sql)
-        .bind(wa_id)
-        .bind(user_id)
-        .bind(name)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(Contact {
-        id: row.try_get(0)?,
-        wa_id: row.try_get(1)?,
-        user_id: row.try_get(2)?,
-        name: row.try_get(3)?,
-        language: row.try_get(4)?,
+    let context: sqlx::types::Json<serde_json::Map<String, Value>> = row.try_get(2)?;
+    Ok(Session {
+        awaiting_flow: row.try_get(0)?,
+        awaiting_kind: row.try_get(1)?,
+        context: context.0,
     })
 }
 
@@ -201,26 +175,6 @@ pub async fn set_inbound_outcome(
     .execute(&mut **tx)
     .await
     .map(drop)
-}
-
-/// The contact's live session, if any.
-pub async fn load_session(
-    tx: &mut Transaction<'_, Postgres>,
-    contact_id: i64,
-) -> Result<Session, sqlx::Error> {
-    let row = sqlx::query("select awaiting_flow, awaiting_kind, context from sessions where contact_id = $1 and expires_at > now()")
-        .bind(contact_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(row) = row else {
-        return Ok(Session::default());
-    };
-    let context: sqlx::types::Json<serde_json::Map<String, Value>> = row.try_get(2)?;
-    Ok(Session {
-        awaiting_flow: row.try_get(0)?,
-        awaiting_kind: row.try_get(1)?,
-        context: context.0,
-    })
 }
 
 /// One reply to write to the outbox.
