@@ -17,3 +17,5 @@ mod limits_and_ips;
 mod reload;
 // Scripted WhatsApp conversations against Postgres, pinned with insta.
 mod conversations;
+// Several engine processes sharing one database.
+mod processes;

@@ -1,0 +1,103 @@
+//! Several engine processes sharing one database, as in production behind a load balancer.
+
+use std::sync::Arc;
+
+use crate::support::{engine_env, fresh_database, ConfigDir, Engine};
+
+fn two_engines(config: &ConfigDir) -> (Engine, Engine) {
+    let database = fresh_database();
+    let mut env: Vec<(&str, &str)> = engine_env()
+        .into_iter()
+        .filter(|(k, _)| *k != "DATABASE_URL")
+        .collect();
+    env.push(("DATABASE_URL", &database));
+    (
+        Engine::start_on(config, "127.0.0.1:0", &env),
+        Engine::start_on(config, "127.0.0.1:0", &env),
+    )
+}
+
+fn unlimited(config: &str) -> String {
+    config.replace(
+        "      requests: 300\n      per: 60s\n      key: endpoint",
+        "      requests: 100000\n      per: 1s\n      key: endpoint",
+    )
+}
+
+#[test]
+fn a_conversation_continues_on_another_process() {
+    let config = ConfigDir::shipped(unlimited);
+    let (a, b) = two_engines(&config);
+    let asked = a.whatsapp(&crate::support::text_delivery(
+        "250788777001",
+        "wamid.P1",
+        "book ride",
+    ));
+    assert_eq!(asked.json()["routed_to"], "book_ride");
+    let location = serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "metadata": {"phone_number_id": "106540352242922"},
+            "contacts": [{"wa_id": "250788777001", "profile": {"name": "Eric"}}],
+            "messages": [{"from": "250788777001", "id": "wamid.P2", "timestamp": crate::support::now_unix().to_string(),
+                          "type": "location", "location": {"latitude": -1.95, "longitude": 30.06}}]
+        }}]}]
+    });
+    let stored = b.whatsapp(location.to_string().as_bytes());
+    assert_eq!(
+        stored.json()["routed_to"],
+        "ride_pickup",
+        "process B continues what A started"
+    );
+    let rides = b.rows("select pickup_latitude, pickup_longitude from ride_requests");
+    assert_eq!(
+        rides,
+        serde_json::json!([{"pickup_latitude": -1.95, "pickup_longitude": 30.06}])
+    );
+}
+
+#[test]
+fn concurrent_messages_from_one_sender_across_processes_are_each_handled_once() {
+    let config = ConfigDir::shipped(unlimited);
+    let (a, b) = two_engines(&config);
+    let engines = Arc::new([a, b]);
+    let threads: Vec<_> =
+        (0..4)
+            .map(|t| {
+                let engines = engines.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10 {
+                        let id = format!("wamid.C{t}-{i}");
+                        let engine = &engines[(t + i) % 2];
+                        let response = engine.whatsapp(&crate::support::text_delivery(
+                            "250788777002",
+                            &id,
+                            "find jobs",
+                        ));
+                        assert_eq!(response.status, 200, "{}", response.text());
+                        // Every message is also delivered twice, to the other process: Meta's retries.
+                        let again = engines[(t + i + 1) % 2].whatsapp(
+                            &crate::support::text_delivery("250788777002", &id, "find jobs"),
+                        );
+                        assert_eq!(again.status, 200);
+                    }
+                })
+            })
+            .collect();
+    for thread in threads {
+        thread.join().expect("client");
+    }
+    let [a, _b] = &*engines;
+    let counts = a.rows(
+        "select (select count(*) from inbound_messages) as messages,
+                (select count(*) from inbound_messages where outcome = 'answered') as answered,
+                (select count(*) from outbox) as replies,
+                (select count(*) from contacts) as contacts,
+                (select count(*) from deliveries) as deliveries",
+    );
+    assert_eq!(
+        counts,
+        serde_json::json!([{"messages": 40, "answered": 40, "replies": 40, "contacts": 1, "deliveries": 80}]),
+        "each of 40 messages handled once, every delivery (duplicates too) on record"
+    );
+}
