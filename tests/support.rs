@@ -188,8 +188,8 @@ pub fn fresh_database() -> String {
     url
 }
 
-/// Runs `sql` on `url` and returns its rows as JSON (Postgres converts them).
-pub fn rows(url: &str, sql: &str) -> serde_json::Value {
+/// Runs `work` on a fresh connection to `url`, blocking until it is done.
+fn on_database<T>(url: &str, work: impl AsyncFnOnce(&mut sqlx::PgConnection) -> T) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -197,11 +197,28 @@ pub fn rows(url: &str, sql: &str) -> serde_json::Value {
     runtime.block_on(async {
         use sqlx::Connection as _;
         let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        work(&mut conn).await
+    })
+}
+
+/// Runs `sql` on `url` and returns its rows as JSON (Postgres converts them).
+pub fn rows(url: &str, sql: &str) -> serde_json::Value {
+    on_database(url, async |conn| {
         let wrapped = format!("select coalesce(jsonb_agg(q), '[]'::jsonb) from ({sql}) q");
         sqlx::query_scalar::<_, serde_json::Value>(&wrapped)
-            .fetch_one(&mut conn)
+            .fetch_one(conn)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
+/// Runs statements on `url` (test fixtures).
+pub fn exec(url: &str, sql: &str) {
+    on_database(url, async |conn| {
+        sqlx::raw_sql(sql)
+            .execute(conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     })
 }
 
@@ -552,20 +569,4 @@ pub fn text_delivery(from: &str, id: &str, body: &str) -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
-}
-
-/// Runs statements on `url` (test fixtures).
-pub fn exec(url: &str, sql: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        use sqlx::Connection as _;
-        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-        sqlx::raw_sql(sql)
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    });
 }
