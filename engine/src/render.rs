@@ -54,9 +54,9 @@ pub fn render(
     page_offset: usize,
 ) -> Result<Rendered, RenderError> {
     let env = minijinja::Environment::new();
-    let fill =
-        |text: &Text, ctx: &Map<String, Value>, limit: usize| -> Result<String, RenderError> {
-            let source = pick(text, language);
+    // Fills `{{ }}` in a plain string (ids) and cuts the result to `limit`.
+    let fill_plain =
+        |source: &str, ctx: &Map<String, Value>, limit: usize| -> Result<String, RenderError> {
             let filled = env
                 .render_str(source, ctx)
                 .map_err(|source| RenderError::Template {
@@ -65,6 +65,10 @@ pub fn render(
                 })?;
             Ok(cut(filled.trim(), limit))
         };
+    // The same for localized text, in the contact's language.
+    let fill = |text: &Text, ctx: &Map<String, Value>, limit: usize| {
+        fill_plain(pick(text, language), ctx, limit)
+    };
     let (message, preview) = match template {
         Template::Text(t) => {
             let body = fill(&t.body, vars, limits::TEXT_BODY)?;
@@ -95,14 +99,7 @@ pub fn render(
             let mut buttons = Vec::new();
             for button in &t.buttons {
                 let title = fill(&button.title, vars, limits::BUTTON_TITLE)?;
-                let id = cut(
-                    &env.render_str(&button.id, vars)
-                        .map_err(|source| RenderError::Template {
-                            template: name.to_owned(),
-                            source,
-                        })?,
-                    limits::BUTTON_ID,
-                );
+                let id = fill_plain(&button.id, vars, limits::BUTTON_ID)?;
                 preview.push_str(&format!("\n[ {title} ]"));
                 buttons.push(json!({"type": "reply", "reply": {"id": id, "title": title}}));
             }
@@ -127,7 +124,7 @@ pub fn render(
             let mut all: Vec<(usize, Value)> = Vec::new();
             for (s, section) in t.sections.iter().enumerate() {
                 for row in &section.rows {
-                    all.push((s, render_row(&env, name, row, vars, None, language, &fill)?));
+                    all.push((s, render_row(row, vars, None, &fill, &fill_plain)?));
                 }
                 if let (Some(from), Some(row)) = (&section.rows_from, &section.row) {
                     let items = vars
@@ -136,10 +133,7 @@ pub fn render(
                         .cloned()
                         .unwrap_or_default();
                     for item in items {
-                        all.push((
-                            s,
-                            render_row(&env, name, row, vars, Some(item), language, &fill)?,
-                        ));
+                        all.push((s, render_row(row, vars, Some(item), &fill, &fill_plain)?));
                     }
                 }
             }
@@ -233,6 +227,7 @@ pub fn render(
     })
 }
 
+type FillPlain<'a> = dyn Fn(&str, &Map<String, Value>, usize) -> Result<String, RenderError> + 'a;
 type Fill<'a> = dyn Fn(&Text, &Map<String, Value>, usize) -> Result<String, RenderError> + 'a;
 
 /// Header, body and footer of an interactive message; returns the preview so far.
@@ -262,13 +257,11 @@ fn frame(
 }
 
 fn render_row(
-    env: &minijinja::Environment<'_>,
-    name: &str,
     row: &Row,
     vars: &Map<String, Value>,
     item: Option<Value>,
-    _language: &str,
     fill: &Fill<'_>,
+    fill_plain: &FillPlain<'_>,
 ) -> Result<Value, RenderError> {
     let mut ctx;
     let vars = match item {
@@ -279,13 +272,8 @@ fn render_row(
         }
         None => vars,
     };
-    let id = env
-        .render_str(&row.id, vars)
-        .map_err(|source| RenderError::Template {
-            template: name.to_owned(),
-            source,
-        })?;
-    let mut out = json!({"id": cut(id.trim(), limits::ROW_ID), "title": fill(&row.title, vars, limits::ROW_TITLE)?});
+    let id = fill_plain(&row.id, vars, limits::ROW_ID)?;
+    let mut out = json!({"id": id, "title": fill(&row.title, vars, limits::ROW_TITLE)?});
     if let Some(description) = &row.description {
         let text = fill(description, vars, limits::ROW_DESCRIPTION)?;
         if !text.is_empty() {

@@ -330,13 +330,13 @@ pub(super) fn compile(
     };
     let (flow_index, flow_diagnostics) = check::check(&flows, &context);
     cx.out.extend(flow_diagnostics);
-    let flows = Flows {
-        files: flows
+    let flows = Flows::new(
+        flows
             .into_iter()
             .map(|s| (sources.name(s.file).to_owned(), s.ast))
             .collect(),
-        index: flow_index,
-    };
+        flow_index,
+    );
     let endpoints = compile_endpoints(&mut cx, &endpoints, &flows, incomplete_flows, &context);
     check_runtime_templates(&mut cx, &endpoints, &context);
     let (channels, alerts) = compile_alerts(&mut cx, alerts);

@@ -164,15 +164,31 @@ pub struct Flows {
     pub files: Vec<(String, FlowFile)>,
     /// Every flow by name.
     pub index: FlowIndex,
+    /// Where each flow is in `files` (file, flow), so the runtime finds one without a scan.
+    positions: std::collections::HashMap<String, (usize, usize)>,
 }
 
 impl Flows {
+    /// Assembles the parsed files and their index; the first definition of a name wins, as in
+    /// the checker.
+    pub fn new(files: Vec<(String, FlowFile)>, index: FlowIndex) -> Self {
+        let mut positions = std::collections::HashMap::new();
+        for (f, (_, file)) in files.iter().enumerate() {
+            for (i, flow) in file.flows.iter().enumerate() {
+                positions.entry(flow.name.node.clone()).or_insert((f, i));
+            }
+        }
+        Flows {
+            files,
+            index,
+            positions,
+        }
+    }
+
     /// The flow called `name`.
     pub fn get(&self, name: &str) -> Option<&Flow> {
-        self.files
-            .iter()
-            .flat_map(|(_, f)| &f.flows)
-            .find(|f| f.name.node == name)
+        let (f, i) = *self.positions.get(name)?;
+        self.files.get(f)?.1.flows.get(i)
     }
 }
 
