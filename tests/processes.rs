@@ -101,3 +101,74 @@ fn concurrent_messages_from_one_sender_across_processes_are_each_handled_once() 
         "each of 40 messages handled once, every delivery (duplicates too) on record"
     );
 }
+
+/// Messages that arrive together share transactions (group commit), but not their fates: a
+/// failing flow answers only its own message with the error reply, and every neighbour in its
+/// batch is answered as if it had been alone.
+#[test]
+fn messages_batched_together_keep_their_own_outcomes() {
+    let config = ConfigDir::shipped(unlimited);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    // "shop" reads product categories: with the table gone its flow fails.
+    crate::support::exec(
+        &engine.database_url,
+        "alter table product_categories rename to product_categories_moved",
+    );
+    let engine = Arc::new(engine);
+    let words = ["shop", "book ride", "find jobs"];
+    let barrier = Arc::new(std::sync::Barrier::new(48));
+    let threads: Vec<_> = (0..48)
+        .map(|i| {
+            let (engine, barrier) = (engine.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let body = crate::support::text_delivery(
+                    &format!("2507880{i:05}"),
+                    &format!("wamid.B{i}"),
+                    words[i % 3],
+                );
+                barrier.wait();
+                let response = engine.whatsapp(&body);
+                assert_eq!(response.status, 200, "{}", response.text());
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("client");
+    }
+    let outcomes = engine.rows(
+        "select m.flow, m.outcome, count(*) as messages, count(o.id) as replies,
+                min(o.template) as template, max(o.template) as same_template
+         from inbound_messages m left join outbox o on o.inbound_message_id = m.provider_message_id
+         group by m.flow, m.outcome order by m.flow",
+    );
+    assert_eq!(
+        outcomes,
+        serde_json::json!([
+            {"flow": "book_ride", "outcome": "answered", "messages": 16, "replies": 16,
+             "template": "ask_pickup_location", "same_template": "ask_pickup_location"},
+            {"flow": "jobs", "outcome": "answered", "messages": 16, "replies": 16,
+             "template": "job_categories", "same_template": "job_categories"},
+            {"flow": "shop", "outcome": "failed", "messages": 16, "replies": 16,
+             "template": "something_went_wrong", "same_template": "something_went_wrong"},
+        ])
+    );
+    // Each failure redid its batch; no message may lose its session or gain a second reply.
+    let sessions = engine.rows(
+        "select count(*) as sessions, count(*) filter (where awaiting_flow is not null) as awaiting
+         from sessions",
+    );
+    assert_eq!(
+        sessions,
+        serde_json::json!([{"sessions": 48, "awaiting": 32}]),
+        "book ride and find jobs await an answer; a failed shop awaits nothing"
+    );
+    // Rows written by one transaction share its xmin: some transaction held several messages.
+    let largest = engine.rows(
+        "select max(n) as largest from (select count(*) as n from inbound_messages group by xmin::text) t",
+    );
+    let largest = largest[0]["largest"].as_i64().unwrap_or(0);
+    assert!(
+        largest >= 2,
+        "48 simultaneous messages were committed one by one"
+    );
+}

@@ -209,3 +209,43 @@ fn a_hundred_reloads_under_continuous_traffic_drop_nothing() {
     );
     assert_eq!(routed(&engine, "duka99"), "shop");
 }
+
+/// `cached for` results are reused until they expire or the config is reloaded: a reload
+/// starts from an empty cache, so a changed catalogue shows after the next edit at the latest.
+#[test]
+fn cached_flow_queries_are_reused_until_a_reload() {
+    let config = ConfigDir::shipped(unlimited);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    let menu = |engine: &Engine| {
+        assert_eq!(routed(engine, "rent property"), "property");
+        let sent = engine.rows("select body from outbox order by id desc limit 1");
+        sent[0]["body"]["interactive"]["action"]["sections"][0]["rows"]
+            .as_array()
+            .map(|rows| rows.iter().map(|r| r["title"].clone()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let before = menu(&engine);
+    assert!(!before.is_empty(), "the demo data has property types");
+    crate::support::exec(
+        &engine.database_url,
+        "insert into property_types (name, description, sort_order) values ('Aaa new type', 'just added', -1)",
+    );
+    assert_eq!(
+        menu(&engine),
+        before,
+        "the shipped flow caches property types for five minutes"
+    );
+    config.write(&format!("{}\n# edited\n", config.read()));
+    let edited = Instant::now();
+    loop {
+        let after = menu(&engine);
+        if after.first() == Some(&serde_json::json!("Aaa new type")) {
+            break;
+        }
+        assert!(
+            edited.elapsed() < Duration::from_secs(5),
+            "after a reload the new type is listed first: {after:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -99,6 +99,8 @@ pub struct Query {
     pub sql: Spanned<String>,
     /// Bound to `$1`, `$2`, ... in order.
     pub args: Vec<Spanned<Expr>>,
+    /// `cached for D`: how long a result may be reused; its span covers the clause.
+    pub cache: Option<Spanned<std::time::Duration>>,
 }
 
 /// How many rows a query yields.

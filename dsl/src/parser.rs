@@ -249,6 +249,7 @@ fn lower_stmt(pair: Pair<'_, Rule>) -> Spanned<Stmt> {
                     kind: QueryKind::Exec,
                     sql,
                     args,
+                    cache: None,
                 }),
                 None => Stmt::End,
             }
@@ -338,15 +339,30 @@ fn lower_query(pair: Pair<'_, Rule>) -> Query {
     let mut kind = QueryKind::Rows;
     let mut sql = Spanned::new(String::new(), span_of(&pair));
     let mut args = Vec::new();
+    let mut cache = None;
     for inner in pair.into_inner() {
         match inner.as_rule() {
             Rule::query_kind if inner.as_str() == "query_one" => kind = QueryKind::One,
             Rule::string => sql = string(&inner),
             Rule::query_args => args = lower_args(inner),
+            Rule::cache_clause => {
+                let span = span_of(&inner);
+                let duration = inner
+                    .into_inner()
+                    .find(|p| p.as_rule() == Rule::duration)
+                    .map(|p| duration_value(p.as_str()))
+                    .unwrap_or_default();
+                cache = Some(Spanned::new(duration, span));
+            }
             _ => {}
         }
     }
-    Query { kind, sql, args }
+    Query {
+        kind,
+        sql,
+        args,
+        cache,
+    }
 }
 
 fn lower_args(pair: Pair<'_, Rule>) -> Vec<Spanned<Expr>> {
@@ -510,6 +526,7 @@ fn describe_keyword(rule: Rule) -> Option<&'static str> {
         Rule::kw_let => "`let`",
         Rule::kw_query => "`query`",
         Rule::kw_query_one => "`query_one`",
+        Rule::kw_cached => "`cached`",
         Rule::kw_exec => "`exec`",
         Rule::kw_with => "`with`",
         Rule::kw_if => "`if`",
@@ -567,6 +584,7 @@ fn describe(rule: Rule) -> &'static str {
         | Rule::end_stmt => "a statement (let, exec, if, reply, await, set, clear, call, end)",
         Rule::query | Rule::query_kind => "`query` or `query_one`",
         Rule::query_args | Rule::bindings => "`with`",
+        Rule::cache_clause => "`cached for <duration>`",
         Rule::binding => "`name = value`",
         Rule::input_kind => "`text`, `choice` or `location`",
         Rule::call_args => "`(`",

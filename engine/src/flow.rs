@@ -3,7 +3,8 @@
 //!
 //! Owns: evaluating expressions, binding query values, `if`, `reply` (rendering to the outbox
 //! list), `await` (recorded in the session), `set`/`clear`, `call` (a jump: the caller does not
-//! resume) and `end`. Every query is one round trip (`store::run_flow_query`). Must not commit,
+//! resume) and `end`. Every query is one round trip (`store::run_flow_query`), except a `cached
+//! for` query answered from [`crate::query_cache`]. Must not commit,
 //! roll back or decide routing: `process` does.
 
 use std::collections::HashMap;
@@ -198,12 +199,22 @@ impl Turn<'_> {
             QueryKind::One => Shape::One,
             QueryKind::Exec => Shape::Nothing,
         };
-        store::run_flow_query(tx, &query.sql.node, &args, shape)
+        let cache = &self.config.query_cache;
+        if query.cache.is_some() {
+            if let Some(value) = cache.get(&query.sql.node, &args) {
+                return Ok(value);
+            }
+        }
+        let value = store::run_flow_query(tx, &query.sql.node, &args, shape)
             .await
             .map_err(|source| FlowError::Query {
                 flow: flow.to_owned(),
                 source,
-            })
+            })?;
+        if let Some(ttl) = &query.cache {
+            cache.put(&query.sql.node, &args, &value, ttl.node);
+        }
+        Ok(value)
     }
 
     /// Renders a template for this contact with `vars` (plus the implicit variables).

@@ -31,6 +31,8 @@ pub struct AppState {
     pub reloader: Arc<Reloader>,
     /// The database.
     pub pool: sqlx::PgPool,
+    /// Where one-message deliveries are processed, together with their neighbours.
+    pub batcher: crate::batcher::Batcher,
 }
 
 /// The id of one request: from `x-request-id` when the caller sent a sane one, else generated.
@@ -56,6 +58,7 @@ pub async fn webhook(
     let client = client_ip::resolve(peer.ip(), &headers, &snapshot.config.server.trusted_proxies);
     let mut request = Request {
         endpoint,
+        index,
         limiter: snapshot.limiters.get(index).and_then(Option::as_ref),
         request_id: &request_id,
         client,
@@ -98,6 +101,8 @@ pub async fn webhook(
 /// One request in flight on one endpoint.
 struct Request<'a> {
     endpoint: &'a Endpoint,
+    /// Its index in the snapshot's endpoints.
+    index: usize,
     limiter: Option<&'a Arc<Limiter>>,
     request_id: &'a str,
     client: IpAddr,
@@ -113,7 +118,7 @@ impl Request<'_> {
     async fn handle(
         &mut self,
         state: &AppState,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
@@ -151,7 +156,7 @@ impl Request<'_> {
         }
         require_json(headers)?;
         match endpoint.kind {
-            EndpointKind::Whatsapp => self.whatsapp(state, snapshot, headers, &body).await,
+            EndpointKind::Whatsapp => self.whatsapp(state, snapshot, headers, body).await,
             EndpointKind::MomoCallback | EndpointKind::Sms => {
                 parse_json::<serde::de::IgnoredAny>(&body)?;
                 self.limit(None)?;
@@ -214,11 +219,11 @@ impl Request<'_> {
     async fn whatsapp(
         &mut self,
         state: &AppState,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         headers: &HeaderMap,
-        body: &[u8],
+        body: Bytes,
     ) -> Result<Response, ApiError> {
-        let envelope: Envelope = parse_json(body)?;
+        let envelope: Envelope = parse_json(&body)?;
         if envelope.object != "whatsapp_business_account" {
             return Err(ApiError::InvalidPayload(format!(
                 "expected object \"whatsapp_business_account\", got {:?}",
@@ -243,31 +248,36 @@ impl Request<'_> {
         self.correlation_id = envelope.messages().next().map(|(_, m)| m.id.clone());
         let pool = &state.pool;
         let config = &snapshot.config;
-        let routed_to = match crate::process::single(
-            pool,
-            config,
-            self.endpoint,
-            &envelope,
-            &kept,
-            body,
-            self.request_id,
-        )
-        .await
-        {
-            Ok(Some(summary)) => summary.routed_to,
-            Ok(None) => {
-                self.record_then_process(pool, config, &envelope, &kept, body)
-                    .await?
-            }
-            Err(error) => {
-                // The transaction (and its record) rolled back: record the delivery on its own so
-                // nothing is lost, answer 200 so Meta does not retry, process it at next start.
-                tracing::error!(service = %self.endpoint.name, event = "delivery.processing_failed", request_id = %self.request_id, error = %error, "Delivery not processed; recorded for a retry at start.");
-                crate::store::conversation::insert_delivery(pool, &self.endpoint.name, &kept, body)
+        let routed_to = if crate::process::only_message(&envelope).is_some() {
+            let job = crate::batcher::Job {
+                snapshot: Arc::clone(snapshot),
+                endpoint: self.index,
+                envelope,
+                headers: kept.clone(),
+                body: body.clone(),
+                request_id: self.request_id.to_owned(),
+            };
+            match state.batcher.process(job).await {
+                Ok(handled) => handled.flow,
+                Err(error) => {
+                    // The transaction (and its record) rolled back: record the delivery on its
+                    // own so nothing is lost, answer 200 so Meta does not retry, process it at
+                    // next start.
+                    tracing::error!(service = %self.endpoint.name, event = "delivery.processing_failed", request_id = %self.request_id, error = %error, "Delivery not processed; recorded for a retry at start.");
+                    crate::store::conversation::insert_delivery(
+                        pool,
+                        &self.endpoint.name,
+                        &kept,
+                        &body,
+                    )
                     .await
                     .map_err(|e| self.internal(&e))?;
-                None
+                    None
+                }
             }
+        } else {
+            self.record_then_process(pool, config, &envelope, &kept, &body)
+                .await?
         };
         self.flow = routed_to.clone();
         Ok((

@@ -14,6 +14,9 @@
 //! - [`auth`]: signatures over the raw body, client IPs behind trusted proxies.
 //! - [`ratelimit`]: governor limiters kept across reloads.
 //! - [`whatsapp`]: the Cloud API delivery envelope.
+//! - [`batcher`]: group commit: messages arriving together share a transaction.
+//! - [`process`]: a batch of messages: dedupe, route, flow, outbox, session.
+//! - [`flow`]: the flow interpreter; [`query_cache`]: results of `cached for` queries.
 //! - [`http_error`]: the JSON error bodies; [`logging`]: JSON log lines, masked phone numbers.
 //! - [`router`]: message text → flow (pure).
 //! - [`limits`]: WhatsApp's message limits.
@@ -22,6 +25,7 @@
 //! - [`cli`]: argument parsing and dispatch; the only place besides `main.rs` that uses anyhow.
 
 pub mod auth;
+pub mod batcher;
 pub mod cli;
 pub mod config;
 pub mod explain;
@@ -32,6 +36,7 @@ pub mod limits;
 pub mod lint;
 pub mod logging;
 pub mod process;
+pub mod query_cache;
 pub mod ratelimit;
 pub mod reload;
 pub mod render;

@@ -1,21 +1,31 @@
-//! A WhatsApp delivery, message by message: dedupe, route, run the flow, write replies to the
-//! outbox, update the session, all in one transaction per message.
+//! WhatsApp messages in batches: dedupe, route, run the flow, write replies to the outbox and
+//! update the session, with each message's writes all-or-nothing.
 //!
 //! Owns: the order of decisions for one inbound message (duplicate? stale? media we cannot
-//! read? global word? awaited answer? keyword? fallback?), the per-sender lock that keeps one
+//! read? global word? awaited answer? keyword? fallback?), the per-sender locks that keep one
 //! conversation in order across engine processes, the error boundary around a flow (its work
 //! rolls back; the user gets the friendly reply), and status updates. Must not know HTTP.
+//!
+//! Messages that arrive together share one transaction (a group commit): one statement reads
+//! and locks what they need, their flows run in turn, one statement writes every delivery,
+//! message, reply and session, one commit makes them durable. A message never commits apart
+//! from its dedupe record, session and replies, and a failing flow takes none of its own
+//! writes and none of its neighbours' with it: the batch is redone with that message answered
+//! by the error reply.
 
+use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::config::{Config, Endpoint};
-use crate::flow::Turn;
+use crate::flow::{FlowError, Turn};
 use crate::logging::mask;
-use crate::render::MORE_ROW_PREFIX;
-use crate::store::conversation::{self as store, Outgoing};
+use crate::render::{Rendered, MORE_ROW_PREFIX};
+use crate::store::conversation::{
+    self as store, Arrival, Contact, MessageRow, Session, Started, Writes,
+};
 use crate::whatsapp::{self, Envelope};
 
 pub use crate::config::templates::{ERROR_TEMPLATE, UNSUPPORTED_TEMPLATE};
@@ -24,57 +34,25 @@ const PAGER_KEY: &str = "__pager";
 
 pub use crate::store::conversation::Delivery;
 
-/// Processes a delivery that holds exactly one message (the usual case) in a single
-/// transaction that also records it. `Ok(None)` when the delivery has more in it; the caller
-/// then records it first and uses [`delivery`].
-pub async fn single(
-    pool: &PgPool,
-    config: &Config,
-    endpoint: &Endpoint,
-    envelope: &Envelope,
-    headers: &Value,
-    body: &[u8],
-    request_id: &str,
-) -> Result<Option<Summary>, sqlx::Error> {
-    let values: Vec<&whatsapp::Value> = envelope
+/// The value and message of a delivery that holds exactly one message and nothing else (the
+/// usual case), which can be recorded in the transaction that processes it.
+pub fn only_message(envelope: &Envelope) -> Option<(&whatsapp::Value, &whatsapp::Message)> {
+    let mut values = envelope
         .entry
         .iter()
         .flat_map(|e| &e.changes)
-        .map(|c| &c.value)
-        .collect();
-    let [value] = values.as_slice() else {
-        return Ok(None);
+        .map(|c| &c.value);
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
     };
-    let ([message], true, true) = (
+    match (
         value.messages.as_slice(),
         value.statuses.is_empty(),
         value.errors.is_empty(),
-    ) else {
-        return Ok(None);
-    };
-    let record = Delivery::Record {
-        endpoint: &endpoint.name,
-        headers,
-        body,
-    };
-    let handled = self::message(
-        pool,
-        config,
-        endpoint,
-        record,
-        value,
-        message,
-        request_id,
-        Replies::ToOutbox,
-    )
-    .await?;
-    let duplicate = handled.outcome == "duplicate";
-    Ok(Some(Summary {
-        routed_to: handled.flow,
-        messages: usize::from(!duplicate),
-        duplicates: usize::from(duplicate),
-        statuses: 0,
-    }))
+    ) {
+        ([message], true, true) => Some((value, message)),
+        _ => None,
+    }
 }
 
 /// Where a message's replies go.
@@ -107,7 +85,209 @@ pub struct Handled {
     /// The flow that ran.
     pub flow: Option<String>,
     /// Replies written, with their previews.
-    pub replies: Vec<crate::render::Rendered>,
+    pub replies: Vec<Rendered>,
+}
+
+/// One inbound message to process, with the delivery it came in.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    /// The config it is processed with.
+    pub config: &'a Config,
+    /// The endpoint it came to.
+    pub endpoint: &'a Endpoint,
+    /// Its delivery.
+    pub delivery: Delivery<'a>,
+    /// The `value` of the change it is in (metadata and sender profiles).
+    pub value: &'a whatsapp::Value,
+    /// The message.
+    pub message: &'a whatsapp::Message,
+    /// For logs.
+    pub request_id: &'a str,
+    /// Where replies go.
+    pub replies: Replies,
+}
+
+/// Who sent a message, and what is kept of it.
+struct Identity {
+    wa_id: Option<String>,
+    user_id: Option<String>,
+    name: Option<String>,
+    /// Kept only when the delivery holds more than this message.
+    payload: Option<Value>,
+    sent_at: Option<i64>,
+}
+
+impl Identity {
+    fn of(item: &Inbound<'_>) -> Self {
+        let (value, message) = (item.value, item.message);
+        let profile = value
+            .contacts
+            .iter()
+            .find(|c| c.wa_id.is_some() && c.wa_id == message.from)
+            .or_else(|| value.contacts.first());
+        Identity {
+            wa_id: message
+                .from
+                .clone()
+                .or_else(|| profile.and_then(|c| c.wa_id.clone())),
+            user_id: message
+                .from_user_id
+                .clone()
+                .or_else(|| profile.and_then(|c| c.user_id.clone())),
+            name: profile.and_then(|c| c.profile.name.clone()),
+            payload: match item.delivery {
+                Delivery::Record { .. } => None,
+                Delivery::Recorded(_) => serde_json::to_value(message).ok(),
+            },
+            sent_at: message.timestamp.parse().ok(),
+        }
+    }
+
+    /// Whose lock the message takes: the phone number, else the business-scoped id.
+    fn sender(&self) -> Option<&str> {
+        self.wa_id.as_deref().or(self.user_id.as_deref())
+    }
+}
+
+/// Processes one message (a batch of one).
+pub async fn message(pool: &PgPool, item: Inbound<'_>) -> Result<Handled, sqlx::Error> {
+    let mut handled = batch(pool, &[item]).await?;
+    Ok(handled.pop().unwrap_or(Handled {
+        outcome: "ignored",
+        flow: None,
+        replies: Vec::new(),
+    }))
+}
+
+/// Processes messages together, returning what happened to each, in order. Messages of one
+/// sender are taken in order, one per transaction, so each sees the session the one before it
+/// left; different senders share transactions.
+pub async fn batch(pool: &PgPool, items: &[Inbound<'_>]) -> Result<Vec<Handled>, sqlx::Error> {
+    let identities: Vec<Identity> = items.iter().map(Identity::of).collect();
+    let mut results: Vec<Option<Handled>> = vec![None; items.len()];
+    let mut remaining: Vec<usize> = (0..items.len()).collect();
+    while !remaining.is_empty() {
+        let mut senders = HashSet::new();
+        let (mut round, mut later) = (Vec::new(), Vec::new());
+        for i in remaining {
+            match identities[i].sender() {
+                Some(sender) if !senders.insert(sender) => later.push(i),
+                _ => round.push(i),
+            }
+        }
+        let handled = run_round(pool, items, &identities, &round).await?;
+        for (i, handled) in round.into_iter().zip(handled) {
+            results[i] = Some(handled);
+        }
+        remaining = std::mem::take(&mut later);
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// What one message's turn decided, before it is written.
+struct Done {
+    handled: Handled,
+    contact: Option<Contact>,
+    /// The session to store (none when the message did not reach routing).
+    session: Option<Session>,
+    session_ttl: i64,
+    delivery_id: i64,
+    seen: bool,
+}
+
+/// One transaction for messages of distinct senders.
+async fn run_round(
+    pool: &PgPool,
+    items: &[Inbound<'_>],
+    identities: &[Identity],
+    round: &[usize],
+) -> Result<Vec<Handled>, sqlx::Error> {
+    // Set for a message whose flow failed: the next attempt only sends it the error reply.
+    let mut failed: Vec<Option<String>> = vec![None; round.len()];
+    'attempt: loop {
+        let senders: Vec<&str> = round
+            .iter()
+            .filter_map(|&i| identities[i].sender())
+            .collect();
+        let mut tx = store::begin_for_senders(pool, &senders).await?;
+        let arrivals: Vec<Arrival<'_>> = round
+            .iter()
+            .map(|&i| Arrival {
+                wa_id: identities[i].wa_id.as_deref(),
+                user_id: identities[i].user_id.as_deref(),
+                name: identities[i].name.as_deref(),
+                provider_message_id: &items[i].message.id,
+                records_delivery: matches!(items[i].delivery, Delivery::Record { .. }),
+            })
+            .collect();
+        let started = store::begin_batch(&mut tx, &arrivals).await?;
+        let mut done = Vec::with_capacity(round.len());
+        for (k, (&i, started)) in round.iter().zip(started).enumerate() {
+            match turn(
+                &mut tx,
+                &items[i],
+                identities[i].sent_at,
+                started,
+                failed[k].as_deref(),
+            )
+            .await
+            {
+                Ok(d) => done.push(d),
+                Err(error) => {
+                    // Undo everything, including writes the flow made before failing.
+                    tx.rollback().await?;
+                    failed[k] = Some(error.to_string());
+                    continue 'attempt;
+                }
+            }
+        }
+
+        let mut writes = Writes::default();
+        for (&i, d) in round.iter().zip(&done) {
+            let item = &items[i];
+            if let Delivery::Record {
+                endpoint,
+                headers,
+                body,
+            } = item.delivery
+            {
+                writes.delivery(d.delivery_id, endpoint, headers, body);
+            }
+            if d.seen {
+                continue;
+            }
+            writes.message(MessageRow {
+                id: &item.message.id,
+                delivery_id: d.delivery_id,
+                contact_id: d.contact.as_ref().map(|c| c.id),
+                kind: &item.message.kind,
+                payload: identities[i].payload.as_ref(),
+                sent_at: identities[i].sent_at,
+                outcome: d.handled.outcome,
+                flow: d.handled.flow.as_deref(),
+            });
+            let Some(contact) = &d.contact else {
+                continue;
+            };
+            if item.replies == Replies::ToOutbox {
+                for reply in &d.handled.replies {
+                    writes.reply(
+                        contact,
+                        &item.value.metadata.phone_number_id,
+                        &item.message.id,
+                        &reply.template,
+                        &reply.body,
+                    );
+                }
+            }
+            if let Some(session) = &d.session {
+                writes.session(contact.id, session, d.session_ttl);
+            }
+        }
+        store::finish_batch(&mut tx, &writes).await?;
+        tx.commit().await?;
+        return Ok(done.into_iter().map(|d| d.handled).collect());
+    }
 }
 
 /// Processes every message and status of a recorded delivery.
@@ -120,6 +300,7 @@ pub async fn delivery(
     request_id: &str,
 ) -> Result<Summary, sqlx::Error> {
     let mut summary = Summary::default();
+    let mut items = Vec::new();
     for entry in &envelope.entry {
         for change in &entry.changes {
             let value = &change.value;
@@ -147,27 +328,25 @@ pub async fn delivery(
                 }
                 tx.commit().await?;
             }
-            for message in &value.messages {
-                let handled = self::message(
-                    pool,
-                    config,
-                    endpoint,
-                    Delivery::Recorded(delivery_id),
-                    value,
-                    message,
-                    request_id,
-                    Replies::ToOutbox,
-                )
-                .await?;
-                if handled.outcome == "duplicate" {
-                    summary.duplicates += 1;
-                } else {
-                    summary.messages += 1;
-                }
-                if summary.routed_to.is_none() {
-                    summary.routed_to = handled.flow;
-                }
-            }
+            items.extend(value.messages.iter().map(|message| Inbound {
+                config,
+                endpoint,
+                delivery: Delivery::Recorded(delivery_id),
+                value,
+                message,
+                request_id,
+                replies: Replies::ToOutbox,
+            }));
+        }
+    }
+    for handled in batch(pool, &items).await? {
+        if handled.outcome == "duplicate" {
+            summary.duplicates += 1;
+        } else {
+            summary.messages += 1;
+        }
+        if summary.routed_to.is_none() {
+            summary.routed_to = handled.flow;
         }
     }
     Ok(summary)
@@ -209,207 +388,126 @@ fn input(message: &whatsapp::Message) -> Option<(&'static str, Value, String)> {
 /// Media types the engine records and answers politely, but cannot read yet.
 const MEDIA: &[&str] = &["image", "audio", "voice", "video", "document", "sticker"];
 
-/// Processes one message in its own transaction.
-///
-/// The flow runs directly in the message's transaction (no savepoint on the usual path). If it
-/// fails, the transaction is rolled back whole and the message is processed once more with the
-/// friendly error reply instead of the flow, so a failure leaves only that reply behind.
-#[allow(clippy::too_many_arguments)]
-pub async fn message(
-    pool: &PgPool,
-    config: &Config,
-    endpoint: &Endpoint,
-    delivery: Delivery<'_>,
-    value: &whatsapp::Value,
-    message: &whatsapp::Message,
-    request_id: &str,
-    replies: Replies,
-) -> Result<Handled, sqlx::Error> {
-    let profile = value
-        .contacts
-        .iter()
-        .find(|c| c.wa_id.is_some() && c.wa_id == message.from)
-        .or_else(|| value.contacts.first());
-    let wa_id = message
-        .from
-        .clone()
-        .or_else(|| profile.and_then(|c| c.wa_id.clone()));
-    let user_id = message
-        .from_user_id
-        .clone()
-        .or_else(|| profile.and_then(|c| c.user_id.clone()));
-    let name = profile.and_then(|c| c.profile.name.clone());
-    let payload = serde_json::to_value(message).unwrap_or(Value::Null);
-    let sent_at: Option<i64> = message.timestamp.parse().ok();
-
-    let Some(sender) = wa_id.clone().or_else(|| user_id.clone()) else {
-        // No way to know who sent it: keep it, answer nothing.
-        let mut tx = pool.begin().await?;
-        let delivery_id = match delivery {
-            Delivery::Recorded(id) => id,
-            Delivery::Record {
-                endpoint,
-                headers,
-                body,
-            } => store::insert_processed_delivery(&mut tx, endpoint, headers, body).await?,
-        };
-        let fresh = store::insert_inbound(
-            &mut tx,
-            &message.id,
-            delivery_id,
-            None,
-            &message.kind,
-            &payload,
-            sent_at,
-            "ignored",
-        )
-        .await?;
-        tx.commit().await?;
-        return Ok(Handled {
-            outcome: if fresh { "ignored" } else { "duplicate" },
+/// Decides what one message gets, running its flow in the batch's transaction. An error means
+/// the flow failed; the caller rolls back and redoes the batch with `failed` set for it.
+async fn turn(
+    tx: &mut Transaction<'_, Postgres>,
+    item: &Inbound<'_>,
+    sent_at: Option<i64>,
+    started: Started,
+    failed: Option<&str>,
+) -> Result<Done, FlowError> {
+    let (config, endpoint, message) = (item.config, item.endpoint, item.message);
+    let delivery_id = match item.delivery {
+        Delivery::Recorded(id) => id,
+        Delivery::Record { .. } => started.delivery_id.unwrap_or_default(),
+    };
+    let mut done = Done {
+        handled: Handled {
+            outcome: "ignored",
             flow: None,
             replies: Vec::new(),
-        });
+        },
+        contact: started.contact,
+        session: None,
+        session_ttl: 0,
+        delivery_id,
+        seen: started.seen,
     };
-
-    // Set when the first attempt's flow failed: the second attempt only sends the error reply.
-    let mut failed: Option<String> = None;
-    loop {
-        let mut tx = store::begin_for_sender(pool, &sender).await?;
-        let started = store::begin_message(
-            &mut tx,
-            wa_id.as_deref(),
-            user_id.as_deref(),
-            name.as_deref(),
-            &message.id,
-            delivery,
-            &message.kind,
-            &payload,
-            sent_at,
-        )
-        .await?;
-        let Some((contact, session)) = started else {
-            // Commit, not roll back: the repeated delivery itself stays on record.
-            tx.commit().await?;
-            tracing::info!(service = %endpoint.name, event = "message.duplicate", request_id = %request_id, correlation_id = %message.id, user_id = %mask(&sender), "Duplicate delivery ignored.");
-            return Ok(Handled {
-                outcome: "duplicate",
-                flow: None,
-                replies: Vec::new(),
-            });
-        };
-        let Some(router) = &endpoint.router else {
-            tx.commit().await?;
-            return Ok(Handled {
-                outcome: "ignored",
-                flow: None,
-                replies: Vec::new(),
-            });
-        };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        if sent_at.is_some_and(|t| now - t > router.stale_after.as_secs() as i64) {
-            store::set_inbound_outcome(&mut tx, &message.id, "stale", None).await?;
-            tx.commit().await?;
-            return Ok(Handled {
-                outcome: "stale",
-                flow: None,
-                replies: Vec::new(),
-            });
-        }
-
-        let mut turn = Turn {
-            config,
-            contact: contact.to_json(),
-            language: contact.language.clone(),
-            recipient: contact.recipient().unwrap_or_default().to_owned(),
-            message: json!({"id": message.id, "kind": message.kind, "text": message.routing_text()}),
-            session,
-            replies: Vec::new(),
-            trace: Vec::new(),
-            pager_vars: None,
-        };
-
-        let (outcome, flow) = match input(message) {
-            None if MEDIA.contains(&message.kind.as_str()) => {
-                if config.templates.contains_key(UNSUPPORTED_TEMPLATE) {
-                    if let Ok(reply) = turn.render("", UNSUPPORTED_TEMPLATE, &turn.implicit(), 0) {
-                        turn.replies.push(reply);
-                    }
-                }
-                ("unsupported", None)
-            }
-            // Reactions, system notices, `unsupported`, unknown types: recorded, not answered.
-            None => ("ignored", None),
-            Some((kind, input, text)) => {
-                let awaiting = turn
-                    .session
-                    .awaiting_flow
-                    .clone()
-                    .filter(|_| turn.session.awaiting_kind.as_deref() == Some(kind));
-                let more = input
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .and_then(|id| id.strip_prefix(MORE_ROW_PREFIX))
-                    .and_then(|n| n.parse::<usize>().ok());
-                if let (Some(offset), Some(_), None) = (more, &awaiting, &failed) {
-                    // "More" on a paged list: show the next page, keep waiting for a choice.
-                    page(&mut turn, offset);
-                    ("answered", awaiting)
-                } else {
-                    let (flow, args) = match (router.global(&text), awaiting) {
-                        (Some(global), _) => (global.flow.clone(), Vec::new()),
-                        (None, Some(flow)) => (flow, vec![input]),
-                        (None, None) => (router.route(&text).flow().to_owned(), Vec::new()),
-                    };
-                    turn.session.context.remove(PAGER_KEY);
-                    if let Some(error) = &failed {
-                        report_failure(&mut turn, error, &flow, endpoint, request_id, &message.id);
-                        ("failed", Some(flow))
-                    } else {
-                        match turn.run(&mut tx, &flow, args).await {
-                            Ok(()) => ("answered", Some(flow)),
-                            Err(error) => {
-                                // Undo everything, including writes the flow made before failing.
-                                tx.rollback().await?;
-                                failed = Some(error.to_string());
-                                continue;
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        remember_paged_list(&mut turn);
-        let outgoing: Vec<Outgoing> = turn
-            .replies
-            .iter()
-            .map(|r| Outgoing {
-                template: r.template.clone(),
-                body: r.body.clone(),
-            })
-            .collect();
-        store::finish_message(
-            &mut tx,
-            &contact,
-            &value.metadata.phone_number_id,
-            &message.id,
-            (replies == Replies::ToOutbox).then_some(outgoing.as_slice()),
-            &turn.session,
-            router.session_ttl.as_secs() as i64,
-            outcome,
-            flow.as_deref(),
-        )
-        .await?;
-        tx.commit().await?;
-        return Ok(Handled {
-            outcome,
-            flow,
-            replies: turn.replies,
-        });
+    if started.seen {
+        // The repeated delivery itself stays on record; the message has no second effect.
+        done.handled.outcome = "duplicate";
+        let sender = done
+            .contact
+            .as_ref()
+            .and_then(Contact::recipient)
+            .unwrap_or_default();
+        tracing::info!(service = %endpoint.name, event = "message.duplicate", request_id = %item.request_id, correlation_id = %message.id, user_id = %mask(sender), "Duplicate delivery ignored.");
+        return Ok(done);
     }
+    // No way to know who sent it, or nowhere to route it: kept, not answered.
+    let (Some(contact), Some(router)) = (&done.contact, &endpoint.router) else {
+        return Ok(done);
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if sent_at.is_some_and(|t| now - t > router.stale_after.as_secs() as i64) {
+        done.handled.outcome = "stale";
+        return Ok(done);
+    }
+
+    let mut turn = Turn {
+        config,
+        contact: contact.to_json(),
+        language: contact.language.clone(),
+        recipient: contact.recipient().unwrap_or_default().to_owned(),
+        message: json!({"id": message.id, "kind": message.kind, "text": message.routing_text()}),
+        session: started.session,
+        replies: Vec::new(),
+        trace: Vec::new(),
+        pager_vars: None,
+    };
+    let (outcome, flow) = match input(message) {
+        None if MEDIA.contains(&message.kind.as_str()) => {
+            if config.templates.contains_key(UNSUPPORTED_TEMPLATE) {
+                if let Ok(reply) = turn.render("", UNSUPPORTED_TEMPLATE, &turn.implicit(), 0) {
+                    turn.replies.push(reply);
+                }
+            }
+            ("unsupported", None)
+        }
+        // Reactions, system notices, `unsupported`, unknown types: recorded, not answered.
+        None => ("ignored", None),
+        Some((kind, input, text)) => {
+            let awaiting = turn
+                .session
+                .awaiting_flow
+                .clone()
+                .filter(|_| turn.session.awaiting_kind.as_deref() == Some(kind));
+            let more = input
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|id| id.strip_prefix(MORE_ROW_PREFIX))
+                .and_then(|n| n.parse::<usize>().ok());
+            if let (Some(offset), Some(_), None) = (more, &awaiting, failed) {
+                // "More" on a paged list: show the next page, keep waiting for a choice.
+                page(&mut turn, offset);
+                ("answered", awaiting)
+            } else {
+                let (flow, args) = match (router.global(&text), awaiting) {
+                    (Some(global), _) => (global.flow.clone(), Vec::new()),
+                    (None, Some(flow)) => (flow, vec![input]),
+                    (None, None) => (router.route(&text).flow().to_owned(), Vec::new()),
+                };
+                turn.session.context.remove(PAGER_KEY);
+                if let Some(error) = failed {
+                    report_failure(
+                        &mut turn,
+                        error,
+                        &flow,
+                        endpoint,
+                        item.request_id,
+                        &message.id,
+                    );
+                    ("failed", Some(flow))
+                } else {
+                    turn.run(tx, &flow, args).await?;
+                    ("answered", Some(flow))
+                }
+            }
+        }
+    };
+    remember_paged_list(&mut turn);
+    done.handled = Handled {
+        outcome,
+        flow,
+        replies: turn.replies,
+    };
+    done.session = Some(turn.session);
+    done.session_ttl = router.session_ttl.as_secs() as i64;
+    Ok(done)
 }
 
 fn report_failure(

@@ -54,21 +54,26 @@ pub fn render(
     page_offset: usize,
 ) -> Result<Rendered, RenderError> {
     let env = minijinja::Environment::new();
-    // Fills `{{ }}` in a plain string (ids) and cuts the result to `limit`.
-    let fill_plain =
-        |source: &str, ctx: &Map<String, Value>, limit: usize| -> Result<String, RenderError> {
-            let filled = env
-                .render_str(source, ctx)
-                .map_err(|source| RenderError::Template {
-                    template: name.to_owned(),
-                    source,
-                })?;
-            Ok(cut(filled.trim(), limit))
-        };
-    // The same for localized text, in the contact's language.
-    let fill = |text: &Text, ctx: &Map<String, Value>, limit: usize| {
-        fill_plain(pick(text, language), ctx, limit)
+    // Fills `{{ }}` in a plain string (ids) and cuts the result to `limit`. Most strings have
+    // no placeholder and skip the template engine.
+    let fill_plain = |source: &str, ctx: &Context, limit: usize| -> Result<String, RenderError> {
+        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
+            return Ok(cut(source.trim(), limit));
+        }
+        let filled = env
+            .render_str(source, ctx)
+            .map_err(|source| RenderError::Template {
+                template: name.to_owned(),
+                source,
+            })?;
+        Ok(cut(filled.trim(), limit))
     };
+    // The same for localized text, in the contact's language.
+    let fill =
+        |text: &Text, ctx: &Context, limit: usize| fill_plain(pick(text, language), ctx, limit);
+    // Converted once: every string of the reply (a list has dozens) reads the same context.
+    let vars_map = vars;
+    let vars = &Context::from_serialize(vars_map);
     let (message, preview) = match template {
         Template::Text(t) => {
             let body = fill(&t.body, vars, limits::TEXT_BODY)?;
@@ -127,7 +132,7 @@ pub fn render(
                     all.push((s, render_row(row, vars, None, &fill, &fill_plain)?));
                 }
                 if let (Some(from), Some(row)) = (&section.rows_from, &section.row) {
-                    let items = vars
+                    let items = vars_map
                         .get(from)
                         .and_then(Value::as_array)
                         .cloned()
@@ -227,14 +232,16 @@ pub fn render(
     })
 }
 
-type FillPlain<'a> = dyn Fn(&str, &Map<String, Value>, usize) -> Result<String, RenderError> + 'a;
-type Fill<'a> = dyn Fn(&Text, &Map<String, Value>, usize) -> Result<String, RenderError> + 'a;
+/// What templates read: the reply's bindings, `contact`, `session` and `message`.
+type Context = minijinja::Value;
+type FillPlain<'a> = dyn Fn(&str, &Context, usize) -> Result<String, RenderError> + 'a;
+type Fill<'a> = dyn Fn(&Text, &Context, usize) -> Result<String, RenderError> + 'a;
 
 /// Header, body and footer of an interactive message; returns the preview so far.
 fn frame(
     interactive: &mut Map<String, Value>,
     fill: &Fill<'_>,
-    vars: &Map<String, Value>,
+    vars: &Context,
     header: Option<&Text>,
     (body, body_limit): (&Text, usize),
     footer: Option<&Text>,
@@ -258,16 +265,15 @@ fn frame(
 
 fn render_row(
     row: &Row,
-    vars: &Map<String, Value>,
+    vars: &Context,
     item: Option<Value>,
     fill: &Fill<'_>,
     fill_plain: &FillPlain<'_>,
 ) -> Result<Value, RenderError> {
-    let mut ctx;
+    let ctx;
     let vars = match item {
         Some(item) => {
-            ctx = vars.clone();
-            ctx.insert("row".into(), item);
+            ctx = minijinja::context! { row => Context::from_serialize(&item), ..vars.clone() };
             &ctx
         }
         None => vars,

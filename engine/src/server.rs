@@ -33,6 +33,10 @@ use crate::watch;
 /// for a connection instead, which they do for a few milliseconds at most.
 const DATABASE_CONNECTIONS: u32 = 6;
 
+/// Workers processing batches of messages, each holding one connection while it runs a batch.
+/// The other connections serve multi-message deliveries, statuses and recovery.
+const MESSAGE_WORKERS: usize = 3;
+
 /// How often rate-limit keys with a full budget are forgotten.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
@@ -193,7 +197,12 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
         }
     });
 
-    let state = Arc::new(AppState { reloader, pool });
+    let batcher = crate::batcher::Batcher::start(pool.clone(), MESSAGE_WORKERS);
+    let state = Arc::new(AppState {
+        reloader,
+        pool,
+        batcher,
+    });
     let (stop_tx, mut stop_rx) = tokio_watch::channel(false);
     let server = axum::serve(
         listener,

@@ -112,13 +112,15 @@ pub async fn run(
     };
     let handled = process::message(
         pool,
-        config,
-        endpoint,
-        record,
-        &value,
-        &message,
-        &id,
-        Replies::ToCallerOnly,
+        process::Inbound {
+            config,
+            endpoint,
+            delivery: record,
+            value: &value,
+            message: &message,
+            request_id: &id,
+            replies: Replies::ToCallerOnly,
+        },
     )
     .await?;
 

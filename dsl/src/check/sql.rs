@@ -49,7 +49,99 @@ pub fn placeholders(sql: &str) -> BTreeSet<usize> {
     found
 }
 
+/// Words that make a statement change data (or lock rows), outside quotes and comments.
+const WRITING_WORDS: &[&str] = &[
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "truncate",
+    "nextval",
+    "setval",
+    "for update",
+    "for share",
+    "into",
+];
+
+/// Why `sql` may not be cached, if it may not: it must be a plain read.
+pub fn not_read_only(sql: &str) -> Option<String> {
+    let code = strip_quotes_and_comments(sql).to_ascii_lowercase();
+    let words: Vec<&str> = code
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    match words.first() {
+        Some(&("select" | "with" | "values" | "table")) => {}
+        Some(first) => return Some(format!("it starts with `{first}`, not `select`")),
+        None => return Some("it is empty".to_owned()),
+    }
+    let joined = format!(" {} ", words.join(" "));
+    WRITING_WORDS
+        .iter()
+        .find(|w| joined.contains(&format!(" {w} ")))
+        .map(|w| format!("it uses `{w}`"))
+}
+
+/// `sql` with quoted literals and comments blanked out.
+fn strip_quotes_and_comments(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                for d in chars.by_ref() {
+                    if d == c {
+                        break;
+                    }
+                }
+                out.push(' ');
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+                out.push(' ');
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for d in chars.by_ref() {
+                    if last == '*' && d == '/' {
+                        break;
+                    }
+                    last = d;
+                }
+                out.push(' ');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn check_query(cx: &FlowCx<'_>, query: &Query, out: &mut Vec<Diagnostic>) {
+    if let Some(cache) = &query.cache {
+        if let Some(why) = not_read_only(&query.sql.node) {
+            out.push(
+                Diagnostic::error(codes::CACHED_WRITE, "a cached query must only read")
+                    .at(
+                        cx.file,
+                        query.sql.span,
+                        format!("{why}: its effect would be skipped while cached"),
+                    )
+                    .also(cx.file, cache.span, "cached here")
+                    .help("remove `cached for ...`, or split the write into an `exec` of its own"),
+            );
+        } else if cache.node.is_zero() {
+            out.push(
+                Diagnostic::error(codes::CACHED_WRITE, "a query cached for no time")
+                    .at(cx.file, cache.span, "zero")
+                    .help("give a duration such as `cached for 5m`, or remove the clause"),
+            );
+        }
+    }
     let used = placeholders(&query.sql.node);
     let bound = query.args.len();
     let highest = used.iter().next_back().copied().unwrap_or(0);
@@ -83,6 +175,23 @@ fn check_query(cx: &FlowCx<'_>, query: &Query, out: &mut Vec<Diagnostic>) {
 #[cfg(test)]
 mod tests {
     use super::placeholders;
+
+    #[test]
+    fn only_plain_reads_may_be_cached() {
+        use super::not_read_only;
+        assert_eq!(not_read_only("select id from t where a = 'insert'"), None);
+        assert_eq!(
+            not_read_only(" -- update\n with x as (select 1) select * from x"),
+            None
+        );
+        assert_eq!(not_read_only("select updated_at from t"), None);
+        assert!(not_read_only("insert into t values (1)").is_some());
+        assert!(not_read_only("with x as (delete from t returning *) select * from x").is_some());
+        assert!(not_read_only("select * from t for update").is_some());
+        assert!(not_read_only("select nextval('s')").is_some());
+        assert!(not_read_only("select * into t2 from t").is_some());
+        assert!(not_read_only("").is_some());
+    }
 
     #[test]
     fn finds_placeholders_outside_quotes() {

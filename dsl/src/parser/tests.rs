@@ -56,6 +56,31 @@ fn let_query_and_query_one_with_args() {
 }
 
 #[test]
+fn cached_queries_keep_their_lifetime_and_span() {
+    let text = r#"flow a(p) { let rows = query "select $1" with p.id cached for 1m30s let one = query_one "select 1" cached for 5m }"#;
+    let b = body(text);
+    let Stmt::Let { query, .. } = &b[0].node else {
+        panic!("{b:?}")
+    };
+    let cache = query.cache.as_ref().expect("cached");
+    assert_eq!(cache.node, std::time::Duration::from_secs(90));
+    assert_eq!(&text[cache.span.start..cache.span.end], "cached for 1m30s");
+    assert_eq!(query.args.len(), 1);
+    let Stmt::Let { query, .. } = &b[1].node else {
+        panic!()
+    };
+    assert_eq!(
+        query.cache.as_ref().map(|c| c.node),
+        Some(std::time::Duration::from_secs(300))
+    );
+    // `exec` writes: it cannot be cached, and `cached` is not a name.
+    let (message, _) = parse_err(r#"flow a { exec "delete from t" cached for 5m }"#);
+    assert!(message.contains("found `cached`"), "{message}");
+    let (message, _) = parse_err(r#"flow a { let x = query "select 1" cached 5m }"#);
+    assert!(message.contains("`for`"), "{message}");
+}
+
+#[test]
 fn exec_statement() {
     let b = body(r#"flow a(l) { exec "insert into t values ($1)" with l.latitude }"#);
     let Stmt::Exec(query) = &b[0].node else {

@@ -353,6 +353,7 @@ pub(super) fn compile(
             flows,
             channels,
             alerts,
+            query_cache: Default::default(),
         }),
         _ => None,
     };

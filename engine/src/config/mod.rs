@@ -53,6 +53,8 @@ pub struct Config {
     pub channels: BTreeMap<String, Channel>,
     /// Alert rules.
     pub alerts: Vec<AlertRule>,
+    /// Results of `cached for` flow queries; each loaded config starts with an empty one.
+    pub query_cache: std::sync::Arc<crate::query_cache::QueryCache>,
 }
 
 /// Process-wide settings.

@@ -131,61 +131,6 @@ pub async fn session_of(pool: &PgPool, wa_id: &str) -> Result<Session, sqlx::Err
     })
 }
 
-/// Records an inbound message; `false` when its provider id was seen before (a duplicate).
-#[allow(clippy::too_many_arguments)]
-pub async fn insert_inbound(
-    tx: &mut Transaction<'_, Postgres>,
-    provider_message_id: &str,
-    delivery_id: i64,
-    contact_id: Option<i64>,
-    kind: &str,
-    payload: &Value,
-    sent_at_unix: Option<i64>,
-    outcome: &str,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "insert into inbound_messages (provider_message_id, delivery_id, contact_id, kind, payload, sent_at, outcome)
-         values ($1, $2, $3, $4, $5, to_timestamp($6), $7) on conflict (provider_message_id) do nothing",
-    )
-    .bind(provider_message_id)
-    .bind(delivery_id)
-    .bind(contact_id)
-    .bind(kind)
-    .bind(sqlx::types::Json(payload))
-    .bind(sent_at_unix.map(|t| t as f64))
-    .bind(outcome)
-    .execute(&mut **tx)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
-}
-
-/// Sets what happened to an inbound message and the flow that handled it.
-pub async fn set_inbound_outcome(
-    tx: &mut Transaction<'_, Postgres>,
-    provider_message_id: &str,
-    outcome: &str,
-    flow: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update inbound_messages set outcome = $2, flow = $3 where provider_message_id = $1",
-    )
-    .bind(provider_message_id)
-    .bind(outcome)
-    .bind(flow)
-    .execute(&mut **tx)
-    .await
-    .map(drop)
-}
-
-/// One reply to write to the outbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outgoing {
-    /// Template name.
-    pub template: String,
-    /// The Graph API request body.
-    pub body: Value,
-}
-
 /// Records a status webhook and moves the matching outbox row forward (never back: statuses
 /// arrive out of order, and `read` may come without `delivered`).
 pub async fn record_status(
@@ -235,157 +180,304 @@ pub enum Delivery<'a> {
     },
 }
 
-/// Opens a message's transaction holding the sender's lock, in one round trip. The lock
-/// serializes everything done for one sender across engine processes until the transaction
-/// ends. The key is a stable hash of the sender (FNV-1a), so every process agrees on it.
-pub async fn begin_for_sender(
-    pool: &PgPool,
-    sender: &str,
-) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let key = sender.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+/// The advisory-lock key of a sender: a stable hash (FNV-1a), so every process agrees on it.
+fn sender_key(sender: &str) -> i64 {
+    sender.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    // Only an integer is spliced into the statement; it is computed here, never taken from input.
+    }) as i64
+}
+
+/// Opens a transaction holding the lock of every sender given, in one round trip. A lock
+/// serializes everything done for one sender across engine processes until the transaction
+/// ends. Keys are taken in ascending order, so two transactions locking overlapping senders
+/// wait for each other instead of deadlocking.
+pub async fn begin_for_senders(
+    pool: &PgPool,
+    senders: &[&str],
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut keys: Vec<i64> = senders.iter().map(|s| sender_key(s)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() {
+        return pool.begin().await;
+    }
+    let keys: Vec<String> = keys.iter().map(i64::to_string).collect();
+    // Only integers computed here are spliced into the statement, never input.
     pool.begin_with(format!(
-        "begin; select pg_advisory_xact_lock({})",
-        key as i64
+        "begin; select pg_advisory_xact_lock(k) from unnest('{{{}}}'::bigint[]) as k",
+        keys.join(",")
     ))
     .await
 }
 
-/// The first statement of a message's transaction: records the delivery (when it is new),
-/// upserts the contact, records the message (deduplicated on its provider id) and reads the
-/// live session, in one round trip. `None` when the message was seen before.
-#[allow(clippy::too_many_arguments)]
-pub async fn begin_message(
-    tx: &mut Transaction<'_, Postgres>,
-    wa_id: Option<&str>,
-    user_id: Option<&str>,
-    name: Option<&str>,
-    provider_message_id: &str,
-    delivery: Delivery<'_>,
-    kind: &str,
-    payload: &Value,
-    sent_at_unix: Option<i64>,
-) -> Result<Option<(Contact, Session)>, sqlx::Error> {
-    // As in `upsert_contact`: the phone number is the conflict target when there is one.
-    let upsert = if wa_id.is_some() {
-        "insert into contacts (wa_id, user_id, name) values ($1, $2, $3)
-         on conflict (wa_id) do update set name = coalesce(excluded.name, contacts.name),
-             user_id = coalesce(contacts.user_id, excluded.user_id), updated_at = now()
-         returning id, wa_id, user_id, name, language"
-    } else {
-        "insert into contacts (wa_id, user_id, name) values ($1, $2, $3)
-         on conflict (user_id) do update set name = coalesce(excluded.name, contacts.name), updated_at = now()
-         returning id, wa_id, user_id, name, language"
-    };
-    let sql = format!(
-        "with d as (
-             insert into deliveries (endpoint, headers, body, processed_at)
-             select $9, $10, $11, now() where $5::bigint is null
-             returning id
-         ),
-         c as ({upsert}),
-         m as (
-             insert into inbound_messages (provider_message_id, delivery_id, contact_id, kind, payload, sent_at, outcome)
-             select $4, coalesce($5, (select id from d)), c.id, $6, $7, to_timestamp($8), 'received' from c
-             on conflict (provider_message_id) do nothing
-             returning provider_message_id
-         )
-         select c.id, c.wa_id, c.user_id, c.name, c.language, exists (select 1 from m) as fresh,
-                s.awaiting_flow, s.awaiting_kind, s.context
-         from c left join sessions s on s.contact_id = c.id and s.expires_at > now()"
-    );
-    let row = sqlx::query(&sql)
-        .bind(wa_id)
-        .bind(user_id)
-        .bind(name)
-        .bind(provider_message_id)
-        .bind(match delivery {
-            Delivery::Recorded(id) => Some(id),
-            Delivery::Record { .. } => None,
-        })
-        .bind(kind)
-        .bind(sqlx::types::Json(payload))
-        .bind(sent_at_unix.map(|t| t as f64))
-        .bind(match delivery {
-            Delivery::Record { endpoint, .. } => Some(endpoint),
-            Delivery::Recorded(_) => None,
-        })
-        .bind(match delivery {
-            Delivery::Record { headers, .. } => Some(sqlx::types::Json(headers)),
-            Delivery::Recorded(_) => None,
-        })
-        .bind(match delivery {
-            Delivery::Record { body, .. } => Some(body),
-            Delivery::Recorded(_) => None,
-        })
-        .fetch_one(&mut **tx)
-        .await?;
-    let fresh: bool = row.try_get(5)?;
-    if !fresh {
-        return Ok(None);
-    }
-    let contact = Contact {
-        id: row.try_get(0)?,
-        wa_id: row.try_get(1)?,
-        user_id: row.try_get(2)?,
-        name: row.try_get(3)?,
-        language: row.try_get(4)?,
-    };
-    let context: Option<sqlx::types::Json<serde_json::Map<String, Value>>> = row.try_get(8)?;
-    let session = Session {
-        awaiting_flow: row.try_get(6)?,
-        awaiting_kind: row.try_get(7)?,
-        context: context.map(|c| c.0).unwrap_or_default(),
-    };
-    Ok(Some((contact, session)))
+/// A message as the first statement of its transaction needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    /// Phone-number id of the sender.
+    pub wa_id: Option<&'a str>,
+    /// Business-scoped id of the sender.
+    pub user_id: Option<&'a str>,
+    /// Profile name.
+    pub name: Option<&'a str>,
+    /// The wamid.
+    pub provider_message_id: &'a str,
+    /// Its delivery is recorded in this transaction and needs an id.
+    pub records_delivery: bool,
 }
 
-/// The last statement of a message's transaction: its replies into the outbox (when given),
-/// the session, and the message's outcome, in one round trip.
-#[allow(clippy::too_many_arguments)]
-pub async fn finish_message(
+/// What the first statement found for one message.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Its provider id was recorded before: a repeated delivery.
+    pub seen: bool,
+    /// The sender, created or refreshed (none when the message names no sender).
+    pub contact: Option<Contact>,
+    /// The sender's live session (empty when none).
+    pub session: Session,
+    /// The id its delivery will be recorded under, when it records one.
+    pub delivery_id: Option<i64>,
+}
+
+/// The first statement of a batch's transaction: upserts the senders (writing a contact only
+/// when something about it changed), tells which messages were seen before, reads the live
+/// sessions and reserves delivery ids, in one round trip. Messages must have distinct senders.
+pub async fn begin_batch(
     tx: &mut Transaction<'_, Postgres>,
-    contact: &Contact,
-    phone_number_id: &str,
-    provider_message_id: &str,
-    replies: Option<&[Outgoing]>,
-    session: &Session,
-    ttl_secs: i64,
-    outcome: &str,
-    flow: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    let replies = replies.unwrap_or_default();
-    let templates: Vec<&str> = replies.iter().map(|r| r.template.as_str()).collect();
-    let bodies: Vec<sqlx::types::Json<&Value>> =
-        replies.iter().map(|r| sqlx::types::Json(&r.body)).collect();
-    sqlx::query(
-        "with o as (
-             insert into outbox (contact_id, recipient, phone_number_id, template, body, inbound_message_id)
-             select $1, $2, $3, t, b, $4 from unnest($5::text[], $6::jsonb[]) with ordinality as r(t, b, n) order by n
+    arrivals: &[Arrival<'_>],
+) -> Result<Vec<Started>, sqlx::Error> {
+    let wa_ids: Vec<Option<&str>> = arrivals.iter().map(|a| a.wa_id).collect();
+    let user_ids: Vec<Option<&str>> = arrivals.iter().map(|a| a.user_id).collect();
+    let names: Vec<Option<&str>> = arrivals.iter().map(|a| a.name).collect();
+    let ids: Vec<&str> = arrivals.iter().map(|a| a.provider_message_id).collect();
+    let records: Vec<bool> = arrivals.iter().map(|a| a.records_delivery).collect();
+    // The phone number is the conflict target when there is one; username users (no phone
+    // number) are found by their business-scoped id. An unchanged contact is not rewritten:
+    // its row comes from the statement's snapshot instead of RETURNING.
+    //
+    // Every lookup is a lateral probe by key. The plan is prepared once per connection, often
+    // while the tables are still small; an `exists (...)` in the select list let Postgres pick
+    // a hashed scan of the whole message table then, and keep it as the table grew.
+    let rows = sqlx::query(
+        "with i as (
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
+                 with ordinality as i(wa_id, user_id, name, mid, record, n)
          ),
-         s as (
-             insert into sessions (contact_id, awaiting_flow, awaiting_kind, context, expires_at)
-             values ($1, $7, $8, $9, now() + make_interval(secs => $10))
-             on conflict (contact_id) do update set awaiting_flow = excluded.awaiting_flow,
-                 awaiting_kind = excluded.awaiting_kind, context = excluded.context,
-                 expires_at = excluded.expires_at, updated_at = now()
+         by_phone as (
+             insert into contacts (wa_id, user_id, name)
+             select wa_id, user_id, name from i where wa_id is not null
+             on conflict (wa_id) do update set name = coalesce(excluded.name, contacts.name),
+                 user_id = coalesce(contacts.user_id, excluded.user_id), updated_at = now()
+             where contacts.name is distinct from coalesce(excluded.name, contacts.name)
+                or (contacts.user_id is null and excluded.user_id is not null)
+             returning id, wa_id, user_id, name, language
+         ),
+         by_user as (
+             insert into contacts (user_id, name)
+             select user_id, name from i where wa_id is null and user_id is not null
+             on conflict (user_id) do update set name = coalesce(excluded.name, contacts.name),
+                 updated_at = now()
+             where contacts.name is distinct from coalesce(excluded.name, contacts.name)
+             returning id, wa_id, user_id, name, language
+         ),
+         c as (
+             select i.n, x.* from i cross join lateral (
+                 select * from by_phone p where p.wa_id = i.wa_id
+                 union all
+                 select k.id, k.wa_id, k.user_id, k.name, k.language from contacts k
+                     where k.wa_id = i.wa_id
+                 union all
+                 select * from by_user u where i.wa_id is null and u.user_id = i.user_id
+                 union all
+                 select k.id, k.wa_id, k.user_id, k.name, k.language from contacts k
+                     where i.wa_id is null and k.user_id = i.user_id
+                 limit 1
+             ) x
          )
-         update inbound_messages set outcome = $11, flow = $12 where provider_message_id = $4",
+         select c.id, c.wa_id, c.user_id, c.name, c.language,
+                m.seen is not null as seen,
+                s.awaiting_flow, s.awaiting_kind, s.context,
+                case when i.record then nextval('deliveries_id_seq') end as delivery_id
+         from i left join c on c.n = i.n
+         left join sessions s on s.contact_id = c.id and s.expires_at > now()
+         left join lateral (
+             select true as seen from inbound_messages m where m.provider_message_id = i.mid limit 1
+         ) m on true
+         order by i.n",
     )
-    .bind(contact.id)
-    .bind(contact.recipient().unwrap_or_default())
-    .bind(phone_number_id)
-    .bind(provider_message_id)
-    .bind(&templates)
-    .bind(&bodies)
-    .bind(&session.awaiting_flow)
-    .bind(&session.awaiting_kind)
-    .bind(sqlx::types::Json(&session.context))
-    .bind(ttl_secs as f64)
-    .bind(outcome)
-    .bind(flow)
+    .bind(&wa_ids)
+    .bind(&user_ids)
+    .bind(&names)
+    .bind(&ids)
+    .bind(&records)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let id: Option<i64> = row.try_get(0)?;
+            let contact = match id {
+                Some(id) => Some(Contact {
+                    id,
+                    wa_id: row.try_get(1)?,
+                    user_id: row.try_get(2)?,
+                    name: row.try_get(3)?,
+                    language: row.try_get(4)?,
+                }),
+                None => None,
+            };
+            let context: Option<sqlx::types::Json<serde_json::Map<String, Value>>> =
+                row.try_get(8)?;
+            Ok(Started {
+                seen: row.try_get(5)?,
+                contact,
+                session: Session {
+                    awaiting_flow: row.try_get(6)?,
+                    awaiting_kind: row.try_get(7)?,
+                    context: context.map(|c| c.0).unwrap_or_default(),
+                },
+                delivery_id: row.try_get(9)?,
+            })
+        })
+        .collect()
+}
+
+/// Everything a batch writes, gathered so that one statement writes it.
+#[derive(Debug, Default)]
+pub struct Writes<'a> {
+    deliveries: Vec<(i64, &'a str, &'a Value, &'a [u8])>,
+    messages: Vec<MessageRow<'a>>,
+    outbox: Vec<OutboxRow<'a>>,
+    sessions: Vec<(i64, &'a Session, i64)>,
+}
+
+/// An inbound message as recorded, with what happened to it.
+#[derive(Debug)]
+pub struct MessageRow<'a> {
+    /// The wamid.
+    pub id: &'a str,
+    /// The delivery it came in.
+    pub delivery_id: i64,
+    /// Its sender, when known.
+    pub contact_id: Option<i64>,
+    /// Its type (`text`, `interactive`, …).
+    pub kind: &'a str,
+    /// The message JSON; `None` when the delivery's raw body is the message (a one-message
+    /// delivery), so it is not stored twice.
+    pub payload: Option<&'a Value>,
+    /// Meta's timestamp, Unix seconds.
+    pub sent_at: Option<i64>,
+    /// `answered`, `stale`, `unsupported`, `ignored` or `failed`.
+    pub outcome: &'a str,
+    /// The flow that handled it.
+    pub flow: Option<&'a str>,
+}
+
+#[derive(Debug)]
+struct OutboxRow<'a> {
+    contact_id: i64,
+    recipient: &'a str,
+    phone_number_id: &'a str,
+    template: &'a str,
+    body: &'a Value,
+    inbound_id: &'a str,
+}
+
+impl<'a> Writes<'a> {
+    /// Records a delivery under the id [`begin_batch`] reserved, as processed.
+    pub fn delivery(&mut self, id: i64, endpoint: &'a str, headers: &'a Value, body: &'a [u8]) {
+        self.deliveries.push((id, endpoint, headers, body));
+    }
+
+    /// Records a message with what happened to it.
+    pub fn message(&mut self, row: MessageRow<'a>) {
+        self.messages.push(row);
+    }
+
+    /// Queues a reply to a contact: the template it came from and the Graph API request body.
+    /// Replies are written in the order they are queued.
+    pub fn reply(
+        &mut self,
+        contact: &'a Contact,
+        phone_number_id: &'a str,
+        inbound_id: &'a str,
+        template: &'a str,
+        body: &'a Value,
+    ) {
+        self.outbox.push(OutboxRow {
+            contact_id: contact.id,
+            recipient: contact.recipient().unwrap_or_default(),
+            phone_number_id,
+            template,
+            body,
+            inbound_id,
+        });
+    }
+
+    /// Stores a contact's session, live for `ttl_secs` more.
+    pub fn session(&mut self, contact_id: i64, session: &'a Session, ttl_secs: i64) {
+        self.sessions.push((contact_id, session, ttl_secs));
+    }
+}
+
+/// The last statement of a batch's transaction: deliveries, messages with their outcomes,
+/// replies into the outbox and sessions, in one round trip.
+pub async fn finish_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    writes: &Writes<'_>,
+) -> Result<(), sqlx::Error> {
+    use sqlx::types::Json;
+    let d = &writes.deliveries;
+    let m = &writes.messages;
+    let o = &writes.outbox;
+    let s = &writes.sessions;
+    sqlx::query(
+        "with d as (
+             insert into deliveries (id, endpoint, headers, body, processed_at)
+             select id, e, h, b, now() from unnest($1::bigint[], $2::text[], $3::jsonb[], $4::bytea[]) as d(id, e, h, b)
+         ),
+         m as (
+             insert into inbound_messages (provider_message_id, delivery_id, contact_id, kind, payload, sent_at, outcome, flow)
+             select id, d, c, k, p, to_timestamp(t), o, f
+             from unnest($5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::jsonb[], $10::float8[], $11::text[], $12::text[])
+                 as m(id, d, c, k, p, t, o, f)
+             on conflict (provider_message_id) do nothing
+         ),
+         o as (
+             insert into outbox (contact_id, recipient, phone_number_id, template, body, inbound_message_id)
+             select c, r, p, t, b, m
+             from unnest($13::bigint[], $14::text[], $15::text[], $16::text[], $17::jsonb[], $18::text[])
+                 with ordinality as o(c, r, p, t, b, m, n)
+             order by n
+         )
+         insert into sessions (contact_id, awaiting_flow, awaiting_kind, context, expires_at)
+         select c, f, k, x, now() + make_interval(secs => t)
+         from unnest($19::bigint[], $20::text[], $21::text[], $22::jsonb[], $23::float8[]) as s(c, f, k, x, t)
+         on conflict (contact_id) do update set awaiting_flow = excluded.awaiting_flow,
+             awaiting_kind = excluded.awaiting_kind, context = excluded.context,
+             expires_at = excluded.expires_at, updated_at = now()",
+    )
+    .bind(d.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| Json(r.2)).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| r.3).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.contact_id).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.kind).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.payload.map(Json)).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.sent_at.map(|t| t as f64)).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.outcome).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.flow).collect::<Vec<_>>())
+    .bind(o.iter().map(|r| r.contact_id).collect::<Vec<_>>())
+    .bind(o.iter().map(|r| r.recipient).collect::<Vec<_>>())
+    .bind(o.iter().map(|r| r.phone_number_id).collect::<Vec<_>>())
+    .bind(o.iter().map(|r| r.template).collect::<Vec<_>>())
+    .bind(o.iter().map(|r| Json(r.body)).collect::<Vec<_>>())
+    .bind(o.iter().map(|r| r.inbound_id).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.1.awaiting_flow.as_deref()).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.1.awaiting_kind.as_deref()).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| Json(&r.1.context)).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.2 as f64).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await
     .map(drop)

@@ -1,0 +1,182 @@
+//! Group commit for webhook deliveries: one-message deliveries that arrive while others are
+//! being processed wait in a queue, and a few workers take what has queued up as one batch
+//! ([`process::batch`]): one transaction, two statements and one commit for all of them.
+//!
+//! Owns: the queue, the workers and how big a batch gets. Must not know HTTP or decide
+//! anything about a message: `process` does. Under light load a batch is one message, so
+//! nothing waits for company; under heavy load batches grow and the database does less work
+//! per message.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use futures_util::FutureExt as _;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::process::{self, Delivery, Handled, Inbound, Replies};
+use crate::reload::Snapshot;
+use crate::whatsapp::Envelope;
+
+/// The most messages one transaction takes.
+const MAX_BATCH: usize = 64;
+/// Deliveries waiting for a worker before submitters wait too.
+const QUEUE: usize = 4096;
+
+/// Why a delivery was not processed.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The database refused or failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The delivery holds more than one message (use [`process::delivery`]).
+    #[error("the delivery does not hold exactly one message")]
+    NotSingle,
+    /// The workers have stopped (the server is shutting down).
+    #[error("the message workers have stopped")]
+    Stopped,
+}
+
+/// A one-message delivery, owned, with everything needed to process it.
+#[derive(Debug)]
+pub struct Job {
+    /// The config the request started with.
+    pub snapshot: Arc<Snapshot>,
+    /// Index of the endpoint in `snapshot.config.endpoints`.
+    pub endpoint: usize,
+    /// The parsed delivery.
+    pub envelope: Envelope,
+    /// The headers kept with the record.
+    pub headers: Value,
+    /// The raw body.
+    pub body: Bytes,
+    /// For logs.
+    pub request_id: String,
+}
+
+#[derive(Debug)]
+struct Queued {
+    job: Job,
+    done: oneshot::Sender<Result<Handled, BatchError>>,
+}
+
+/// The queue in front of the workers.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    queue: mpsc::Sender<Queued>,
+}
+
+impl Batcher {
+    /// Starts `workers` workers on `pool`. Each holds one connection while it runs a batch.
+    pub fn start(pool: PgPool, workers: usize) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..workers.max(1) {
+            tokio::spawn(work(pool.clone(), Arc::clone(&receiver)));
+        }
+        Batcher { queue }
+    }
+
+    /// Processes a one-message delivery with whatever else is queued, and returns what
+    /// happened to its message once it is committed.
+    pub async fn process(&self, job: Job) -> Result<Handled, BatchError> {
+        let (done, result) = oneshot::channel();
+        self.queue
+            .send(Queued { job, done })
+            .await
+            .map_err(|_| BatchError::Stopped)?;
+        result.await.map_err(|_| BatchError::Stopped)?
+    }
+}
+
+async fn work(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            // One worker gathers at a time; the others are busy with their batches or wait here.
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        // A bug in one batch must not take a worker with it: its submitters get an error and
+        // record their deliveries for a retry.
+        if std::panic::AssertUnwindSafe(run(&pool, batch))
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                event = "batch.panicked",
+                "A batch panicked; its deliveries are recorded for a retry."
+            );
+        }
+    }
+}
+
+async fn run(pool: &PgPool, batch: Vec<Queued>) {
+    let jobs: Vec<&Job> = batch.iter().map(|q| &q.job).collect();
+    match process_jobs(pool, &jobs).await {
+        Ok(handled) => {
+            for (queued, handled) in batch.into_iter().zip(handled) {
+                let _ = queued.done.send(Ok(handled));
+            }
+        }
+        Err(error) if batch.len() == 1 => {
+            if let Some(queued) = batch.into_iter().next() {
+                let _ = queued.done.send(Err(error));
+            }
+        }
+        Err(error) => {
+            // One message's trouble must not fail its neighbours: each is tried on its own.
+            tracing::warn!(event = "batch.retried_alone", size = batch.len(), error = %error, "A batch failed; its messages are processed one by one.");
+            for queued in batch {
+                let result = process_jobs(pool, &[&queued.job])
+                    .await
+                    .map(|mut handled| handled.remove(0));
+                let _ = queued.done.send(result);
+            }
+        }
+    }
+}
+
+/// Processes jobs as one batch; one result per job, in order.
+async fn process_jobs(pool: &PgPool, jobs: &[&Job]) -> Result<Vec<Handled>, BatchError> {
+    let mut items = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let endpoint = job
+            .snapshot
+            .config
+            .endpoints
+            .get(job.endpoint)
+            .ok_or(BatchError::NotSingle)?;
+        let (value, message) = process::only_message(&job.envelope).ok_or(BatchError::NotSingle)?;
+        items.push(Inbound {
+            config: &job.snapshot.config,
+            endpoint,
+            delivery: Delivery::Record {
+                endpoint: &endpoint.name,
+                headers: &job.headers,
+                body: &job.body,
+            },
+            value,
+            message,
+            request_id: &job.request_id,
+            replies: Replies::ToOutbox,
+        });
+    }
+    let handled = process::batch(pool, &items).await?;
+    if handled.len() == jobs.len() {
+        Ok(handled)
+    } else {
+        Err(BatchError::NotSingle)
+    }
+}
