@@ -10,3 +10,19 @@ alter table inbound_messages alter column payload drop not null;
 -- cost about a tenth of the database's time per message. References to contacts stay.
 alter table inbound_messages drop constraint inbound_messages_delivery_id_fkey;
 alter table outbox drop constraint outbox_inbound_message_id_fkey;
+
+-- Contacts are upserted by the statement before, under the sender's lock, and never deleted
+-- while the engine runs; messages and replies keep the id as a plain column.
+alter table inbound_messages drop constraint inbound_messages_contact_id_fkey;
+alter table outbox drop constraint outbox_contact_id_fkey;
+
+-- A reply has no wamid until the Graph API answers: index only those that have one, instead
+-- of a null entry for every new reply.
+alter table outbox drop constraint outbox_provider_message_id_key;
+create unique index outbox_by_provider_message_id on outbox (provider_message_id)
+    where provider_message_id is not null;
+
+-- The same for sessions. Besides the cost, the check's plan is cached per connection: made
+-- while contacts was small, it scanned the whole table for every session written.
+-- Nothing deletes contacts; whoever adds that deletes the session with it.
+alter table sessions drop constraint sessions_contact_id_fkey;

@@ -172,3 +172,67 @@ fn messages_batched_together_keep_their_own_outcomes() {
         "48 simultaneous messages were committed one by one"
     );
 }
+
+/// A young table that has doubled since its last analyze is analyzed at once (not a minute
+/// later by autovacuum), so the engine's prepared plans stop treating it as tiny.
+#[test]
+fn hot_tables_are_analyzed_when_they_double() {
+    let database = fresh_database();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let pool = easymo_engine::store::connect(&database, 2)
+            .await
+            .expect("pool");
+        let analyzed = |table: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, bool>(
+                    "select last_analyze is not null from pg_stat_user_tables where relname = $1",
+                )
+                .bind(table)
+                .fetch_one(&pool)
+                .await
+                .expect("stats")
+            }
+        };
+        assert!(!analyzed("outbox").await);
+        // 800 replies written in one statement; the session flushes its counters at once.
+        let mut conn = pool.acquire().await.expect("connection");
+        sqlx::raw_sql(
+            "insert into outbox (recipient, phone_number_id, template, body)
+             select '250788000000', '1', 't', '{}' from generate_series(1, 800);
+             select pg_stat_force_next_flush();",
+        )
+        .execute(&mut *conn)
+        .await
+        .expect("insert");
+        drop(conn);
+        // Counters reach the shared statistics when that session goes idle.
+        let mut grown = Vec::new();
+        for _ in 0..50 {
+            grown = easymo_engine::store::stats::analyze_grown(&pool)
+                .await
+                .expect("analyze");
+            if !grown.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(grown, vec!["outbox".to_owned()]);
+        assert!(analyzed("outbox").await);
+        assert!(
+            !analyzed("contacts").await,
+            "an untouched table is left alone"
+        );
+        assert!(
+            easymo_engine::store::stats::analyze_grown(&pool)
+                .await
+                .expect("analyze")
+                .is_empty(),
+            "nothing changed since"
+        );
+    });
+}

@@ -53,15 +53,15 @@ pub fn render(
     to: &str,
     page_offset: usize,
 ) -> Result<Rendered, RenderError> {
-    let env = minijinja::Environment::new();
     // Fills `{{ }}` in a plain string (ids) and cuts the result to `limit`. Most strings have
     // no placeholder and skip the template engine.
     let fill_plain = |source: &str, ctx: &Context, limit: usize| -> Result<String, RenderError> {
         if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
             return Ok(cut(source.trim(), limit));
         }
-        let filled = env
-            .render_str(source, ctx)
+        let filled = compiled()
+            .get_template(source)
+            .and_then(|template| template.render(ctx))
             .map_err(|source| RenderError::Template {
                 template: name.to_owned(),
                 source,
@@ -229,6 +229,19 @@ pub fn render(
         template: name.to_owned(),
         body,
         preview,
+    })
+}
+
+/// Every template string rendered so far, compiled once. A template's name is its source, so
+/// an entry can never go stale: a reload that edits a text simply uses a new name. Sources come
+/// only from loaded configs (never from messages), so the map stays as small as the configs.
+fn compiled() -> &'static minijinja::Environment<'static> {
+    static ENVIRONMENT: std::sync::OnceLock<minijinja::Environment<'static>> =
+        std::sync::OnceLock::new();
+    ENVIRONMENT.get_or_init(|| {
+        let mut env = minijinja::Environment::new();
+        env.set_loader(|source| Ok(Some(source.to_owned())));
+        env
     })
 }
 

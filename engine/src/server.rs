@@ -35,7 +35,7 @@ const DATABASE_CONNECTIONS: u32 = 6;
 
 /// Workers processing batches of messages, each holding one connection while it runs a batch.
 /// The other connections serve multi-message deliveries, statuses and recovery.
-const MESSAGE_WORKERS: usize = 3;
+const MESSAGE_WORKERS: usize = 2;
 
 /// How often rate-limit keys with a full budget are forgotten.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
@@ -151,6 +151,7 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
     let pool = crate::store::connect(&database_url, DATABASE_CONNECTIONS).await?;
     crate::store::check_schema(&pool).await?;
     tokio::spawn(recover(pool.clone(), reloader.clone()));
+    tokio::spawn(crate::store::stats::keep_current(pool.clone()));
     let address = options.listen.unwrap_or(snapshot.config.server.listen);
     let listener = TcpListener::bind(address)
         .await

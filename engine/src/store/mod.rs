@@ -1,11 +1,13 @@
 //! Postgres: the pool, the embedded migrations, the schema check, demo data, and every query
 //! the engine's own tables need.
 //!
-//! Owns: SQL against the engine's tables (`conversation`), and the migration set. Flows' own
+//! Owns: SQL against the engine's tables (`conversation`), their planner statistics while they
+//! are young (`stats`), and the migration set. Flows' own
 //! SQL is run by the flow runtime through [`run_flow_query`], which wraps it so that a step is
 //! one round trip whose rows come back as JSON. Must not decide what a message means.
 
 pub mod conversation;
+pub mod stats;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -46,6 +48,9 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool, Error> {
     Ok(PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(std::time::Duration::from_secs(5))
+        // A ping before every use was a round trip per transaction; a broken connection fails
+        // its statement instead, and the pool replaces it.
+        .test_before_acquire(false)
         .connect_with(options)
         .await?)
 }

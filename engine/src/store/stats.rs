@@ -1,0 +1,74 @@
+//! Planner statistics for the engine's own fast-growing tables, kept current while they are
+//! young.
+//!
+//! Owns: analyzing a hot table once it has doubled since it was last analyzed. Why: each
+//! connection prepares the engine's statements once, with the statistics of that moment. A new
+//! database's tables grow from nothing much faster than autovacuum (one visit a minute) analyzes
+//! them, and a plan made while a table held fifty rows probes it by a full scan, for every
+//! message, until the next analyze. Analyzing on doubling keeps that window to the first few
+//! hundred rows; an analyze invalidates the plans that depend on the table. Must not touch
+//! flows' tables: they are the services' business and are not written on every message.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+/// The tables every message writes.
+const HOT_TABLES: &[&str] = &[
+    "contacts",
+    "sessions",
+    "deliveries",
+    "inbound_messages",
+    "outbox",
+];
+/// How often the statistics are looked at.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Changes since the last analyze that always warrant one (below this, a table is tiny).
+const MIN_CHANGES: f64 = 500.0;
+/// Past this many rows a table is left to autovacuum, whose 10% rule is then soon enough.
+const GROWN_UP: f64 = 5_000_000.0;
+
+/// Runs [`analyze_grown`] every second, forever.
+pub async fn keep_current(pool: PgPool) {
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match analyze_grown(&pool).await {
+            Ok(analyzed) if !analyzed.is_empty() => {
+                tracing::debug!(event = "store.analyzed", tables = %analyzed.join(","), "Analyzed tables that had doubled.");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(event = "store.analyze_failed", error = %error, "Could not refresh table statistics.");
+            }
+        }
+    }
+}
+
+/// Analyzes every hot table that has changed by as many rows as it held at its last analyze
+/// (or has now, if fewer: a truncate empties it without an analyze), and by at least
+/// [`MIN_CHANGES`]; returns their names.
+pub async fn analyze_grown(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let grown: Vec<String> = sqlx::query_scalar(
+        "select s.relname::text from pg_stat_user_tables s join pg_class c on c.oid = s.relid
+         where s.relname = any($1) and s.schemaname = current_schema()
+           and s.n_mod_since_analyze >= greatest($2, least(c.reltuples, s.n_live_tup))
+           and c.reltuples < $3
+         order by s.relname",
+    )
+    .bind(HOT_TABLES)
+    .bind(MIN_CHANGES)
+    .bind(GROWN_UP)
+    .fetch_all(pool)
+    .await?;
+    for table in &grown {
+        // Only names from HOT_TABLES reach this statement (the query above filters on them).
+        if HOT_TABLES.contains(&table.as_str()) {
+            sqlx::query(&format!("analyze {table}"))
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(grown)
+}
