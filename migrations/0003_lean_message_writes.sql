@@ -26,3 +26,12 @@ create unique index outbox_by_provider_message_id on outbox (provider_message_id
 -- while contacts was small, it scanned the whole table for every session written.
 -- Nothing deletes contacts; whoever adds that deletes the session with it.
 alter table sessions drop constraint sessions_contact_id_fkey;
+
+-- Indexes no query reads yet, each one more entry per message: add them back with the query
+-- that needs them.
+drop index outbox_by_inbound;
+drop index inbound_messages_by_contact;
+
+-- Most contacts have a phone number and no business-scoped id: index only the ids there are.
+alter table contacts drop constraint contacts_user_id_key;
+create unique index contacts_by_user_id on contacts (user_id) where user_id is not null;

@@ -198,13 +198,16 @@ pub async fn begin_for_senders(
     let mut keys: Vec<i64> = senders.iter().map(|s| sender_key(s)).collect();
     keys.sort_unstable();
     keys.dedup();
-    if keys.is_empty() {
-        return pool.begin().await;
-    }
+    // While the tables are young, plan each statement for its values (see `stats`).
+    let plan = if super::stats::tables_are_young() {
+        "set local plan_cache_mode = force_custom_plan; "
+    } else {
+        ""
+    };
     let keys: Vec<String> = keys.iter().map(i64::to_string).collect();
     // Only integers computed here are spliced into the statement, never input.
     pool.begin_with(format!(
-        "begin; select pg_advisory_xact_lock(k) from unnest('{{{}}}'::bigint[]) as k",
+        "begin; {plan}select pg_advisory_xact_lock(k) from unnest('{{{}}}'::bigint[]) as k",
         keys.join(",")
     ))
     .await
@@ -274,8 +277,8 @@ pub async fn begin_batch(
          by_user as (
              insert into contacts (user_id, name)
              select user_id, name from i where wa_id is null and user_id is not null
-             on conflict (user_id) do update set name = coalesce(excluded.name, contacts.name),
-                 updated_at = now()
+             on conflict (user_id) where user_id is not null
+             do update set name = coalesce(excluded.name, contacts.name), updated_at = now()
              where contacts.name is distinct from coalesce(excluded.name, contacts.name)
              returning id, wa_id, user_id, name, language
          ),
