@@ -137,7 +137,10 @@ fn sms(engine: &Engine, forwarded_for: Option<&str>) -> crate::support::HttpResp
     if let Some(xff) = forwarded_for {
         request = request.header("x-forwarded-for", xff);
     }
-    request.body(br#"{"from":"M-Money","text":"hello"}"#).send()
+    // An OTP: read and recorded as a non-payment, so an admitted request answers 200.
+    request
+        .body(br#"{"from":"M-Money","text":"<#> Dear Customer, your MTN MoMo application one-time password is :1234."}"#)
+        .send()
 }
 
 #[test]

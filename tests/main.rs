@@ -19,3 +19,5 @@ mod reload;
 mod conversations;
 // Several engine processes sharing one database.
 mod processes;
+// Forwarded MoMo SMS: recorded, read, credited once and only from M-Money.
+mod sms;

@@ -20,6 +20,7 @@ use crate::auth::{self, client_ip};
 use crate::config::{Auth, Endpoint, EndpointKind, LimitKey, OnLimit};
 use crate::http_error::ApiError;
 use crate::logging::mask;
+use crate::payments::SmsIntake;
 use crate::ratelimit::{ceil_secs, Key, Limiter, Verdict};
 use crate::reload::{Reloader, Snapshot};
 use crate::whatsapp::Envelope;
@@ -157,9 +158,12 @@ impl Request<'_> {
         require_json(headers)?;
         match endpoint.kind {
             EndpointKind::Whatsapp => self.whatsapp(state, snapshot, headers, body).await,
-            EndpointKind::MomoCallback | EndpointKind::Sms => {
+            EndpointKind::Sms => self.sms(state, &body).await,
+            EndpointKind::MomoCallback => {
                 parse_json::<serde::de::IgnoredAny>(&body)?;
-                self.limit(None)?;
+                if let Some(dropped) = self.limit(None)? {
+                    return Ok(dropped);
+                }
                 Ok((StatusCode::OK, Json(json!({"status": "received"}))).into_response())
             }
         }
@@ -285,6 +289,46 @@ impl Request<'_> {
             Json(json!({"status": "success", "routed_to": routed_to})),
         )
             .into_response())
+    }
+
+    /// A forwarded MoMo SMS: recorded, read, settled (see [`crate::payments`]).
+    async fn sms(&mut self, state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+        if let Some(dropped) = self.limit(None)? {
+            return Ok(dropped);
+        }
+        let Some(rules) = &self.endpoint.sms else {
+            return Err(ApiError::InvalidPayload(
+                "this endpoint declares no SMS patterns".into(),
+            ));
+        };
+        let intake = crate::payments::intake_sms(
+            &state.pool,
+            &self.endpoint.name,
+            rules,
+            body,
+            self.request_id,
+        )
+        .await
+        .map_err(|e| self.internal(&e))?;
+        match intake {
+            SmsIntake::Read {
+                sms_id,
+                outcome,
+                parts,
+            } => {
+                let transactions: Vec<serde_json::Value> = parts
+                    .iter()
+                    .map(|(reading, outcome)| crate::payments::describe(reading, outcome))
+                    .collect();
+                Ok((
+                    StatusCode::OK,
+                    Json(json!({"status": outcome, "smsId": sms_id, "transactions": transactions})),
+                )
+                    .into_response())
+            }
+            SmsIntake::Unparsed { sms_id } => Err(ApiError::UnparsedSms { sms_id }),
+            SmsIntake::Invalid { error, .. } => Err(ApiError::InvalidPayload(error.to_string())),
+        }
     }
 
     /// Counts the request. `Ok(Some(response))` means the request is dropped with a 200.

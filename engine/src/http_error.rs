@@ -51,6 +51,12 @@ pub enum ApiError {
     /// The body is not the expected shape.
     #[error("invalid payload: {0}")]
     InvalidPayload(String),
+    /// A forwarded SMS no pattern reads; it is kept for review.
+    #[error("unparsed SMS {sms_id}")]
+    UnparsedSms {
+        /// Where it is kept.
+        sms_id: i64,
+    },
     /// Over the rate limit.
     #[error("rate limited")]
     RateLimited {
@@ -105,6 +111,10 @@ impl IntoResponse for ApiError {
             ApiError::InvalidPayload(detail) => (
                 StatusCode::BAD_REQUEST,
                 json!({"error": "invalid_payload", "message": detail}),
+            ),
+            ApiError::UnparsedSms { sms_id } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": "unparsed_sms", "message": "no SMS pattern reads this text; it is kept for review", "smsId": sms_id}),
             ),
             ApiError::RateLimited { retry_after } => (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -17,6 +17,7 @@
 //! - [`batcher`]: group commit: messages arriving together share a transaction.
 //! - [`process`]: a batch of messages: dedupe, route, flow, outbox, session.
 //! - [`flow`]: the flow interpreter; [`query_cache`]: results of `cached for` queries.
+//! - [`sms`]: reading forwarded MoMo SMS; [`payments`]: what they credit.
 //! - [`http_error`]: the JSON error bodies; [`logging`]: JSON log lines, masked phone numbers.
 //! - [`router`]: message text → flow (pure).
 //! - [`limits`]: WhatsApp's message limits.
@@ -35,6 +36,7 @@ pub mod http_error;
 pub mod limits;
 pub mod lint;
 pub mod logging;
+pub mod payments;
 pub mod process;
 pub mod query_cache;
 pub mod ratelimit;
@@ -43,6 +45,7 @@ pub mod render;
 pub mod router;
 pub mod server;
 pub mod simulate;
+pub mod sms;
 pub mod store;
 pub mod watch;
 pub mod whatsapp;

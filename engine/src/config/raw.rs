@@ -327,6 +327,20 @@ pub enum SmsKind {
     NonPayment,
 }
 
+impl SmsKind {
+    /// The name used in routes.yaml and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmsKind::Credit => "credit",
+            SmsKind::Debit => "debit",
+            SmsKind::Failed => "failed",
+            SmsKind::Reversal => "reversal",
+            SmsKind::Refund => "refund",
+            SmsKind::NonPayment => "non_payment",
+        }
+    }
+}
+
 /// A retired endpoint.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

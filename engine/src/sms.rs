@@ -1,0 +1,310 @@
+//! Forwarded MoMo SMS: what the forwarder sends, and what a text says.
+//!
+//! Owns: reading the forwarder's JSON (sender, text, gateway metadata), matching a text against
+//! the patterns of routes.yaml, splitting two texts a forwarder glued together, and turning the
+//! captures into typed values (amounts without separators, Kigali times, masked numbers).
+//! Must not touch the database or decide what credits: `payments` does, with what this returns.
+//!
+//! Texts are hostile input: templates drift, promos ride along, forwarders cut at 160
+//! characters or concatenate. A text no pattern matches whole is not guessed at: it is
+//! reported as unparsed (a truncated text then never credits on a partial match).
+
+use serde_json::{Map, Value};
+
+use crate::config::{SmsKind, SmsPattern, SmsRules};
+
+/// Keys a forwarder may use for the sender, the text and the time, in order of preference.
+const SENDER_KEYS: &[&str] = &["sender", "from", "address"];
+const TEXT_KEYS: &[&str] = &["text", "body", "message"];
+
+/// Why a forwarded SMS could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmsError {
+    /// The body is not a JSON object.
+    #[error("the body must be a JSON object with `sender` and `text`")]
+    NotAnObject,
+    /// A required field is missing or not a string.
+    #[error("`{field}` is missing or not a string (also accepted: {aliases})")]
+    MissingField {
+        /// The field.
+        field: &'static str,
+        /// Other names accepted for it.
+        aliases: &'static str,
+    },
+}
+
+/// A forwarded SMS as the forwarder sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forwarded {
+    /// Who sent the SMS (`M-Money` for real MoMo texts).
+    pub sender: String,
+    /// The text.
+    pub text: String,
+    /// Every other field the forwarder sent (times, device, service centre), kept as is.
+    pub metadata: Map<String, Value>,
+}
+
+impl Forwarded {
+    /// Reads the forwarder's JSON body.
+    pub fn from_json(body: &Value) -> Result<Self, SmsError> {
+        let Value::Object(fields) = body else {
+            return Err(SmsError::NotAnObject);
+        };
+        let pick = |keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| fields.get(*k).and_then(Value::as_str))
+                .map(str::to_owned)
+        };
+        let sender = pick(SENDER_KEYS).ok_or(SmsError::MissingField {
+            field: "sender",
+            aliases: "`from`, `address`",
+        })?;
+        let text = pick(TEXT_KEYS).ok_or(SmsError::MissingField {
+            field: "text",
+            aliases: "`body`, `message`",
+        })?;
+        let mut metadata = fields.clone();
+        for key in SENDER_KEYS.iter().chain(TEXT_KEYS) {
+            metadata.remove(*key);
+        }
+        Ok(Forwarded {
+            sender,
+            text,
+            metadata,
+        })
+    }
+}
+
+/// What one SMS text says, read with one pattern.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The pattern that matched.
+    pub pattern: String,
+    /// What it means.
+    pub kind: SmsKind,
+    /// The text it read (a part of the forwarded text when two were glued together).
+    pub text: String,
+    /// Amount in whole units (RWF has no subunit).
+    pub amount: Option<i64>,
+    /// `RWF`.
+    pub currency: Option<String>,
+    /// Who paid or was paid.
+    pub counterparty: Option<String>,
+    /// Their number, masked (`*********013`) or full.
+    pub phone: Option<String>,
+    /// MoMo's transaction id.
+    pub transaction_id: Option<String>,
+    /// Balance after the transaction.
+    pub balance: Option<i64>,
+    /// Fee.
+    pub fee: Option<i64>,
+    /// When it happened, RFC 3339 (Kigali time is UTC+2 and texts carry no zone).
+    pub occurred_at: Option<String>,
+}
+
+impl Reading {
+    /// Money coming in: what may credit.
+    pub fn is_credit(&self) -> bool {
+        matches!(self.kind, SmsKind::Credit | SmsKind::Refund)
+    }
+}
+
+/// Reads `text`: one reading when a pattern matches it whole, several when it is texts glued
+/// together that patterns match part by part, none when it cannot be read.
+pub fn read(rules: &SmsRules, text: &str) -> Vec<Reading> {
+    let text = text.trim();
+    if let Some(reading) = read_one(&rules.patterns, text) {
+        return vec![reading];
+    }
+    split(&rules.patterns, text).unwrap_or_default()
+}
+
+fn read_one(patterns: &[SmsPattern], text: &str) -> Option<Reading> {
+    patterns.iter().find_map(|pattern| {
+        let captures = pattern.regex.captures(text)?;
+        let get = |name: &str| {
+            captures
+                .name(name)
+                .map(|m| m.as_str().trim().to_owned())
+                .filter(|s| !s.is_empty())
+        };
+        Some(Reading {
+            pattern: pattern.name.clone(),
+            kind: pattern.kind,
+            text: text.to_owned(),
+            amount: get("amount").as_deref().and_then(whole_units),
+            currency: get("currency"),
+            counterparty: get("counterparty").map(|c| squeeze_spaces(&c)),
+            phone: get("phone"),
+            transaction_id: get("txid"),
+            balance: get("balance").as_deref().and_then(whole_units),
+            fee: get("fee").as_deref().and_then(whole_units),
+            occurred_at: get("date").as_deref().and_then(timestamp),
+        })
+    })
+}
+
+/// Two texts glued together: the first place where both the part before and the part after
+/// read whole. Only tried when the whole text does not read, so a real text is never split.
+fn split(patterns: &[SmsPattern], text: &str) -> Option<Vec<Reading>> {
+    text.char_indices().skip(1).find_map(|(at, _)| {
+        let (head, tail) = text.split_at(at);
+        let first = read_one(patterns, head.trim())?;
+        let second = read_one(patterns, tail.trim())?;
+        Some(vec![first, second])
+    })
+}
+
+/// `1,000` → 1000; `2000` → 2000. Anything else (a cut-off `10.`) reads as nothing.
+fn whole_units(text: &str) -> Option<i64> {
+    let digits: String = text.chars().filter(|c| *c != ',').collect();
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// `2024-05-10 16:30:51` (Kigali, no zone) → `2024-05-10T16:30:51+02:00`; an RFC 3339 time
+/// with an offset is kept. Anything else reads as nothing.
+fn timestamp(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let digit = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_digit);
+    let date_ok = (0..4).all(digit)
+        && bytes.get(4) == Some(&b'-')
+        && (5..7).all(digit)
+        && bytes.get(7) == Some(&b'-')
+        && (8..10).all(digit)
+        && (11..13).all(digit)
+        && bytes.get(13) == Some(&b':')
+        && (14..16).all(digit)
+        && bytes.get(16) == Some(&b':')
+        && (17..19).all(digit);
+    if !date_ok {
+        return None;
+    }
+    match (bytes.get(10), text.len()) {
+        (Some(b' '), 19) => Some(format!("{}T{}+02:00", &text[..10], &text[11..])),
+        (Some(b'T'), n) if n > 19 => {
+            let zone = &text[19..];
+            let fraction_then_offset = zone
+                .trim_start_matches(|c: char| c == '.' || c.is_ascii_digit())
+                .to_owned();
+            let offset = fraction_then_offset.as_bytes();
+            let valid = offset.len() == 6
+                && matches!(offset[0], b'+' | b'-')
+                && offset[3] == b':'
+                && [1, 2, 4, 5].iter().all(|&i| offset[i].is_ascii_digit());
+            valid.then(|| text.to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Merchant names come with doubled spaces (`MTN RWANDACELL  LIMITED`).
+fn squeeze_spaces(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rules(patterns: &[(&str, SmsKind, &str)]) -> SmsRules {
+        SmsRules {
+            senders: vec!["M-Money".into()],
+            patterns: patterns
+                .iter()
+                .map(|(name, kind, regex)| SmsPattern {
+                    name: (*name).into(),
+                    kind: *kind,
+                    regex: regex::Regex::new(regex).expect("regex"),
+                    flow: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_forwarders_fields_and_their_aliases() {
+        let sms = Forwarded::from_json(
+            &json!({"from": "M-Money", "body": "hi", "received_at": "2026-06-01T10:00:00Z"}),
+        )
+        .expect("reads");
+        assert_eq!((sms.sender.as_str(), sms.text.as_str()), ("M-Money", "hi"));
+        assert_eq!(sms.metadata.keys().collect::<Vec<_>>(), ["received_at"]);
+        assert_eq!(
+            Forwarded::from_json(&json!({"sender": "M-Money"})),
+            Err(SmsError::MissingField {
+                field: "text",
+                aliases: "`body`, `message`"
+            })
+        );
+        assert_eq!(
+            Forwarded::from_json(&json!({"text": 3, "sender": "x"})).map(|_| ()),
+            Err(SmsError::MissingField {
+                field: "text",
+                aliases: "`body`, `message`"
+            })
+        );
+        assert_eq!(
+            Forwarded::from_json(&json!(["M-Money"])),
+            Err(SmsError::NotAnObject)
+        );
+    }
+
+    #[test]
+    fn amounts_and_times() {
+        assert_eq!(whole_units("1,000"), Some(1000));
+        assert_eq!(whole_units("2000"), Some(2000));
+        assert_eq!(whole_units("10."), None);
+        assert_eq!(whole_units(""), None);
+        assert_eq!(
+            timestamp("2024-05-10 16:30:51").as_deref(),
+            Some("2024-05-10T16:30:51+02:00")
+        );
+        assert_eq!(
+            timestamp("2026-09-04T08:45:12.498+02:00").as_deref(),
+            Some("2026-09-04T08:45:12.498+02:00")
+        );
+        assert_eq!(timestamp("2024-05-10 16:30"), None);
+        assert_eq!(timestamp("2026-09-04T08:45:12.498"), None);
+        assert_eq!(
+            squeeze_spaces("MTN RWANDACELL  LIMITED"),
+            "MTN RWANDACELL LIMITED"
+        );
+    }
+
+    #[test]
+    fn glued_texts_are_read_apart_and_cut_texts_not_at_all() {
+        let rules = rules(&[
+            (
+                "in",
+                SmsKind::Credit,
+                r"^In (?P<amount>[\d,]+) RWF\. Id: (?P<txid>\d+)\.$",
+            ),
+            (
+                "out",
+                SmsKind::Debit,
+                r"^Out (?P<amount>[\d,]+) RWF\. Id: (?P<txid>\d+)\.$",
+            ),
+        ]);
+        let whole = read(&rules, "In 1,500 RWF. Id: 42.");
+        assert_eq!(whole.len(), 1);
+        assert_eq!(
+            (whole[0].amount, whole[0].transaction_id.as_deref()),
+            (Some(1500), Some("42"))
+        );
+        assert!(whole[0].is_credit());
+        let glued = read(&rules, "In 2000 RWF. Id: 7.Out 1,000 RWF. Id: 8.");
+        assert_eq!(
+            glued
+                .iter()
+                .map(|r| (r.pattern.as_str(), r.transaction_id.as_deref()))
+                .collect::<Vec<_>>(),
+            [("in", Some("7")), ("out", Some("8"))]
+        );
+        assert!(read(&rules, "In 2000 RWF. Id: ").is_empty(), "cut off");
+        assert!(read(&rules, "hello").is_empty());
+    }
+}
