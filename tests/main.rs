@@ -21,3 +21,5 @@ mod conversations;
 mod processes;
 // Forwarded MoMo SMS: recorded, read, credited once and only from M-Money.
 mod sms;
+// MoMo callbacks confirmed against a fake of the MoMo API.
+mod momo;

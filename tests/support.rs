@@ -37,6 +37,9 @@ pub const SECRET_VARS: &[&str] = &[
     "WHATSAPP_VERIFY_TOKEN",
     "WHATSAPP_APP_SECRET",
     "MOMO_WEBHOOK_SECRET",
+    "MOMO_SUBSCRIPTION_KEY",
+    "MOMO_API_USER",
+    "MOMO_API_KEY",
     "SLACK_WEBHOOK_URL",
     "PAGERDUTY_ROUTING_KEY",
 ];
@@ -142,6 +145,9 @@ pub fn engine_env() -> Vec<(&'static str, &'static str)> {
         ("WHATSAPP_VERIFY_TOKEN", CORPUS_VERIFY_TOKEN),
         ("WHATSAPP_APP_SECRET", CORPUS_APP_SECRET),
         ("MOMO_WEBHOOK_SECRET", "momo-test-secret"),
+        ("MOMO_SUBSCRIPTION_KEY", "momo-test-subscription-key"),
+        ("MOMO_API_USER", "momo-test-user"),
+        ("MOMO_API_KEY", "momo-test-key"),
         ("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/slack"),
         ("PAGERDUTY_ROUTING_KEY", "pd-test-key"),
     ]
@@ -569,4 +575,133 @@ pub fn text_delivery(from: &str, id: &str, body: &str) -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
+}
+
+/// A real HTTP server on 127.0.0.1 standing in for the MTN MoMo Open API: tokens, and the
+/// status of each reference id as the test scripts it (answer, status code, delay).
+pub struct FakeMomo {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<FakeMomoState>>,
+}
+
+#[derive(Default)]
+struct FakeMomoState {
+    statuses: std::collections::HashMap<String, (u16, String, std::time::Duration)>,
+    requests: Vec<String>,
+}
+
+impl FakeMomo {
+    /// Starts the server; it stops with the test process.
+    pub fn start() -> FakeMomo {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = std::sync::Arc::new(std::sync::Mutex::new(FakeMomoState::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || Self::serve(stream, &state));
+            }
+        });
+        FakeMomo { addr, state }
+    }
+
+    /// The base URL to put in routes.yaml.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What `GET …/{reference_id}` answers from now on.
+    pub fn answer(&self, reference_id: &str, status: u16, body: &str, delay: std::time::Duration) {
+        if let Ok(mut state) = self.state.lock() {
+            state
+                .statuses
+                .insert(reference_id.to_owned(), (status, body.to_owned(), delay));
+        }
+    }
+
+    /// Every request so far, as `METHOD path bearer-token target-environment`.
+    pub fn requests(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .map(|s| s.requests.clone())
+            .unwrap_or_default()
+    }
+
+    fn serve(mut stream: std::net::TcpStream, state: &std::sync::Mutex<FakeMomoState>) {
+        use std::io::{BufRead as _, Read as _, Write as _};
+        let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            head.push(line.trim_end().to_owned());
+        }
+        let header = |name: &str| {
+            head.iter()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                })
+                .unwrap_or_default()
+        };
+        let length: usize = header("content-length").parse().unwrap_or(0);
+        let mut body = vec![0; length];
+        let _ = reader.read_exact(&mut body);
+        let request_line = head.first().cloned().unwrap_or_default();
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or_default().to_owned(),
+            parts.next().unwrap_or_default().to_owned(),
+        );
+        let bearer = header("authorization");
+        let environment = header("x-target-environment");
+        let (status, answer, delay) = {
+            let Ok(mut state) = state.lock() else { return };
+            state.requests.push(
+                format!("{method} {path} {bearer} {environment}")
+                    .trim()
+                    .to_owned(),
+            );
+            if method == "POST" && path.ends_with("/token/") {
+                let authorized = header("authorization").starts_with("Basic ")
+                    && !header("ocp-apim-subscription-key").is_empty();
+                if authorized {
+                    (
+                        200,
+                        r#"{"access_token":"fake-token","token_type":"access_token","expires_in":3600}"#.to_owned(),
+                        std::time::Duration::ZERO,
+                    )
+                } else {
+                    (
+                        401,
+                        r#"{"error":"unauthorized"}"#.to_owned(),
+                        std::time::Duration::ZERO,
+                    )
+                }
+            } else if bearer != "Bearer fake-token" {
+                (
+                    401,
+                    r#"{"code":"UNAUTHORIZED"}"#.to_owned(),
+                    std::time::Duration::ZERO,
+                )
+            } else {
+                let id = path.rsplit('/').next().unwrap_or_default();
+                state.statuses.get(id).cloned().unwrap_or((
+                    404,
+                    r#"{"code":"RESOURCE_NOT_FOUND","message":"Requested resource was not found."}"#.to_owned(),
+                    std::time::Duration::ZERO,
+                ))
+            }
+        };
+        std::thread::sleep(delay);
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        let _ = stream.write_all(response.as_bytes());
+    }
 }

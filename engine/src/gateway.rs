@@ -20,7 +20,7 @@ use crate::auth::{self, client_ip};
 use crate::config::{Auth, Endpoint, EndpointKind, LimitKey, OnLimit};
 use crate::http_error::ApiError;
 use crate::logging::mask;
-use crate::payments::SmsIntake;
+use crate::payments::{CallbackOutcome, SmsIntake};
 use crate::ratelimit::{ceil_secs, Key, Limiter, Verdict};
 use crate::reload::{Reloader, Snapshot};
 use crate::whatsapp::Envelope;
@@ -34,6 +34,10 @@ pub struct AppState {
     pub pool: sqlx::PgPool,
     /// Where one-message deliveries are processed, together with their neighbours.
     pub batcher: crate::batcher::Batcher,
+    /// Connections to the MoMo API, shared by every request.
+    pub momo_http: reqwest::Client,
+    /// MoMo access tokens, shared by every request.
+    pub momo_tokens: crate::momo::Tokens,
 }
 
 /// The id of one request: from `x-request-id` when the caller sent a sane one, else generated.
@@ -160,11 +164,8 @@ impl Request<'_> {
             EndpointKind::Whatsapp => self.whatsapp(state, snapshot, headers, body).await,
             EndpointKind::Sms => self.sms(state, &body).await,
             EndpointKind::MomoCallback => {
-                parse_json::<serde::de::IgnoredAny>(&body)?;
-                if let Some(dropped) = self.limit(None)? {
-                    return Ok(dropped);
-                }
-                Ok((StatusCode::OK, Json(json!({"status": "received"}))).into_response())
+                self.momo_callback(state, snapshot, method, headers, &body)
+                    .await
             }
         }
     }
@@ -241,14 +242,7 @@ impl Request<'_> {
         }
         // Durable before the answer: a crash after this line loses nothing (unprocessed
         // deliveries are picked up again at start).
-        let kept: serde_json::Map<String, serde_json::Value> = headers
-            .iter()
-            .filter(|(name, _)| KEPT_HEADERS.contains(&name.as_str()))
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_owned(), json!(value.to_str().ok()?)))
-            })
-            .collect();
-        let kept = serde_json::Value::Object(kept);
+        let kept = kept_headers(headers);
         self.correlation_id = envelope.messages().next().map(|(_, m)| m.id.clone());
         let pool = &state.pool;
         let config = &snapshot.config;
@@ -289,6 +283,53 @@ impl Request<'_> {
             Json(json!({"status": "success", "routed_to": routed_to})),
         )
             .into_response())
+    }
+
+    /// A MoMo callback: recorded, then confirmed with MoMo itself (see [`crate::payments`]).
+    async fn momo_callback(
+        &mut self,
+        state: &AppState,
+        snapshot: &Snapshot,
+        method: &Method,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        if let Some(dropped) = self.limit(None)? {
+            return Ok(dropped);
+        }
+        let kept = kept_headers(headers);
+        let client = snapshot.config.momo.as_ref().map(|account| {
+            crate::momo::Client::new(
+                state.momo_http.clone(),
+                account.clone(),
+                state.momo_tokens.clone(),
+            )
+        });
+        let outcome = crate::payments::intake_callback(
+            &state.pool,
+            &snapshot.config,
+            client.as_ref(),
+            crate::payments::Callback {
+                endpoint: &self.endpoint.name,
+                method: method.as_str(),
+                headers: &kept,
+                body,
+                request_id: self.request_id,
+            },
+        )
+        .await
+        .map_err(|e| self.internal(&e))?;
+        match outcome {
+            CallbackOutcome::Invalid(detail) => Err(ApiError::InvalidPayload(detail)),
+            CallbackOutcome::Settled { status } => Ok((
+                StatusCode::OK,
+                Json(json!({"status": "settled", "payment": status})),
+            )
+                .into_response()),
+            outcome => {
+                Ok((StatusCode::OK, Json(json!({"status": outcome.as_str()}))).into_response())
+            }
+        }
     }
 
     /// A forwarded MoMo SMS: recorded, read, settled (see [`crate::payments`]).
@@ -454,9 +495,20 @@ const KEPT_HEADERS: &[&str] = &[
     "content-type",
     "user-agent",
     "x-hub-signature-256",
+    "x-signature",
     "x-request-id",
     "x-forwarded-for",
 ];
+
+/// The headers kept with a recorded request, as a JSON object.
+fn kept_headers(headers: &HeaderMap) -> serde_json::Value {
+    headers
+        .iter()
+        .filter(|(name, _)| KEPT_HEADERS.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), json!(value.to_str().ok()?))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
 
 /// Parses a body straight into `T` (no intermediate JSON tree): broken JSON is 400
 /// `malformed_json`, JSON of the wrong shape 400 `invalid_payload`.

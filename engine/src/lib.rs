@@ -17,7 +17,8 @@
 //! - [`batcher`]: group commit: messages arriving together share a transaction.
 //! - [`process`]: a batch of messages: dedupe, route, flow, outbox, session.
 //! - [`flow`]: the flow interpreter; [`query_cache`]: results of `cached for` queries.
-//! - [`sms`]: reading forwarded MoMo SMS; [`payments`]: what they credit.
+//! - [`sms`]: reading forwarded MoMo SMS; [`payments`]: what SMS and MoMo callbacks settle;
+//!   [`momo`]: the MoMo Open API client.
 //! - [`http_error`]: the JSON error bodies; [`logging`]: JSON log lines, masked phone numbers.
 //! - [`router`]: message text → flow (pure).
 //! - [`limits`]: WhatsApp's message limits.
@@ -36,6 +37,7 @@ pub mod http_error;
 pub mod limits;
 pub mod lint;
 pub mod logging;
+pub mod momo;
 pub mod payments;
 pub mod process;
 pub mod query_cache;

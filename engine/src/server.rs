@@ -199,10 +199,15 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
     });
 
     let batcher = crate::batcher::Batcher::start(pool.clone(), MESSAGE_WORKERS);
+    let momo_http = reqwest::Client::builder()
+        .build()
+        .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
     let state = Arc::new(AppState {
         reloader,
         pool,
         batcher,
+        momo_http,
+        momo_tokens: crate::momo::Tokens::default(),
     });
     let (stop_tx, mut stop_rx) = tokio_watch::channel(false);
     let server = axum::serve(

@@ -21,8 +21,8 @@ use super::env::{reference, EnvPolicy, Secret};
 use super::raw::{self, EndpointKind, LimitKey, OnLimit, SmsKind};
 use super::yaml::{deserialize_at, Path, YamlIndex};
 use super::{
-    templates, AlertRule, Auth, Channel, Config, Endpoint, FileSource, Flows, RateLimit, Server,
-    SmsPattern, SmsRules,
+    templates, AlertRule, Auth, Channel, Config, Endpoint, FileSource, Flows, Momo, RateLimit,
+    Server, SmsPattern, SmsRules,
 };
 use crate::router::{normalize, KeywordRoute, Router, Tier};
 
@@ -312,9 +312,11 @@ pub(super) fn compile(
     let incomplete_templates = (templates_missing && misspelt_sections.contains("templates"))
         || (templates.is_empty() && broken_templates.is_empty() && cx.out.len() > errors_before);
     let alerts = alerts_section(&mut cx, take("alerts"));
+    let momo: Option<raw::Momo> = section(&mut cx, take("momo"), "momo", false);
 
     // Values.
     let server = server.and_then(|s| compile_server(&mut cx, &s));
+    let momo = momo.and_then(|m| compile_momo(&mut cx, &m));
     let template_infos = check_templates(&mut cx, &templates, &broken_templates);
     let (flows, incomplete_flows) = load_flows(
         &mut cx,
@@ -353,6 +355,7 @@ pub(super) fn compile(
             flows,
             channels,
             alerts,
+            momo,
             query_cache: Default::default(),
         }),
         _ => None,
@@ -620,6 +623,36 @@ fn compile_server(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Server> {
         max_body_bytes: usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX),
         database_url,
         admin_token,
+    })
+}
+
+fn compile_momo(cx: &mut Cx<'_>, momo: &raw::Momo) -> Option<Momo> {
+    let path = Path::root().key("momo");
+    let base_url = momo.base_url.trim_end_matches('/').to_owned();
+    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+        cx.error(
+            codes::INVALID_VALUE,
+            format!("`{}` is not an http(s) URL", momo.base_url),
+            &path.key("base_url"),
+            "",
+        )
+        .help = Some("e.g. `https://proxy.momoapi.mtn.co.rw`".to_owned());
+    }
+    let subscription_key = cx.secret(
+        &momo.subscription_key,
+        &path.key("subscription_key"),
+        "the MoMo subscription key",
+    );
+    let api_user = cx.secret(&momo.api_user, &path.key("api_user"), "the MoMo API user");
+    let api_key = cx.secret(&momo.api_key, &path.key("api_key"), "the MoMo API key");
+    let timeout = cx.duration(&momo.timeout, &path.key("timeout"));
+    Some(Momo {
+        base_url,
+        target_environment: momo.target_environment.clone(),
+        subscription_key: subscription_key?,
+        api_user: api_user?,
+        api_key: api_key?,
+        timeout: timeout?,
     })
 }
 

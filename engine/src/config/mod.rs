@@ -53,8 +53,27 @@ pub struct Config {
     pub channels: BTreeMap<String, Channel>,
     /// Alert rules.
     pub alerts: Vec<AlertRule>,
+    /// The MoMo API account, when payments are configured.
+    pub momo: Option<Momo>,
     /// Results of `cached for` flow queries; each loaded config starts with an empty one.
     pub query_cache: std::sync::Arc<crate::query_cache::QueryCache>,
+}
+
+/// The MTN MoMo Open API account.
+#[derive(Debug, Clone)]
+pub struct Momo {
+    /// Base URL without a trailing slash.
+    pub base_url: String,
+    /// `X-Target-Environment`.
+    pub target_environment: String,
+    /// `Ocp-Apim-Subscription-Key`.
+    pub subscription_key: Secret,
+    /// API user.
+    pub api_user: Secret,
+    /// API key.
+    pub api_key: Secret,
+    /// Per-call timeout.
+    pub timeout: std::time::Duration,
 }
 
 /// Process-wide settings.

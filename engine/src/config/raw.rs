@@ -31,6 +31,32 @@ pub struct Routes {
     /// Alert channels and rules.
     #[serde(default)]
     pub alerts: Option<Alerts>,
+    /// The MTN MoMo Open API: where payments are confirmed.
+    #[serde(default)]
+    pub momo: Option<Momo>,
+}
+
+/// The MTN MoMo Open API account.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Momo {
+    /// API base URL, e.g. `https://proxy.momoapi.mtn.co.rw` (`http://` only for tests).
+    pub base_url: String,
+    /// `X-Target-Environment`: `mtnrwanda` in production, `sandbox` for tests.
+    pub target_environment: String,
+    /// `Ocp-Apim-Subscription-Key`; an environment reference.
+    pub subscription_key: String,
+    /// API user (a UUID); an environment reference.
+    pub api_user: String,
+    /// API key; an environment reference.
+    pub api_key: String,
+    /// How long one call to the API may take, e.g. `5s`.
+    #[serde(default = "default_momo_timeout")]
+    pub timeout: String,
+}
+
+fn default_momo_timeout() -> String {
+    "5s".to_owned()
 }
 
 /// The top-level keys, for reporting unknown ones all at once.
@@ -41,6 +67,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "endpoints",
     "templates",
     "alerts",
+    "momo",
 ];
 
 /// Process-wide settings.

@@ -74,3 +74,138 @@ pub async fn insert_transaction(
     .await?;
     Ok(inserted.rows_affected() == 1)
 }
+
+/// Records a MoMo callback as received, before anything reads it; returns its id.
+pub async fn record_callback(
+    pool: &PgPool,
+    endpoint: &str,
+    method: &str,
+    headers: &Value,
+    body: &[u8],
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "insert into momo_callbacks (endpoint, method, headers, body) values ($1, $2, $3, $4) returning id",
+    )
+    .bind(endpoint)
+    .bind(method)
+    .bind(sqlx::types::Json(headers))
+    .bind(body)
+    .fetch_one(pool)
+    .await
+}
+
+/// Sets what became of a callback.
+pub async fn finish_callback(
+    pool: &PgPool,
+    id: i64,
+    outcome: &str,
+    reference_id: Option<&str>,
+    detail: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update momo_callbacks set outcome = $2, reference_id = $3::uuid, detail = $4 where id = $1",
+    )
+    .bind(id)
+    .bind(outcome)
+    .bind(reference_id)
+    .bind(detail)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// A payment the engine asked MoMo for.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Payment {
+    /// The X-Reference-Id.
+    pub reference_id: String,
+    /// `collection` or `disbursement`.
+    pub product: String,
+    /// Our external id.
+    pub external_id: String,
+    /// Amount in whole units.
+    pub amount: i64,
+    /// Currency.
+    pub currency: String,
+    /// Payer (or payee) MSISDN.
+    pub party: String,
+    /// Who is told the outcome.
+    pub contact_id: Option<i64>,
+    /// The WhatsApp number the notification is sent from.
+    pub phone_number_id: Option<String>,
+    /// `PENDING`, `SUCCESSFUL` or `FAILED`.
+    pub status: String,
+}
+
+const PAYMENT_COLUMNS: &str = "reference_id::text as reference_id, product, external_id, amount, currency, party, contact_id, phone_number_id, status";
+
+/// The payment a callback is about: by our external id (not unique at MoMo), a pending one
+/// first, then the newest.
+pub async fn payment_by_external_id(
+    pool: &PgPool,
+    external_id: &str,
+) -> Result<Option<Payment>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {PAYMENT_COLUMNS} from momo_payments where external_id = $1
+         order by status = 'PENDING' desc, created_at desc limit 1"
+    ))
+    .bind(external_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Moves a pending payment to its final state; `false` when it was no longer pending (a
+/// duplicate or late signal), in which case nothing changed.
+pub async fn settle(
+    tx: &mut Transaction<'_, Postgres>,
+    reference_id: &str,
+    status: &str,
+    financial_transaction_id: Option<&str>,
+    reason: Option<&Value>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "update momo_payments set status = $2, financial_transaction_id = $3, reason = $4,
+             settled_at = now(), updated_at = now()
+         where reference_id = $1::uuid and status = 'PENDING' and $2 in ('SUCCESSFUL', 'FAILED')",
+    )
+    .bind(reference_id)
+    .bind(status)
+    .bind(financial_transaction_id)
+    .bind(reason.map(sqlx::types::Json))
+    .execute(&mut **tx)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Where a contact's notification goes and in which language: (recipient, language).
+pub async fn contact_address(
+    tx: &mut Transaction<'_, Postgres>,
+    contact_id: i64,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as("select coalesce(wa_id, user_id), language from contacts where id = $1")
+        .bind(contact_id)
+        .fetch_optional(&mut **tx)
+        .await
+}
+
+/// Queues one reply in the outbox.
+pub async fn queue_reply(
+    tx: &mut Transaction<'_, Postgres>,
+    contact_id: i64,
+    recipient: &str,
+    phone_number_id: &str,
+    template: &str,
+    body: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into outbox (contact_id, recipient, phone_number_id, template, body) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(contact_id)
+    .bind(recipient)
+    .bind(phone_number_id)
+    .bind(template)
+    .bind(sqlx::types::Json(body))
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+}

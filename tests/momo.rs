@@ -1,0 +1,251 @@
+//! MoMo callbacks through the real server, confirmed against a real HTTP fake of the MoMo API:
+//! a callback's own `status` is never believed, nothing settles twice, and the payer is told
+//! once.
+
+use std::time::Duration;
+
+use crate::support::{corpus, ConfigDir, Engine, FakeMomo, HttpResponse};
+
+/// The shipped config pointed at the fake, with a short timeout, and the callback endpoint
+/// allowing loopback instead of the old system's HMAC (MTN itself signs nothing).
+fn config(momo: &FakeMomo) -> ConfigDir {
+    let url = momo.url();
+    ConfigDir::shipped(move |text| {
+        text.replace(
+            "  base_url: https://proxy.momoapi.mtn.co.rw\n  target_environment: mtnrwanda\n",
+            &format!("  base_url: {url}\n  target_environment: sandbox\n"),
+        )
+        .replace("  timeout: 5s\n", "  timeout: 1s\n")
+        .replace(
+            "    auth:\n      hmac:\n        header: X-Signature\n        encoding: hex\n        secrets:\n          - ${MOMO_WEBHOOK_SECRET}\n",
+            "    auth:\n      ip_allowlist:\n        cidrs: [127.0.0.1/32]\n",
+        )
+    })
+}
+
+fn callback(engine: &Engine, method: &str, body: &[u8]) -> HttpResponse {
+    engine
+        .request(method, "/webhooks/momo")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+}
+
+/// A payment the engine requested: reference id, product, external id, amount, currency, party.
+fn seed_payment(
+    engine: &Engine,
+    reference: &str,
+    product: &str,
+    external: &str,
+    amount: i64,
+    currency: &str,
+    party: &str,
+) {
+    crate::support::exec(
+        &engine.database_url,
+        &format!(
+            "insert into contacts (wa_id, name, language) values ('{party}', 'Payer', 'rw') on conflict (wa_id) do nothing;
+             insert into momo_payments (reference_id, product, external_id, amount, currency, party, contact_id, phone_number_id)
+             select '{reference}', '{product}', '{external}', {amount}, '{currency}', '{party}', id, '106540352242922'
+             from contacts where wa_id = '{party}';"
+        ),
+    );
+}
+
+#[test]
+fn every_corpus_callback_is_recorded_and_settled_only_as_momo_confirms() {
+    let momo = FakeMomo::start();
+    let config = config(&momo);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    let mut files: Vec<_> = std::fs::read_dir(corpus("momo"))
+        .expect("corpus")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    // Each documented payment is one we requested; MoMo's status endpoint answers with the
+    // same body (its GET and its callbacks share one format). The spoofed one is unknown.
+    for (n, file) in files.iter().enumerate() {
+        let text = std::fs::read_to_string(file).expect("read");
+        let Ok(body) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("edge_") {
+            continue;
+        }
+        let reference = format!("00000000-0000-4000-8000-{n:012}");
+        let product = if name.starts_with("disbursement") {
+            "disbursement"
+        } else {
+            "collection"
+        };
+        let party = body["payer"]["partyId"]
+            .as_str()
+            .or(body["payee"]["partyId"].as_str())
+            .unwrap_or_default();
+        let amount: i64 = body["amount"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_default();
+        seed_payment(
+            &engine,
+            &reference,
+            product,
+            body["externalId"].as_str().unwrap_or_default(),
+            amount,
+            body["currency"].as_str().unwrap_or_default(),
+            party,
+        );
+        momo.answer(&reference, 200, &text, Duration::ZERO);
+    }
+    let mut report = String::new();
+    for file in &files {
+        let bytes = std::fs::read(file).expect("read");
+        let response = callback(&engine, "POST", &bytes);
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        report.push_str(&format!(
+            "{name}: {} {}\n",
+            response.status,
+            response.json()
+        ));
+    }
+    insta::assert_snapshot!(report);
+    let payments = engine.rows(
+        "select external_id, product, status, financial_transaction_id, reason from momo_payments order by external_id",
+    );
+    insta::assert_snapshot!(
+        "payments",
+        serde_json::to_string_pretty(&payments).unwrap_or_default()
+    );
+    let sent =
+        engine.rows("select template, body -> 'text' ->> 'body' as text from outbox order by id");
+    insta::assert_snapshot!(
+        "notifications",
+        serde_json::to_string_pretty(&sent).unwrap_or_default()
+    );
+    let recorded =
+        engine.rows("select count(*) as n from momo_callbacks where outcome <> 'received'");
+    assert_eq!(
+        recorded[0]["n"].as_i64(),
+        Some(files.len() as i64),
+        "every callback on record"
+    );
+    assert!(
+        momo.requests()
+            .iter()
+            .any(|r| r.starts_with("GET /disbursement/v1_0/transfer/")
+                && r.ends_with("Bearer fake-token sandbox")),
+        "transfers are confirmed with the disbursement product: {:?}",
+        momo.requests()
+    );
+    let tokens = momo
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/token/"))
+        .count();
+    assert_eq!(
+        tokens,
+        2,
+        "one token per product, cached: {:?}",
+        momo.requests()
+    );
+}
+
+#[test]
+fn a_callback_is_believed_only_when_momo_agrees_and_only_once() {
+    let momo = FakeMomo::start();
+    let config = config(&momo);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    let reference = "11111111-1111-4111-8111-111111111111";
+    seed_payment(
+        &engine,
+        reference,
+        "collection",
+        "EMO-ORD-000123",
+        1500,
+        "RWF",
+        "250788000101",
+    );
+    let success =
+        std::fs::read(corpus("momo/collection_requesttopay_SUCCESSFUL.json")).expect("read");
+    let pending = std::fs::read_to_string(corpus(
+        "momo/collection_requesttopay_PENDING_status_get.json",
+    ))
+    .expect("read")
+    .replace("EMO-ORD-000126", "EMO-ORD-000123");
+
+    // A forged "SUCCESSFUL" while MoMo still says PENDING: nothing moves.
+    momo.answer(reference, 200, &pending, Duration::ZERO);
+    let forged = callback(&engine, "POST", &success);
+    assert_eq!(forged.json()["status"], "pending", "{}", forged.text());
+
+    // MoMo's answer is slower than the timeout: unconfirmed, still pending.
+    let confirmed = String::from_utf8(success.clone()).expect("utf8");
+    momo.answer(reference, 200, &confirmed, Duration::from_millis(1500));
+    let slow = callback(&engine, "POST", &success);
+    assert_eq!(slow.json()["status"], "unconfirmed", "{}", slow.text());
+
+    // MoMo's record differs from ours (amount): not credited.
+    momo.answer(
+        reference,
+        200,
+        &confirmed.replace("\"1500\"", "\"15\""),
+        Duration::ZERO,
+    );
+    assert_eq!(
+        callback(&engine, "POST", &success).json()["status"],
+        "contradicted"
+    );
+
+    // Then MoMo confirms: settled once; a PUT repeat and a late FAILED change nothing.
+    momo.answer(reference, 200, &confirmed, Duration::ZERO);
+    assert_eq!(
+        callback(&engine, "POST", &success).json()["status"],
+        "settled"
+    );
+    assert_eq!(
+        callback(&engine, "PUT", &success).json()["status"],
+        "already_settled"
+    );
+    let late = std::fs::read(corpus(
+        "momo/collection_requesttopay_FAILED_reason_string.json",
+    ))
+    .expect("read");
+    let late = String::from_utf8(late)
+        .expect("utf8")
+        .replace("04822b2a-0896-4612-9e9e-15ce749b7883", "EMO-ORD-000123");
+    assert_eq!(
+        callback(&engine, "POST", late.as_bytes()).json()["status"],
+        "already_settled"
+    );
+
+    let state = engine.rows(
+        "select p.status, p.financial_transaction_id,
+                (select count(*) from outbox) as notifications,
+                (select string_agg(outcome || '/' || method, ',' order by id) from momo_callbacks) as callbacks
+         from momo_payments p",
+    );
+    assert_eq!(
+        state,
+        serde_json::json!([{"status": "SUCCESSFUL", "financial_transaction_id": "1530828708", "notifications": 1,
+            "callbacks": "pending/POST,unconfirmed/POST,contradicted/POST,settled/POST,already_settled/PUT,already_settled/POST"}])
+    );
+
+    // A body without `externalId` is refused with the field named, and kept.
+    let missing = callback(&engine, "POST", br#"{"status":"SUCCESSFUL"}"#);
+    assert_eq!(missing.status, 400);
+    assert!(
+        missing.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("externalId"),
+        "{}",
+        missing.text()
+    );
+}
