@@ -22,7 +22,9 @@ create table momo_payments (
     reason jsonb,
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
-    settled_at timestamptz
+    settled_at timestamptz,
+    -- When MoMo's status endpoint was last asked about it (payments with no callback are polled).
+    polled_at timestamptz
 );
 
 create index momo_payments_by_external_id on momo_payments (external_id);

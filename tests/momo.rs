@@ -249,3 +249,72 @@ fn a_callback_is_believed_only_when_momo_agrees_and_only_once() {
         missing.text()
     );
 }
+
+#[test]
+fn payments_without_a_callback_are_polled() {
+    let momo = FakeMomo::start();
+    let url = momo.url();
+    let config = ConfigDir::shipped(move |text| {
+        text.replace(
+            "  base_url: https://proxy.momoapi.mtn.co.rw\n",
+            &format!("  base_url: {url}\n"),
+        )
+        .replace("  timeout: 5s\n", "  timeout: 1s\n  poll_after: 1s\n")
+    });
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    let (decided, undecided) = (
+        "22222222-2222-4222-8222-222222222222",
+        "33333333-3333-4333-8333-333333333333",
+    );
+    seed_payment(
+        &engine,
+        decided,
+        "collection",
+        "EMO-ORD-000123",
+        1500,
+        "RWF",
+        "250788000101",
+    );
+    seed_payment(
+        &engine,
+        undecided,
+        "collection",
+        "EMO-ORD-000126",
+        1500,
+        "RWF",
+        "250788000101",
+    );
+    let success = std::fs::read_to_string(corpus("momo/collection_requesttopay_SUCCESSFUL.json"))
+        .expect("read");
+    let pending = std::fs::read_to_string(corpus(
+        "momo/collection_requesttopay_PENDING_status_get.json",
+    ))
+    .expect("read");
+    momo.answer(decided, 200, &success, Duration::ZERO);
+    momo.answer(undecided, 200, &pending, Duration::ZERO);
+    let started = std::time::Instant::now();
+    loop {
+        let rows = engine.rows(
+            "select reference_id::text as id, status, polled_at is not null as polled,
+                    (select count(*) from outbox) as notifications
+             from momo_payments order by reference_id",
+        );
+        if rows[0]["status"] == "SUCCESSFUL" && rows[1]["polled"] == true {
+            assert_eq!(rows[0]["notifications"], 1);
+            assert_eq!(
+                rows[1]["status"], "PENDING",
+                "MoMo has not decided this one"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not polled within 10 s: {rows}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        engine.rows("select count(*) as n from momo_callbacks")[0]["n"] == 0,
+        "settled without any callback"
+    );
+}

@@ -385,3 +385,21 @@ async fn notify(
         }
     }
 }
+
+/// Asks MoMo about payments pending for longer than `poll_after` (MTN may send a callback
+/// once or never) and settles those it has decided; returns each payment polled with its
+/// outcome. Several engine processes may poll at once: each payment is taken by one.
+pub async fn poll_overdue(
+    pool: &PgPool,
+    config: &crate::config::Config,
+    client: &crate::momo::Client,
+    poll_after: std::time::Duration,
+) -> Result<Vec<(String, &'static str)>, sqlx::Error> {
+    let overdue = store::take_overdue(pool, poll_after.as_secs_f64(), 50).await?;
+    let mut polled = Vec::with_capacity(overdue.len());
+    for payment in &overdue {
+        let outcome = confirm(pool, config, client, payment, "momo-poller", "").await?;
+        polled.push((payment.reference_id.clone(), outcome.as_str()));
+    }
+    Ok(polled)
+}

@@ -202,12 +202,19 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
     let momo_http = reqwest::Client::builder()
         .build()
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
+    let momo_tokens = crate::momo::Tokens::default();
+    tokio::spawn(poll_payments(
+        pool.clone(),
+        reloader.clone(),
+        momo_http.clone(),
+        momo_tokens.clone(),
+    ));
     let state = Arc::new(AppState {
         reloader,
         pool,
         batcher,
         momo_http,
-        momo_tokens: crate::momo::Tokens::default(),
+        momo_tokens,
     });
     let (stop_tx, mut stop_rx) = tokio_watch::channel(false);
     let server = axum::serve(
@@ -292,6 +299,40 @@ async fn reload_loop(
 }
 
 /// Processes deliveries recorded before a crash or restart but never processed.
+/// Polls MoMo for payments that waited too long for a callback, with whatever `momo:` account
+/// the live config has.
+async fn poll_payments(
+    pool: sqlx::PgPool,
+    reloader: Arc<Reloader>,
+    http: reqwest::Client,
+    tokens: crate::momo::Tokens,
+) {
+    loop {
+        let snapshot = reloader.current();
+        let Some(account) = snapshot.config.momo.clone() else {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            continue;
+        };
+        let every = account
+            .poll_after
+            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let poll_after = account.poll_after;
+        let client = crate::momo::Client::new(http.clone(), account, tokens.clone());
+        match crate::payments::poll_overdue(&pool, &snapshot.config, &client, poll_after).await {
+            Ok(polled) => {
+                for (reference_id, outcome) in polled {
+                    tracing::info!(event = "momo.polled", reference_id = %reference_id, outcome = %outcome, "Polled a payment with no callback.");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(event = "momo.poll_failed", error = %error, "Could not poll pending payments.");
+            }
+        }
+        drop(snapshot);
+        tokio::time::sleep(every).await;
+    }
+}
+
 async fn recover(pool: sqlx::PgPool, reloader: Arc<Reloader>) {
     let pending = match crate::store::conversation::unprocessed_deliveries(&pool, 10_000).await {
         Ok(pending) => pending,

@@ -646,6 +646,7 @@ fn compile_momo(cx: &mut Cx<'_>, momo: &raw::Momo) -> Option<Momo> {
     let api_user = cx.secret(&momo.api_user, &path.key("api_user"), "the MoMo API user");
     let api_key = cx.secret(&momo.api_key, &path.key("api_key"), "the MoMo API key");
     let timeout = cx.duration(&momo.timeout, &path.key("timeout"));
+    let poll_after = cx.duration(&momo.poll_after, &path.key("poll_after"));
     Some(Momo {
         base_url,
         target_environment: momo.target_environment.clone(),
@@ -653,6 +654,7 @@ fn compile_momo(cx: &mut Cx<'_>, momo: &raw::Momo) -> Option<Momo> {
         api_user: api_user?,
         api_key: api_key?,
         timeout: timeout?,
+        poll_after: poll_after?,
     })
 }
 

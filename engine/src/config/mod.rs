@@ -74,6 +74,8 @@ pub struct Momo {
     pub api_key: Secret,
     /// Per-call timeout.
     pub timeout: std::time::Duration,
+    /// Payments pending this long are polled, and polled again at this interval.
+    pub poll_after: std::time::Duration,
 }
 
 /// Process-wide settings.

@@ -53,6 +53,14 @@ pub struct Momo {
     /// How long one call to the API may take, e.g. `5s`.
     #[serde(default = "default_momo_timeout")]
     pub timeout: String,
+    /// A payment with no callback this long after it was requested is polled (MTN may send
+    /// a callback only once, or never), e.g. `2m`.
+    #[serde(default = "default_momo_poll_after")]
+    pub poll_after: String,
+}
+
+fn default_momo_poll_after() -> String {
+    "2m".to_owned()
 }
 
 fn default_momo_timeout() -> String {

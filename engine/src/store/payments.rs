@@ -154,6 +154,32 @@ pub async fn payment_by_external_id(
     .await
 }
 
+/// Pending payments requested more than `older_than_secs` ago and not polled for as long,
+/// oldest first; each is marked polled now.
+pub async fn take_overdue(
+    pool: &PgPool,
+    older_than_secs: f64,
+    limit: i64,
+) -> Result<Vec<Payment>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "with due as (
+             select reference_id from momo_payments
+             where status = 'PENDING' and created_at < now() - make_interval(secs => $1)
+               and (polled_at is null or polled_at < now() - make_interval(secs => $1))
+             order by created_at limit $2
+             for update skip locked
+         )
+         update momo_payments p set polled_at = now() from due
+         where p.reference_id = due.reference_id
+         returning {}",
+        PAYMENT_COLUMNS.replace("reference_id::text", "p.reference_id::text")
+    ))
+    .bind(older_than_secs)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// Moves a pending payment to its final state; `false` when it was no longer pending (a
 /// duplicate or late signal), in which case nothing changed.
 pub async fn settle(
