@@ -24,8 +24,17 @@ create table momo_payments (
     updated_at timestamptz not null default now(),
     settled_at timestamptz,
     -- When MoMo's status endpoint was last asked about it (payments with no callback are polled).
-    polled_at timestamptz
+    polled_at timestamptz,
+    -- When MoMo accepted the request-to-pay (202, or 409: accepted by an earlier attempt). Until
+    -- then the request is re-sent, always with the same reference id.
+    requested_at timestamptz,
+    request_attempts integer not null default 0,
+    last_request_at timestamptz,
+    request_error text
 );
+
+create index momo_payments_unsent on momo_payments (created_at)
+    where requested_at is null and status = 'PENDING';
 
 create index momo_payments_by_external_id on momo_payments (external_id);
 create index momo_payments_pending on momo_payments (created_at) where status = 'PENDING';

@@ -197,9 +197,23 @@ fn simulate_continues_the_conversation_and_sends_nothing() {
     assert!(ride.contains("[ 📍 Send location ]"), "{ride}");
     let stored = run(&["--location", "-1.9536,30.0606"]);
     assert!(stored.contains("Your ride request #1 is in."), "{stored}");
-    let outbox = crate::support::rows(&database, "select count(*) as n from outbox");
+    // A purchase: the payment is described, never recorded or sent to MoMo.
+    run(&["shop"]);
+    run(&["--choice", "3"]);
+    let product = run(&["--choice", "8"]);
+    assert!(product.contains("Kitenge dress: 25000 RWF"), "{product}");
+    let paid = run(&["--choice", "pay"]);
+    assert!(
+        paid.contains("Please approve the payment of 25000 RWF"),
+        "{paid}"
+    );
+    let outbox = crate::support::rows(
+        &database,
+        "select (select count(*) from outbox) as n, (select count(*) from momo_payments) as payments",
+    );
     assert_eq!(
-        outbox[0]["n"], 0,
-        "simulated replies never reach the outbox"
+        (&outbox[0]["n"], &outbox[0]["payments"]),
+        (&serde_json::json!(0), &serde_json::json!(0)),
+        "simulated replies never reach the outbox, simulated payments never MoMo"
     );
 }

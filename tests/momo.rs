@@ -318,3 +318,184 @@ fn payments_without_a_callback_are_polled() {
         "settled without any callback"
     );
 }
+
+/// A WhatsApp message from the buyer: text, or a tap on a list row or reply button.
+fn from_buyer(n: usize, message: serde_json::Value) -> Vec<u8> {
+    let mut message = message;
+    message["from"] = "250788000101".into();
+    message["id"] = format!("wamid.BUY{n}").into();
+    message["timestamp"] = crate::support::now_unix().to_string().into();
+    serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "250788000000", "phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "Aline"}, "wa_id": "250788000101"}],
+        "messages": [message]}}]}]})
+    .to_string()
+    .into_bytes()
+}
+
+/// What the buyer sees of a reply: its text and the ids they can tap.
+fn seen(body: &serde_json::Value) -> String {
+    let text = body["text"]["body"]
+        .as_str()
+        .or(body["interactive"]["body"]["text"].as_str())
+        .unwrap_or_default();
+    let action = &body["interactive"]["action"];
+    let mut choices: Vec<String> = action["sections"][0]["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "{}={}",
+                r["id"].as_str().unwrap_or_default(),
+                r["title"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    choices.extend(action["buttons"].as_array().into_iter().flatten().map(|b| {
+        format!(
+            "{}={}",
+            b["reply"]["id"].as_str().unwrap_or_default(),
+            b["reply"]["title"].as_str().unwrap_or_default()
+        )
+    }));
+    if choices.is_empty() {
+        text.to_owned()
+    } else {
+        format!("{text} [{}]", choices.join(", "))
+    }
+}
+
+#[test]
+fn a_purchase_in_the_marketplace_end_to_end() {
+    let momo = FakeMomo::start();
+    let config = config(&momo);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    // The first request to pay is answered after the engine stopped waiting (1 s); the retry,
+    // with the same reference id, hears 409: the first got through.
+    momo.answer_requests(&[(202, Duration::from_millis(1500)), (409, Duration::ZERO)]);
+
+    let mut transcript = String::new();
+    let mut last_reply = 0_i64;
+    let mut say = |n: usize, label: &str, message: serde_json::Value| {
+        let response = engine.whatsapp(&from_buyer(n, message));
+        assert_eq!(response.status, 200, "{}", response.text());
+        transcript.push_str(&format!("buyer › {label}\n"));
+        let replies = engine.rows(&format!(
+            "select id, template, body from outbox where id > {last_reply} order by id"
+        ));
+        for reply in replies.as_array().into_iter().flatten() {
+            last_reply = reply["id"].as_i64().unwrap_or(last_reply);
+            transcript.push_str(&format!(
+                "easyMO › ({}) {}\n",
+                reply["template"].as_str().unwrap_or_default(),
+                seen(&reply["body"])
+            ));
+        }
+    };
+    let tap = |kind: &str, id: &str, title: &str| serde_json::json!({"type": "interactive", "interactive": {"type": kind, kind: {"id": id, "title": title}}});
+    say(
+        1,
+        "shop",
+        serde_json::json!({"type": "text", "text": {"body": "shop"}}),
+    );
+    let category =
+        engine.rows("select id::text as id, name from product_categories order by name limit 1");
+    let category_id = category[0]["id"].as_str().unwrap_or_default().to_owned();
+    say(
+        2,
+        "a category",
+        tap(
+            "list_reply",
+            &category_id,
+            category[0]["name"].as_str().unwrap_or_default(),
+        ),
+    );
+    let product = engine.rows(&format!(
+        "select id::text as id, name, price from products where category_id = {category_id} and in_stock order by name limit 1"
+    ));
+    let product_id = product[0]["id"].as_str().unwrap_or_default().to_owned();
+    say(
+        3,
+        "a product",
+        tap(
+            "list_reply",
+            &product_id,
+            product[0]["name"].as_str().unwrap_or_default(),
+        ),
+    );
+    say(
+        4,
+        "Pay with MoMo",
+        tap("button_reply", "pay", "Pay with MoMo"),
+    );
+
+    // The request to pay goes out after the commit; its first answer is lost, its retry hears 409.
+    let started = std::time::Instant::now();
+    let payment = loop {
+        let rows = engine.rows(
+            "select reference_id::text as reference_id, external_id, amount, currency, party, status,
+                    requested_at is not null as accepted, request_attempts
+             from momo_payments",
+        );
+        if rows[0]["accepted"] == true {
+            break rows[0].clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the request to pay was not accepted: {rows}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let price = product[0]["price"].as_i64().unwrap_or_default();
+    assert_eq!(payment["amount"].as_i64(), Some(price));
+    assert_eq!(payment["party"], "250788000101");
+    assert_eq!(payment["request_attempts"], 2);
+    let reference = payment["reference_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let sent = momo.requests_to_pay();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent.iter().all(|(id, _)| *id == reference),
+        "one reference id for both attempts: {sent:?}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&sent[0].1).expect("json");
+    assert_eq!(
+        body["amount"],
+        price.to_string(),
+        "MoMo takes amounts as strings"
+    );
+    assert_eq!(body["payer"]["partyId"], "250788000101");
+
+    // The payer approves; MoMo calls back and its status endpoint agrees.
+    let external = payment["external_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let confirmed = serde_json::json!({"financialTransactionId": "1530828999", "externalId": external,
+        "amount": price.to_string(), "currency": "RWF", "payer": {"partyIdType": "MSISDN", "partyId": "250788000101"},
+        "payerMessage": "", "payeeNote": "", "status": "SUCCESSFUL"});
+    momo.answer(&reference, 200, &confirmed.to_string(), Duration::ZERO);
+    let settled = callback(&engine, "POST", confirmed.to_string().as_bytes());
+    assert_eq!(settled.json()["status"], "settled", "{}", settled.text());
+    for reply in engine
+        .rows(&format!(
+            "select template, body from outbox where id > {last_reply} order by id"
+        ))
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        transcript.push_str(&format!(
+            "easyMO › ({}) {}\n",
+            reply["template"].as_str().unwrap_or_default(),
+            seen(&reply["body"])
+        ));
+    }
+    // Order references are generated; the snapshot shows their shape.
+    let transcript = transcript.replace(&external, "EMO-XXXXXXXX");
+    insta::assert_snapshot!(transcript);
+}

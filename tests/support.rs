@@ -588,6 +588,10 @@ pub struct FakeMomo {
 #[derive(Default)]
 struct FakeMomoState {
     statuses: std::collections::HashMap<String, (u16, String, std::time::Duration)>,
+    /// How requests to pay are answered, in turn (then 202).
+    request_answers: std::collections::VecDeque<(u16, std::time::Duration)>,
+    /// Bodies of requests to pay, by reference id.
+    request_bodies: Vec<(String, String)>,
     requests: Vec<String>,
 }
 
@@ -619,6 +623,21 @@ impl FakeMomo {
                 .statuses
                 .insert(reference_id.to_owned(), (status, body.to_owned(), delay));
         }
+    }
+
+    /// How the next requests to pay are answered, in turn (afterwards: 202 at once).
+    pub fn answer_requests(&self, answers: &[(u16, std::time::Duration)]) {
+        if let Ok(mut state) = self.state.lock() {
+            state.request_answers.extend(answers.iter().copied());
+        }
+    }
+
+    /// Every request to pay received: (X-Reference-Id, body).
+    pub fn requests_to_pay(&self) -> Vec<(String, String)> {
+        self.state
+            .lock()
+            .map(|s| s.request_bodies.clone())
+            .unwrap_or_default()
     }
 
     /// Every request so far, as `METHOD path bearer-token target-environment`.
@@ -682,6 +701,24 @@ impl FakeMomo {
                         std::time::Duration::ZERO,
                     )
                 }
+            } else if bearer == "Bearer fake-token"
+                && method == "POST"
+                && path.ends_with("/collection/v1_0/requesttopay")
+            {
+                state.request_bodies.push((
+                    header("x-reference-id"),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+                let (status, delay) = state
+                    .request_answers
+                    .pop_front()
+                    .unwrap_or((202, std::time::Duration::ZERO));
+                let answer = if status == 409 {
+                    r#"{"code":"RESOURCE_ALREADY_EXIST","message":"Duplicated reference id. Creation of resource failed."}"#
+                } else {
+                    ""
+                };
+                (status, answer.to_owned(), delay)
             } else if bearer != "Bearer fake-token" {
                 (
                     401,

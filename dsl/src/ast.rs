@@ -86,6 +86,18 @@ pub enum Stmt {
         /// Arguments, bound to the target's parameters in order.
         args: Vec<Spanned<Expr>>,
     },
+    /// `request_payment amount, phone [for external_id] -> next`: a MoMo request-to-pay,
+    /// then `next` with the payment; statements after it do not run.
+    RequestPayment {
+        /// Whole units of the configured currency.
+        amount: Spanned<Expr>,
+        /// The payer's MSISDN.
+        phone: Spanned<Expr>,
+        /// Our reference for the payment (generated when absent).
+        external_id: Option<Spanned<Expr>>,
+        /// The flow that continues, with the payment as its single parameter.
+        next: Ident,
+    },
     /// `end`
     End,
 }

@@ -297,6 +297,26 @@ fn lower_stmt(pair: Pair<'_, Rule>) -> Spanned<Stmt> {
             Some(p) => Stmt::Clear { name: ident(&p) },
             None => Stmt::End,
         },
+        Rule::request_payment_stmt => {
+            let parts: Vec<Pair<'_, Rule>> = inner.filter(|p| p.as_rule() != Rule::comma).collect();
+            let exprs: Vec<Spanned<Expr>> = parts
+                .iter()
+                .filter(|p| p.as_rule() == Rule::expr)
+                .cloned()
+                .map(lower_expr)
+                .collect();
+            let next = parts.iter().find(|p| p.as_rule() == Rule::ident).map(ident);
+            let mut exprs = exprs.into_iter();
+            match (exprs.next(), exprs.next(), next) {
+                (Some(amount), Some(phone), Some(next)) => Stmt::RequestPayment {
+                    amount,
+                    phone,
+                    external_id: exprs.next(),
+                    next,
+                },
+                _ => Stmt::End,
+            }
+        }
         Rule::call_stmt => {
             let flow = inner.next().map(|p| ident(&p));
             let args = inner.next().map(lower_args).unwrap_or_default();
@@ -508,7 +528,7 @@ fn is_keyword(rule: Rule) -> bool {
 }
 
 /// The words that can start a statement, reported together as "a statement".
-const STATEMENT_STARTS: [Rule; 9] = [
+const STATEMENT_STARTS: [Rule; 10] = [
     Rule::kw_let,
     Rule::kw_exec,
     Rule::kw_if,
@@ -517,6 +537,7 @@ const STATEMENT_STARTS: [Rule; 9] = [
     Rule::kw_set,
     Rule::kw_clear,
     Rule::kw_call,
+    Rule::kw_request_payment,
     Rule::kw_end,
 ];
 
@@ -540,6 +561,7 @@ fn describe_keyword(rule: Rule) -> Option<&'static str> {
         Rule::kw_clear => "`clear`",
         Rule::kw_call => "`call`",
         Rule::kw_end => "`end`",
+        Rule::kw_request_payment => "`request_payment`",
         Rule::kw_and => "`and`",
         Rule::kw_or => "`or`",
         Rule::kw_not => "`not`",
@@ -581,10 +603,14 @@ fn describe(rule: Rule) -> &'static str {
         | Rule::set_stmt
         | Rule::clear_stmt
         | Rule::call_stmt
-        | Rule::end_stmt => "a statement (let, exec, if, reply, await, set, clear, call, end)",
+        | Rule::request_payment_stmt
+        | Rule::end_stmt => {
+            "a statement (let, exec, if, reply, await, set, clear, call, request_payment, end)"
+        }
         Rule::query | Rule::query_kind => "`query` or `query_one`",
         Rule::query_args | Rule::bindings => "`with`",
         Rule::cache_clause => "`cached for <duration>`",
+        Rule::comma => "`,`",
         Rule::binding => "`name = value`",
         Rule::input_kind => "`text`, `choice` or `location`",
         Rule::call_args => "`(`",
@@ -625,7 +651,9 @@ fn syntax_error(text: &str, error: pest::error::Error<Rule>) -> SyntaxError {
     let mut expected: Vec<&str> = Vec::new();
     if STATEMENT_STARTS.iter().all(|r| positives.contains(r)) {
         positives.retain(|r| !STATEMENT_STARTS.contains(r));
-        expected.push("a statement (let, exec, if, reply, await, set, clear, call, end)");
+        expected.push(
+            "a statement (let, exec, if, reply, await, set, clear, call, request_payment, end)",
+        );
     }
     let mut others: Vec<&str> = positives.iter().map(|r| describe(*r)).collect();
     others.sort_unstable();

@@ -43,6 +43,14 @@ pub enum FlowError {
         /// Why.
         source: render::RenderError,
     },
+    /// A `request_payment` that cannot be made.
+    #[error("flow `{flow}`: cannot request a payment: {reason}")]
+    Payment {
+        /// The flow.
+        flow: String,
+        /// Why.
+        reason: String,
+    },
     /// Too many `call`s in one turn.
     #[error("flow `{0}`: more than {MAX_JUMPS} calls in one message; is there a loop?")]
     TooManyJumps(String),
@@ -68,6 +76,13 @@ pub struct Turn<'a> {
     pub trace: Vec<String>,
     /// The bindings of the last reply, kept so a paged list can render its next page.
     pub pager_vars: Option<Map<String, Value>>,
+    /// The WhatsApp number the conversation runs on (`metadata.phone_number_id`).
+    pub business_number: String,
+    /// Whether the turn may act beyond the conversation (record requests to pay). Off for
+    /// `easymo simulate`: a simulated payment is described, not recorded.
+    pub effects: bool,
+    /// Requests to pay recorded in this turn (sent once the transaction commits).
+    pub payments_requested: usize,
 }
 
 enum Next {
@@ -176,6 +191,20 @@ impl Turn<'_> {
                     let args = args.iter().map(|a| self.eval(&a.node, scope)).collect();
                     return Ok(Next::Jump(target.node.clone(), args));
                 }
+                Stmt::RequestPayment {
+                    amount,
+                    phone,
+                    external_id,
+                    next,
+                } => {
+                    let amount = self.eval(&amount.node, scope);
+                    let phone = self.eval(&phone.node, scope);
+                    let external_id = external_id.as_ref().map(|e| self.eval(&e.node, scope));
+                    let payment = self
+                        .request_payment(tx, flow, &amount, &phone, external_id.as_ref())
+                        .await?;
+                    return Ok(Next::Jump(next.node.clone(), vec![payment]));
+                }
                 Stmt::End => return Ok(Next::Stop),
             }
         }
@@ -215,6 +244,89 @@ impl Turn<'_> {
             cache.put(&query.sql.node, &args, &value, ttl.node);
         }
         Ok(value)
+    }
+
+    /// Records a request to pay (sent by `payments` once the transaction commits) and returns
+    /// the payment as the next flow sees it.
+    async fn request_payment(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        flow: &str,
+        amount: &Value,
+        phone: &Value,
+        external_id: Option<&Value>,
+    ) -> Result<Value, FlowError> {
+        let refuse = |reason: String| FlowError::Payment {
+            flow: flow.to_owned(),
+            reason,
+        };
+        let account = self
+            .config
+            .momo
+            .as_ref()
+            .ok_or_else(|| refuse("routes.yaml has no `momo:` account".into()))?;
+        let amount = match amount {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        }
+        .filter(|a| *a > 0)
+        .ok_or_else(|| {
+            refuse(format!(
+                "the amount must be a whole positive number, got {amount}"
+            ))
+        })?;
+        let party: String = phone
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !matches!(c, '+' | ' ' | '-'))
+            .collect();
+        if !(9..=15).contains(&party.len()) || !party.chars().all(|c| c.is_ascii_digit()) {
+            return Err(refuse(format!(
+                "the payer's number must be an MSISDN, got {phone}"
+            )));
+        }
+        let reference_id = uuid::Uuid::new_v4().to_string();
+        let external_id = match external_id {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(other) => {
+                return Err(refuse(format!(
+                    "the order reference must be text or a number, got {other}"
+                )))
+            }
+            None => format!("EMO-{}", reference_id[..8].to_uppercase()),
+        };
+        let status = if self.effects {
+            let new = store::payments::NewPayment {
+                reference_id: &reference_id,
+                external_id: &external_id,
+                amount,
+                currency: &account.currency,
+                party: &party,
+                contact_id: self.contact.get("id").and_then(Value::as_i64),
+                phone_number_id: Some(self.business_number.as_str()),
+            };
+            store::payments::insert_request(tx, &new)
+                .await
+                .map_err(|source| FlowError::Query {
+                    flow: flow.to_owned(),
+                    source,
+                })?;
+            self.payments_requested += 1;
+            "PENDING"
+        } else {
+            "SIMULATED"
+        };
+        Ok(serde_json::json!({
+            "reference_id": reference_id,
+            "external_id": external_id,
+            "amount": amount,
+            "currency": account.currency,
+            "phone": party,
+            "status": status,
+        }))
     }
 
     /// Renders a template for this contact with `vars` (plus the implicit variables).

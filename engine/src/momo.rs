@@ -70,6 +70,23 @@ pub enum MomoError {
     Unreadable(String),
 }
 
+/// MoMo's answer to a request to pay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Requested {
+    /// 202: accepted; the payer is asked to approve.
+    Accepted,
+    /// 409 `RESOURCE_ALREADY_EXIST`: an earlier attempt with this reference id got through
+    /// (its answer was lost): the same as accepted, and no second debit.
+    AlreadyAccepted,
+    /// Refused for good (400, 403, …): the payment cannot go ahead.
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// MoMo's body, cut.
+        body: String,
+    },
+}
+
 /// What MoMo's status endpoint says about a payment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Status {
@@ -168,6 +185,63 @@ impl Client {
             }
             let body = read(response).await?;
             return Status::from_json(&body);
+        }
+        Err(MomoError::Refused {
+            status: 401,
+            body: "the token was refused twice".into(),
+        })
+    }
+
+    /// Asks MoMo Collections for a request to pay with our `reference_id`. A timeout or a
+    /// server error is an `Err`: the caller re-sends later with the same reference id.
+    pub async fn request_to_pay(
+        &self,
+        reference_id: &str,
+        body: &Value,
+    ) -> Result<Requested, MomoError> {
+        let url = format!("{}/collection/v1_0/requesttopay", self.account.base_url);
+        for attempt in 0..2 {
+            let token = self.token(Product::Collection).await?;
+            let mut request = self
+                .http
+                .post(&url)
+                .bearer_auth(&token)
+                .header("X-Reference-Id", reference_id)
+                .header("X-Target-Environment", &self.account.target_environment)
+                .header("Ocp-Apim-Subscription-Key", self.subscription_key())
+                .json(body)
+                .timeout(self.account.timeout);
+            if let Some(callback) = &self.account.callback_url {
+                request = request.header("X-Callback-Url", callback);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| MomoError::Unreachable(e.to_string()))?;
+            let status = response.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                self.forget_token(Product::Collection).await;
+                continue;
+            }
+            let text: String = response
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect();
+            return match status.as_u16() {
+                200..=299 => Ok(Requested::Accepted),
+                409 => Ok(Requested::AlreadyAccepted),
+                code @ 400..=499 => Ok(Requested::Rejected {
+                    status: code,
+                    body: text,
+                }),
+                code => Err(MomoError::Refused {
+                    status: code,
+                    body: text,
+                }),
+            };
         }
         Err(MomoError::Refused {
             status: 401,

@@ -307,6 +307,23 @@ pub async fn confirm(
             status.status
         )));
     }
+    if !settle_and_notify(pool, config, payment, &status).await? {
+        return Ok(CallbackOutcome::AlreadySettled);
+    }
+    tracing::info!(service = %endpoint, event = "momo.settled", request_id = %request_id, reference_id = %payment.reference_id, status = %status.status, "Payment settled, confirmed by MoMo.");
+    Ok(CallbackOutcome::Settled {
+        status: status.status,
+    })
+}
+
+/// Moves a pending payment to `status`'s final state and queues the payer's notification, in
+/// one transaction; `false` when it was no longer pending (nothing changed).
+async fn settle_and_notify(
+    pool: &PgPool,
+    config: &crate::config::Config,
+    payment: &store::Payment,
+    status: &crate::momo::Status,
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let moved = store::settle(
         &mut tx,
@@ -318,15 +335,83 @@ pub async fn confirm(
     .await?;
     if !moved {
         tx.rollback().await?;
-        return Ok(CallbackOutcome::AlreadySettled);
+        return Ok(false);
     }
     // The notification commits with the state change: sent once, whatever signals follow.
-    notify(&mut tx, config, payment, &status).await?;
+    notify(&mut tx, config, payment, status).await?;
     tx.commit().await?;
-    tracing::info!(service = %endpoint, event = "momo.settled", request_id = %request_id, reference_id = %payment.reference_id, status = %status.status, "Payment settled, confirmed by MoMo.");
-    Ok(CallbackOutcome::Settled {
-        status: status.status,
-    })
+    Ok(true)
+}
+
+/// Wakes the request sender when a flow has recorded a request to pay.
+pub static REQUESTS_WAITING: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Sends the requests to pay flows recorded and MoMo has not accepted yet; returns each with
+/// what became of it. A timeout or server error leaves a request to be re-sent after
+/// `resend_after`, with the same reference id so MoMo cannot debit twice; 409 means an earlier
+/// attempt got through; any other refusal fails the payment (and tells the payer).
+pub async fn send_requests(
+    pool: &PgPool,
+    config: &crate::config::Config,
+    client: &crate::momo::Client,
+    resend_after: std::time::Duration,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let unsent = store::take_unsent(pool, resend_after.as_secs_f64(), 20).await?;
+    let mut sent = Vec::with_capacity(unsent.len());
+    for payment in &unsent {
+        // MoMo refuses messages over 160 characters or with an apostrophe.
+        let note: String = format!("easyMO order {}", payment.external_id)
+            .replace('\'', "")
+            .chars()
+            .take(160)
+            .collect();
+        let body = json!({
+            "amount": payment.amount.to_string(),
+            "currency": payment.currency,
+            "externalId": payment.external_id,
+            "payer": {"partyIdType": "MSISDN", "partyId": payment.party},
+            "payerMessage": note,
+            "payeeNote": note,
+        });
+        let outcome = match client.request_to_pay(&payment.reference_id, &body).await {
+            Ok(crate::momo::Requested::Accepted) => {
+                store::note_request(pool, &payment.reference_id, None).await?;
+                "accepted".to_owned()
+            }
+            Ok(crate::momo::Requested::AlreadyAccepted) => {
+                store::note_request(pool, &payment.reference_id, None).await?;
+                "already_accepted".to_owned()
+            }
+            Ok(crate::momo::Requested::Rejected { status, body }) => {
+                let failed = crate::momo::Status {
+                    status: "FAILED".into(),
+                    amount: Some(payment.amount),
+                    currency: Some(payment.currency.clone()),
+                    external_id: Some(payment.external_id.clone()),
+                    party: Some(payment.party.clone()),
+                    financial_transaction_id: None,
+                    reason: Some(
+                        json!({"code": "REQUEST_REJECTED", "message": format!("{status}: {body}")}),
+                    ),
+                };
+                store::note_request(
+                    pool,
+                    &payment.reference_id,
+                    Some(&format!("rejected {status}: {body}")),
+                )
+                .await?;
+                settle_and_notify(pool, config, payment, &failed).await?;
+                format!("rejected {status}")
+            }
+            Err(error) => {
+                store::note_request(pool, &payment.reference_id, Some(&error.to_string())).await?;
+                "unanswered".to_owned()
+            }
+        };
+        tracing::info!(event = "momo.request_to_pay", reference_id = %payment.reference_id, outcome = %outcome, "Request to pay sent.");
+        sent.push((payment.reference_id.clone(), outcome));
+    }
+    Ok(sent)
 }
 
 async fn notify(

@@ -193,6 +193,8 @@ struct Done {
     session_ttl: i64,
     delivery_id: i64,
     seen: bool,
+    /// Requests to pay its flow recorded.
+    payments_requested: usize,
 }
 
 /// One transaction for messages of distinct senders.
@@ -286,6 +288,10 @@ async fn run_round(
         }
         store::finish_batch(&mut tx, &writes).await?;
         tx.commit().await?;
+        if done.iter().any(|d| d.payments_requested > 0) {
+            // Committed: the requests to pay may go out now.
+            crate::payments::REQUESTS_WAITING.notify_one();
+        }
         return Ok(done.into_iter().map(|d| d.handled).collect());
     }
 }
@@ -413,6 +419,7 @@ async fn turn(
         session_ttl: 0,
         delivery_id,
         seen: started.seen,
+        payments_requested: 0,
     };
     if started.seen {
         // The repeated delivery itself stays on record; the message has no second effect.
@@ -448,6 +455,9 @@ async fn turn(
         replies: Vec::new(),
         trace: Vec::new(),
         pager_vars: None,
+        business_number: item.value.metadata.phone_number_id.clone(),
+        effects: item.replies == Replies::ToOutbox,
+        payments_requested: 0,
     };
     let (outcome, flow) = match input(message) {
         None if MEDIA.contains(&message.kind.as_str()) => {
@@ -500,6 +510,7 @@ async fn turn(
         }
     };
     remember_paged_list(&mut turn);
+    done.payments_requested = turn.payments_requested;
     done.handled = Handled {
         outcome,
         flow,

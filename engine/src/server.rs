@@ -209,6 +209,12 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
         momo_http.clone(),
         momo_tokens.clone(),
     ));
+    tokio::spawn(send_payment_requests(
+        pool.clone(),
+        reloader.clone(),
+        momo_http.clone(),
+        momo_tokens.clone(),
+    ));
     let state = Arc::new(AppState {
         reloader,
         pool,
@@ -330,6 +336,34 @@ async fn poll_payments(
         }
         drop(snapshot);
         tokio::time::sleep(every).await;
+    }
+}
+
+/// Sends the requests to pay flows record: woken after each commit that recorded one, and
+/// every few seconds for those whose earlier attempt got no answer.
+async fn send_payment_requests(
+    pool: sqlx::PgPool,
+    reloader: Arc<Reloader>,
+    http: reqwest::Client,
+    tokens: crate::momo::Tokens,
+) {
+    loop {
+        tokio::select! {
+            () = crate::payments::REQUESTS_WAITING.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let snapshot = reloader.current();
+        let Some(account) = snapshot.config.momo.clone() else {
+            continue;
+        };
+        // An unanswered request waits twice the call timeout before it is re-sent.
+        let resend_after = (account.timeout * 2).max(Duration::from_secs(1));
+        let client = crate::momo::Client::new(http.clone(), account, tokens.clone());
+        if let Err(error) =
+            crate::payments::send_requests(&pool, &snapshot.config, &client, resend_after).await
+        {
+            tracing::warn!(event = "momo.send_failed", error = %error, "Could not send requests to pay.");
+        }
     }
 }
 

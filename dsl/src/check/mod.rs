@@ -136,7 +136,9 @@ fn build_index(files: &[SourceFlows], diagnostics: &mut Vec<Diagnostic>) -> Flow
                 templates: Vec::new(),
             };
             walk(&flow.body, &mut |stmt| match stmt {
-                Stmt::Call { flow, .. } => entry.calls.push(flow.node.clone()),
+                Stmt::Call { flow, .. } | Stmt::RequestPayment { next: flow, .. } => {
+                    entry.calls.push(flow.node.clone())
+                }
                 Stmt::Await { next, kind } => entry.awaits.push((kind.node, next.node.clone())),
                 Stmt::Reply { template, .. } => entry.templates.push(template.node.clone()),
                 _ => {}
@@ -205,6 +207,16 @@ pub(crate) fn stmt_exprs(stmt: &Stmt) -> Vec<&crate::ast::Expr> {
         Stmt::Reply { bindings, .. } => bindings.iter().map(|b| &b.value.node).collect(),
         Stmt::Set { value, .. } => vec![&value.node],
         Stmt::Call { args, .. } => args.iter().map(|a| &a.node).collect(),
+        Stmt::RequestPayment {
+            amount,
+            phone,
+            external_id,
+            ..
+        } => [Some(amount), Some(phone), external_id.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|e| &e.node)
+            .collect(),
         Stmt::Await { .. } | Stmt::Clear { .. } | Stmt::End => Vec::new(),
     }
 }

@@ -10,6 +10,8 @@ use crate::span::Spanned;
 pub(super) fn check_flow(cx: &FlowCx<'_>, out: &mut Vec<Diagnostic>) {
     super::walk(&cx.flow.body, &mut |stmt| match stmt {
         Stmt::Call { flow, args } => check_call(cx, flow, args.len(), out),
+        // The next flow receives the payment.
+        Stmt::RequestPayment { next, .. } => check_call(cx, next, 1, out),
         Stmt::Await { kind, next } => check_await(cx, kind, next, out),
         Stmt::Reply { template, bindings } => check_reply(cx, template, bindings, out),
         _ => {}

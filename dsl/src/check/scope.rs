@@ -62,6 +62,7 @@ fn check_block(
             Stmt::End => finished_by = Some(("end", stmt.span)),
             Stmt::Await { .. } => finished_by = Some(("await", stmt.span)),
             Stmt::Call { .. } => finished_by = Some(("call", stmt.span)),
+            Stmt::RequestPayment { .. } => finished_by = Some(("request_payment", stmt.span)),
             _ => {}
         }
     }

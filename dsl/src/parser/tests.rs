@@ -81,6 +81,32 @@ fn cached_queries_keep_their_lifetime_and_span() {
 }
 
 #[test]
+fn request_payment_with_and_without_an_external_id() {
+    let b = body(
+        r#"flow a(p) { request_payment p.price, contact.wa_id -> paid request_payment 1500, "250788000101" for p.id -> paid }"#,
+    );
+    let Stmt::RequestPayment {
+        amount,
+        phone,
+        external_id,
+        next,
+    } = &b[0].node
+    else {
+        panic!("{b:?}")
+    };
+    assert!(matches!(&amount.node, Expr::Path(path) if path.len() == 2));
+    assert!(matches!(&phone.node, Expr::Path(_)));
+    assert!(external_id.is_none());
+    assert_eq!(next.node, "paid");
+    let Stmt::RequestPayment { external_id, .. } = &b[1].node else {
+        panic!("{b:?}")
+    };
+    assert!(external_id.is_some());
+    let (message, _) = parse_err(r#"flow a { request_payment 1500 -> paid }"#);
+    assert!(message.contains("`,`"), "{message}");
+}
+
+#[test]
 fn exec_statement() {
     let b = body(r#"flow a(l) { exec "insert into t values ($1)" with l.latitude }"#);
     let Stmt::Exec(query) = &b[0].node else {
@@ -256,10 +282,10 @@ fn keywords_are_not_names_but_prefixes_are() {
 fn errors_are_in_plain_words_with_line_and_column() {
     let cases = [
         ("flow a {\n  reply\n}", "expected a name, found `}`", (3, 1)),
-        ("flow a {\n  awiat text -> b\n}", "expected a statement (let, exec, if, reply, await, set, clear, call, end) or `}`, found `awiat`", (2, 3)),
+        ("flow a {\n  awiat text -> b\n}", "expected a statement (let, exec, if, reply, await, set, clear, call, request_payment, end) or `}`, found `awiat`", (2, 3)),
         ("flow a {\n  await number -> b\n}", "expected `text`, `choice` or `location`, found `number`", (2, 9)),
         ("flow a {\n  let x = query select\n}", "expected a string in double quotes, found `select`", (2, 17)),
-        ("flow a {\n  end\n", "expected a statement (let, exec, if, reply, await, set, clear, call, end) or `}`, found end of file", (3, 1)),
+        ("flow a {\n  end\n", "expected a statement (let, exec, if, reply, await, set, clear, call, request_payment, end) or `}`, found end of file", (3, 1)),
         ("flw a { }", "expected `flow`, found `flw`", (1, 1)),
         ("flow a { let x = query \"unterminated\n }", "expected a string in double quotes, found `\"` (a string)", (1, 24)),
     ];

@@ -655,6 +655,8 @@ fn compile_momo(cx: &mut Cx<'_>, momo: &raw::Momo) -> Option<Momo> {
         api_key: api_key?,
         timeout: timeout?,
         poll_after: poll_after?,
+        currency: momo.currency.clone(),
+        callback_url: momo.callback_url.clone(),
     })
 }
 

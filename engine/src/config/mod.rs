@@ -76,6 +76,10 @@ pub struct Momo {
     pub timeout: std::time::Duration,
     /// Payments pending this long are polled, and polled again at this interval.
     pub poll_after: std::time::Duration,
+    /// Currency of requests to pay.
+    pub currency: String,
+    /// `X-Callback-Url` of requests to pay.
+    pub callback_url: Option<String>,
 }
 
 /// Process-wide settings.

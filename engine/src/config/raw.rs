@@ -57,6 +57,16 @@ pub struct Momo {
     /// a callback only once, or never), e.g. `2m`.
     #[serde(default = "default_momo_poll_after")]
     pub poll_after: String,
+    /// Currency of requests to pay: `RWF` in production (the sandbox takes `EUR`).
+    #[serde(default = "default_momo_currency")]
+    pub currency: String,
+    /// `X-Callback-Url` sent with each request to pay (the momo-webhook endpoint's public URL).
+    #[serde(default)]
+    pub callback_url: Option<String>,
+}
+
+fn default_momo_currency() -> String {
+    "RWF".to_owned()
 }
 
 fn default_momo_poll_after() -> String {

@@ -161,20 +161,40 @@ pub async fn take_overdue(
     older_than_secs: f64,
     limit: i64,
 ) -> Result<Vec<Payment>, sqlx::Error> {
+    take_due(
+        pool,
+        "status = 'PENDING' and requested_at is not null
+         and created_at < now() - make_interval(secs => $1)
+         and (polled_at is null or polled_at < now() - make_interval(secs => $1))",
+        "polled_at = now()",
+        older_than_secs,
+        limit,
+    )
+    .await
+}
+
+/// Payments matching `due` (which may use `$1`, `secs`), oldest first, at most `limit`, each
+/// updated with `set` as it is taken; rows another process holds are skipped, so one process
+/// takes each. Both fragments are constants of this module, never input.
+async fn take_due(
+    pool: &PgPool,
+    due: &str,
+    set: &str,
+    secs: f64,
+    limit: i64,
+) -> Result<Vec<Payment>, sqlx::Error> {
     sqlx::query_as(&format!(
         "with due as (
-             select reference_id from momo_payments
-             where status = 'PENDING' and created_at < now() - make_interval(secs => $1)
-               and (polled_at is null or polled_at < now() - make_interval(secs => $1))
+             select reference_id from momo_payments where {due}
              order by created_at limit $2
              for update skip locked
          )
-         update momo_payments p set polled_at = now() from due
-         where p.reference_id = due.reference_id
+         update momo_payments p set {set}
+         from due where p.reference_id = due.reference_id
          returning {}",
         PAYMENT_COLUMNS.replace("reference_id::text", "p.reference_id::text")
     ))
-    .bind(older_than_secs)
+    .bind(secs)
     .bind(limit)
     .fetch_all(pool)
     .await
@@ -232,6 +252,83 @@ pub async fn queue_reply(
     .bind(template)
     .bind(sqlx::types::Json(body))
     .execute(&mut **tx)
+    .await
+    .map(drop)
+}
+
+/// A request to pay a flow asked for: recorded (in the message's transaction) before it is
+/// sent, so the reference id exists before MoMo ever sees it.
+#[derive(Debug, Clone)]
+pub struct NewPayment<'a> {
+    /// The fresh X-Reference-Id (UUID v4).
+    pub reference_id: &'a str,
+    /// Our reference.
+    pub external_id: &'a str,
+    /// Whole units.
+    pub amount: i64,
+    /// Currency.
+    pub currency: &'a str,
+    /// Payer MSISDN.
+    pub party: &'a str,
+    /// The payer.
+    pub contact_id: Option<i64>,
+    /// The WhatsApp number the conversation runs on.
+    pub phone_number_id: Option<&'a str>,
+}
+
+/// Records a request to pay, not yet sent.
+pub async fn insert_request(
+    tx: &mut Transaction<'_, Postgres>,
+    payment: &NewPayment<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into momo_payments (reference_id, product, external_id, amount, currency, party, contact_id, phone_number_id)
+         values ($1::uuid, 'collection', $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(payment.reference_id)
+    .bind(payment.external_id)
+    .bind(payment.amount)
+    .bind(payment.currency)
+    .bind(payment.party)
+    .bind(payment.contact_id)
+    .bind(payment.phone_number_id)
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+}
+
+/// Requests to pay not yet accepted by MoMo and not tried in the last `backoff_secs`, oldest
+/// first; each is marked tried now. One process takes each.
+pub async fn take_unsent(
+    pool: &PgPool,
+    backoff_secs: f64,
+    limit: i64,
+) -> Result<Vec<Payment>, sqlx::Error> {
+    take_due(
+        pool,
+        "requested_at is null and status = 'PENDING'
+         and (last_request_at is null or last_request_at < now() - make_interval(secs => $1))",
+        "last_request_at = now(), request_attempts = request_attempts + 1",
+        backoff_secs,
+        limit,
+    )
+    .await
+}
+
+/// Notes MoMo's answer to a request to pay: accepted (`error` is `None`), or why not.
+pub async fn note_request(
+    pool: &PgPool,
+    reference_id: &str,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update momo_payments set requested_at = case when $2::text is null then now() else requested_at end,
+             request_error = $2, updated_at = now()
+         where reference_id = $1::uuid",
+    )
+    .bind(reference_id)
+    .bind(error)
+    .execute(pool)
     .await
     .map(drop)
 }
