@@ -10,14 +10,14 @@ create table sms_messages (
     sender text,
     text text,
     -- credited | recorded | duplicate | non_payment | untrusted_sender | no_transaction_id
-    -- | unparsed | invalid | received (not yet read)
+    -- | no_amount | unparsed | invalid | rate_limited | received (not yet read)
     outcome text not null default 'received',
     -- What each part of the text said (two when a forwarder glued texts together).
     readings jsonb
 );
 
 create index sms_messages_for_review on sms_messages (id)
-    where outcome in ('unparsed', 'invalid', 'untrusted_sender', 'no_transaction_id');
+    where outcome in ('unparsed', 'invalid', 'untrusted_sender', 'no_transaction_id', 'no_amount', 'rate_limited');
 
 -- One row per MoMo transaction id: a repeated SMS (or the same transaction reported twice)
 -- changes nothing.

@@ -45,8 +45,8 @@ fn seed_payment(
         &engine.database_url,
         &format!(
             "insert into contacts (wa_id, name, language) values ('{party}', 'Payer', 'rw') on conflict (wa_id) do nothing;
-             insert into momo_payments (reference_id, product, external_id, amount, currency, party, contact_id, phone_number_id)
-             select '{reference}', '{product}', '{external}', {amount}, '{currency}', '{party}', id, '106540352242922'
+             insert into momo_payments (reference_id, product, external_id, amount, currency, party, contact_id, phone_number_id, requested_at)
+             select '{reference}', '{product}', '{external}', {amount}, '{currency}', '{party}', id, '106540352242922', now()
              from contacts where wa_id = '{party}';"
         ),
     );
@@ -498,4 +498,63 @@ fn a_purchase_in_the_marketplace_end_to_end() {
     // Order references are generated; the snapshot shows their shape.
     let transcript = transcript.replace(&external, "EMO-XXXXXXXX");
     insta::assert_snapshot!(transcript);
+}
+
+/// A refused request to pay fails the payment only when MoMo's own status says it never got
+/// it: a refusal can follow an earlier attempt that did get through.
+#[test]
+fn a_refused_request_to_pay_fails_only_when_momo_never_saw_it() {
+    let momo = FakeMomo::start();
+    let config = config(&momo);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    let (unknown, known) = (
+        "44444444-4444-4444-8444-444444444444",
+        "55555555-5555-4555-8555-555555555555",
+    );
+    momo.answer_requests(&[(400, Duration::ZERO), (400, Duration::ZERO)]);
+    let pending = std::fs::read_to_string(corpus(
+        "momo/collection_requesttopay_PENDING_status_get.json",
+    ))
+    .expect("read");
+    momo.answer(known, 200, &pending, Duration::ZERO);
+    for (reference, external) in [(unknown, "EMO-ORD-000301"), (known, "EMO-ORD-000126")] {
+        seed_payment(
+            &engine,
+            reference,
+            "collection",
+            external,
+            1500,
+            "RWF",
+            "250788000101",
+        );
+    }
+    // Seeded as not yet sent: the sender takes them within its two-second round.
+    crate::support::exec(
+        &engine.database_url,
+        "update momo_payments set requested_at = null",
+    );
+    let started = std::time::Instant::now();
+    let rows = loop {
+        let rows = engine.rows(
+            "select external_id, status, requested_at is not null as accepted,
+                    (select count(*) from outbox where template = 'payment_failed') as told
+             from momo_payments order by external_id",
+        );
+        if rows[1]["status"] == "FAILED" && rows[0]["accepted"] == true {
+            break rows;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not handled within 10 s: {rows}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        rows,
+        serde_json::json!([
+            {"external_id": "EMO-ORD-000126", "status": "PENDING", "accepted": true, "told": 1},
+            {"external_id": "EMO-ORD-000301", "status": "FAILED", "accepted": false, "told": 1},
+        ]),
+        "MoMo knows one (it stays pending, for the callback or the poller); the other fails, and its payer is told"
+    );
 }

@@ -149,3 +149,31 @@ fn nothing_credits_twice_or_on_a_forged_or_broken_text() {
         "one credit, in UTC (the text's Kigali time is UTC+2)"
     );
 }
+
+#[test]
+fn an_sms_the_rate_limit_drops_is_kept_for_review() {
+    let config = ConfigDir::shipped(|text| {
+        text.replace(
+            "      requests: 100\n      per: 60s\n      key: client_ip",
+            "      requests: 1\n      per: 60s\n      key: client_ip\n      on_limit: drop",
+        )
+    });
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    let received = std::fs::read_to_string(corpus("sms/01_mtn_received_p2p.txt")).expect("sms");
+    assert_eq!(
+        post(&engine, &forwarded("M-Money", &received)).json()["status"],
+        "credited"
+    );
+    let text = std::fs::read_to_string(corpus("sms/17_mtn_received_2026_short.txt")).expect("sms");
+    let dropped = post(&engine, &forwarded("M-Money", &text));
+    assert_eq!(dropped.json()["status"], "dropped", "{}", dropped.text());
+    let kept = engine.rows(
+        "select outcome, convert_from(body, 'UTF8')::jsonb ->> 'text' as text from sms_messages order by id",
+    );
+    assert_eq!(kept[1]["outcome"], "rate_limited");
+    assert_eq!(
+        kept[1]["text"].as_str(),
+        Some(text.as_str()),
+        "nothing is lost"
+    );
+}

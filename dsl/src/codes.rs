@@ -37,7 +37,7 @@ pub const UNSET_ENV: Code = "E117";
 pub const INVALID_PATH: Code = "E118";
 /// A setting that does not fit the endpoint's kind.
 pub const KIND_MISMATCH: Code = "E119";
-/// A live WhatsApp endpoint that checks no signature.
+/// A live WhatsApp or SMS endpoint that checks nothing (no signature, no address).
 pub const UNAUTHENTICATED: Code = "E120";
 /// An allowlist or trusted-proxy list that covers every address.
 pub const ALLOWS_EVERYONE: Code = "E121";

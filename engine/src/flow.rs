@@ -276,15 +276,21 @@ impl Turn<'_> {
                 "the amount must be a whole positive number, got {amount}"
             ))
         })?;
-        let party: String = phone
+        let mut party: String = phone
             .as_str()
             .unwrap_or_default()
             .chars()
             .filter(|c| !matches!(c, '+' | ' ' | '-'))
             .collect();
+        // A Rwandan number written locally (07…): MoMo reports payers as 2507…, and the
+        // confirmation compares the two.
+        if party.len() == 10 && party.starts_with('0') {
+            party = format!("250{}", &party[1..]);
+        }
         if !(9..=15).contains(&party.len()) || !party.chars().all(|c| c.is_ascii_digit()) {
+            let shown = crate::logging::mask(&phone.to_string());
             return Err(refuse(format!(
-                "the payer's number must be an MSISDN, got {phone}"
+                "the payer's number must be an MSISDN, got {shown}"
             )));
         }
         let reference_id = uuid::Uuid::new_v4().to_string();

@@ -335,6 +335,10 @@ impl Request<'_> {
     /// A forwarded MoMo SMS: recorded, read, settled (see [`crate::payments`]).
     async fn sms(&mut self, state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
         if let Some(dropped) = self.limit(None)? {
+            // Dropped with a 200, the forwarder will not send it again: keep it for review.
+            crate::payments::keep_dropped_sms(&state.pool, &self.endpoint.name, body)
+                .await
+                .map_err(|e| self.internal(&e))?;
             return Ok(dropped);
         }
         let Some(rules) = &self.endpoint.sms else {

@@ -78,7 +78,7 @@ pub enum Requested {
     /// 409 `RESOURCE_ALREADY_EXIST`: an earlier attempt with this reference id got through
     /// (its answer was lost): the same as accepted, and no second debit.
     AlreadyAccepted,
-    /// Refused for good (400, 403, …): the payment cannot go ahead.
+    /// Refused for good (400, 404, 422): the request itself is wrong.
     Rejected {
         /// HTTP status.
         status: u16,
@@ -233,7 +233,9 @@ impl Client {
             return match status.as_u16() {
                 200..=299 => Ok(Requested::Accepted),
                 409 => Ok(Requested::AlreadyAccepted),
-                code @ 400..=499 => Ok(Requested::Rejected {
+                // The request itself is wrong (its body, its payer): sending it again cannot help.
+                // Credentials, rate limits and timeouts (401, 403, 408, 429) are worth a retry.
+                code @ (400 | 404 | 422) => Ok(Requested::Rejected {
                     status: code,
                     body: text,
                 }),

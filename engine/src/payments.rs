@@ -46,6 +46,7 @@ const RANK: &[&str] = &[
     "recorded",
     "duplicate",
     "untrusted_sender",
+    "no_amount",
     "no_transaction_id",
     "non_payment",
 ];
@@ -91,6 +92,8 @@ pub async fn intake_sms(
                 tracing::warn!(service = %endpoint, event = "sms.untrusted_sender", request_id = %request_id, sms_id, sender = %mask(&sms.sender), "A payment SMS from a sender that may not credit; recorded, not credited.");
                 "untrusted_sender"
             }
+            // Money in with no amount that reads (`1.000`, a cut) waits for a person.
+            (Some(_), _) if reading.is_credit() && reading.amount.is_none() => "no_amount",
             (Some(id), _) => {
                 let credited = reading.is_credit();
                 match store::insert_transaction(&mut tx, sms_id, &reading, id, credited).await? {
@@ -383,6 +386,25 @@ pub async fn send_requests(
                 "already_accepted".to_owned()
             }
             Ok(crate::momo::Requested::Rejected { status, body }) => {
+                // A refusal may follow an earlier attempt that did get through: only MoMo's own
+                // "not found" proves the payer will not be debited.
+                match client
+                    .status(crate::momo::Product::Collection, &payment.reference_id)
+                    .await
+                {
+                    Err(crate::momo::MomoError::Refused { status: 404, .. }) => {}
+                    Ok(_) => {
+                        store::note_request(pool, &payment.reference_id, None).await?;
+                        sent.push((payment.reference_id.clone(), "known_to_momo".to_owned()));
+                        continue;
+                    }
+                    Err(error) => {
+                        store::note_request(pool, &payment.reference_id, Some(&error.to_string()))
+                            .await?;
+                        sent.push((payment.reference_id.clone(), "unanswered".to_owned()));
+                        continue;
+                    }
+                }
                 let failed = crate::momo::Status {
                     status: "FAILED".into(),
                     amount: Some(payment.amount),
@@ -487,4 +509,15 @@ pub async fn poll_overdue(
         polled.push((payment.reference_id.clone(), outcome.as_str()));
     }
     Ok(polled)
+}
+
+/// Records an SMS the rate limit dropped, unread, for review: the forwarder was answered 200
+/// and will not send it again.
+pub async fn keep_dropped_sms(
+    pool: &PgPool,
+    endpoint: &str,
+    body: &[u8],
+) -> Result<(), sqlx::Error> {
+    let id = store::record_sms(pool, endpoint, body, None, None).await?;
+    store::finish_sms(pool, id, "rate_limited", None).await
 }

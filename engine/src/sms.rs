@@ -109,14 +109,42 @@ impl Reading {
     }
 }
 
-/// Reads `text`: one reading when a pattern matches it whole, several when it is texts glued
-/// together that patterns match part by part, none when it cannot be read.
+/// The longest text read: a few SMS parts glued together. Longer ones are kept for review.
+pub const MAX_TEXT_CHARS: usize = 2_000;
+
+/// Reads `text`: one reading when a pattern matches it, several when it is texts glued
+/// together that patterns match part by part, none when it cannot be read (then it is kept
+/// for review).
+///
+/// A payment pattern's wildcards can run from one text into the next: a cut-off text glued
+/// before a whole one would read as one payment with the first's amount and the second's
+/// transaction id. So a payment reading is believed only when no later part of the text reads
+/// as a payment on its own; when one does, the text is split, or not read at all.
 pub fn read(rules: &SmsRules, text: &str) -> Vec<Reading> {
     let text = text.trim();
-    if let Some(reading) = read_one(&rules.patterns, text) {
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Vec::new();
+    }
+    let Some(reading) = read_one(&rules.patterns, text) else {
+        return split(&rules.patterns, text).unwrap_or_default();
+    };
+    if reading.kind == SmsKind::NonPayment || !has_later_payment(&rules.patterns, text) {
         return vec![reading];
     }
     split(&rules.patterns, text).unwrap_or_default()
+}
+
+/// Whether a payment text starts somewhere after the beginning of `text`. Not inside a
+/// number: `10631 RWF has been used…` also reads from its second digit.
+fn has_later_payment(patterns: &[SmsPattern], text: &str) -> bool {
+    let mut previous = None;
+    text.char_indices().any(|(at, c)| {
+        let inside_number =
+            previous.is_some_and(|p: char| p.is_ascii_digit()) && c.is_ascii_digit();
+        let later = previous.is_some() && !inside_number;
+        previous = Some(c);
+        later && read_one(patterns, &text[at..]).is_some_and(|r| r.kind != SmsKind::NonPayment)
+    })
 }
 
 fn read_one(patterns: &[SmsPattern], text: &str) -> Option<Reading> {
@@ -306,5 +334,36 @@ mod tests {
         );
         assert!(read(&rules, "In 2000 RWF. Id: ").is_empty(), "cut off");
         assert!(read(&rules, "hello").is_empty());
+        assert!(read(&rules, &"x".repeat(MAX_TEXT_CHARS + 1)).is_empty());
+    }
+
+    fn rules_numbers() -> SmsRules {
+        rules(&[(
+            "loan",
+            SmsKind::Debit,
+            r"^(?P<amount>[\d,]+) RWF paid\. Id: (?P<txid>\d+)\.$",
+        )])
+    }
+
+    #[test]
+    fn a_cut_text_glued_before_a_whole_one_does_not_lend_its_amount() {
+        // Wildcards let the first pattern run over the cut into the next text.
+        let rules = rules(&[(
+            "in",
+            SmsKind::Credit,
+            r"^In (?P<amount>[\d,]+) RWF from .*?Id: (?P<txid>\d+)\.$",
+        )]);
+        let whole = read(&rules, "In 1,000 RWF from Ann. Id: 999.");
+        assert_eq!(whole[0].amount, Some(1000));
+        // An amount's digits are not message starts.
+        let numbers = rules_numbers();
+        let loan = read(&numbers, "10631 RWF paid. Id: 3.");
+        assert_eq!(loan.len(), 1, "{loan:?}");
+        assert_eq!(loan[0].amount, Some(10631));
+        let glued = read(
+            &rules,
+            "In 500,000 RWF from BobIn 1,000 RWF from Ann. Id: 999.",
+        );
+        assert!(glued.is_empty(), "{glued:?}");
     }
 }

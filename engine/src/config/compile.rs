@@ -907,6 +907,12 @@ fn compile_endpoint(
             Diagnostic::error(codes::UNAUTHENTICATED, format!("WhatsApp endpoint `{}` checks no signature", raw.name))
                 .at(cx.file, span, "anyone could post forged messages")
                 .help("Meta signs every delivery: use `auth: {hmac: {header: X-Hub-Signature-256, prefix: \"sha256=\", secrets: [...]}}`")
+        } else if kind == EndpointKind::Sms {
+            // The trusted-sender check reads a field of the posted body: without auth, anyone
+            // could post `"sender": "M-Money"` and be credited.
+            Diagnostic::error(codes::UNAUTHENTICATED, format!("SMS endpoint `{}` accepts texts from anyone", raw.name))
+                .at(cx.file, span, "anyone could post a forged M-Money text and be credited")
+                .help("add an `ip_allowlist` of the SMS gateway's addresses, or a signature if it can sign")
         } else {
             Diagnostic::warning(codes::OPEN_ENDPOINT, format!("endpoint `{}` accepts requests from anyone", raw.name))
                 .at(cx.file, span, "no signature or address check")
