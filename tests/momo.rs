@@ -558,3 +558,44 @@ fn a_refused_request_to_pay_fails_only_when_momo_never_saw_it() {
         "MoMo knows one (it stays pending, for the callback or the poller); the other fails, and its payer is told"
     );
 }
+
+/// A request to pay MoMo never answered is not re-sent for ever: after an hour it fails (once
+/// MoMo confirms it never got it), and the payer is told; no prompt arrives hours late.
+#[test]
+fn an_unanswered_request_to_pay_is_given_up_after_an_hour() {
+    let momo = FakeMomo::start();
+    let config = config(&momo);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    let reference = "66666666-6666-4666-8666-666666666666";
+    seed_payment(
+        &engine,
+        reference,
+        "collection",
+        "EMO-ORD-000401",
+        1500,
+        "RWF",
+        "250788000101",
+    );
+    crate::support::exec(
+        &engine.database_url,
+        "update momo_payments set requested_at = null, created_at = now() - interval '2 hours'",
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let rows = engine.rows(
+            "select status, reason ->> 'code' as code, (select count(*) from outbox where template = 'payment_failed') as told
+             from momo_payments",
+        );
+        if rows[0]["status"] == "FAILED" {
+            assert_eq!(rows[0]["code"], "NOT_SENT");
+            assert_eq!(rows[0]["told"], 1);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not given up within 10 s: {rows}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(momo.requests_to_pay().is_empty(), "nothing sent hours late");
+}

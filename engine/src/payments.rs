@@ -362,6 +362,13 @@ pub async fn send_requests(
     let unsent = store::take_unsent(pool, resend_after.as_secs_f64(), 20).await?;
     let mut sent = Vec::with_capacity(unsent.len());
     for payment in &unsent {
+        if payment.age_secs > GIVE_UP_AFTER.as_secs_f64() {
+            // An approval prompt hours after the purchase helps nobody: stop sending.
+            let why = "MoMo did not answer the request to pay within an hour";
+            let outcome = fail_unless_known(pool, config, client, payment, "NOT_SENT", why).await?;
+            sent.push((payment.reference_id.clone(), outcome));
+            continue;
+        }
         // MoMo refuses messages over 160 characters or with an apostrophe.
         let note: String = format!("easyMO order {}", payment.external_id)
             .replace('\'', "")
@@ -386,44 +393,8 @@ pub async fn send_requests(
                 "already_accepted".to_owned()
             }
             Ok(crate::momo::Requested::Rejected { status, body }) => {
-                // A refusal may follow an earlier attempt that did get through: only MoMo's own
-                // "not found" proves the payer will not be debited.
-                match client
-                    .status(crate::momo::Product::Collection, &payment.reference_id)
-                    .await
-                {
-                    Err(crate::momo::MomoError::Refused { status: 404, .. }) => {}
-                    Ok(_) => {
-                        store::note_request(pool, &payment.reference_id, None).await?;
-                        sent.push((payment.reference_id.clone(), "known_to_momo".to_owned()));
-                        continue;
-                    }
-                    Err(error) => {
-                        store::note_request(pool, &payment.reference_id, Some(&error.to_string()))
-                            .await?;
-                        sent.push((payment.reference_id.clone(), "unanswered".to_owned()));
-                        continue;
-                    }
-                }
-                let failed = crate::momo::Status {
-                    status: "FAILED".into(),
-                    amount: Some(payment.amount),
-                    currency: Some(payment.currency.clone()),
-                    external_id: Some(payment.external_id.clone()),
-                    party: Some(payment.party.clone()),
-                    financial_transaction_id: None,
-                    reason: Some(
-                        json!({"code": "REQUEST_REJECTED", "message": format!("{status}: {body}")}),
-                    ),
-                };
-                store::note_request(
-                    pool,
-                    &payment.reference_id,
-                    Some(&format!("rejected {status}: {body}")),
-                )
-                .await?;
-                settle_and_notify(pool, config, payment, &failed).await?;
-                format!("rejected {status}")
+                let why = format!("{status}: {body}");
+                fail_unless_known(pool, config, client, payment, "REQUEST_REJECTED", &why).await?
             }
             Err(error) => {
                 store::note_request(pool, &payment.reference_id, Some(&error.to_string())).await?;
@@ -434,6 +405,49 @@ pub async fn send_requests(
         sent.push((payment.reference_id.clone(), outcome));
     }
     Ok(sent)
+}
+
+/// How long an unanswered request to pay is re-sent.
+const GIVE_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Fails a request to pay (and tells the payer) unless MoMo knows it: a refusal or a silence
+/// may follow an earlier attempt that did get through, and only MoMo's own "not found" proves
+/// the payer will not be debited. Returns what became of it.
+async fn fail_unless_known(
+    pool: &PgPool,
+    config: &crate::config::Config,
+    client: &crate::momo::Client,
+    payment: &store::Payment,
+    code: &str,
+    why: &str,
+) -> Result<String, sqlx::Error> {
+    match client
+        .status(crate::momo::Product::Collection, &payment.reference_id)
+        .await
+    {
+        Err(crate::momo::MomoError::Refused { status: 404, .. }) => {}
+        Ok(_) => {
+            // MoMo has it: from here the callback or the poller settles it.
+            store::note_request(pool, &payment.reference_id, None).await?;
+            return Ok("known_to_momo".to_owned());
+        }
+        Err(error) => {
+            store::note_request(pool, &payment.reference_id, Some(&error.to_string())).await?;
+            return Ok("unanswered".to_owned());
+        }
+    }
+    let failed = crate::momo::Status {
+        status: "FAILED".into(),
+        amount: Some(payment.amount),
+        currency: Some(payment.currency.clone()),
+        external_id: Some(payment.external_id.clone()),
+        party: Some(payment.party.clone()),
+        financial_transaction_id: None,
+        reason: Some(json!({"code": code, "message": why})),
+    };
+    store::note_request(pool, &payment.reference_id, Some(why)).await?;
+    settle_and_notify(pool, config, payment, &failed).await?;
+    Ok(format!("failed: {code}"))
 }
 
 async fn notify(

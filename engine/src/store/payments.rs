@@ -135,9 +135,11 @@ pub struct Payment {
     pub phone_number_id: Option<String>,
     /// `PENDING`, `SUCCESSFUL` or `FAILED`.
     pub status: String,
+    /// Seconds since it was recorded.
+    pub age_secs: f64,
 }
 
-const PAYMENT_COLUMNS: &str = "reference_id::text as reference_id, product, external_id, amount, currency, party, contact_id, phone_number_id, status";
+const PAYMENT_COLUMNS: &str = "reference_id::text as reference_id, product, external_id, amount, currency, party, contact_id, phone_number_id, status, extract(epoch from now() - created_at)::float8 as age_secs";
 
 /// The payment a callback is about: by our external id (not unique at MoMo), a pending one
 /// first, then the newest.
