@@ -95,7 +95,7 @@ pub const ROUTE_TARGET_PARAMS: Code = "E310";
 pub const DUPLICATE_PARAM: Code = "E311";
 /// A keyword that normalizes to nothing.
 pub const EMPTY_KEYWORD: Code = "E312";
-/// `cached for` on a query that changes data, or for no time at all.
+/// `cached for` on a query that changes data, or for no time, or for more than a day.
 pub const CACHED_WRITE: Code = "E313";
 /// A flow that no route and no other flow reaches.
 pub const UNREACHABLE_FLOW: Code = "W100";

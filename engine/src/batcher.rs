@@ -1,11 +1,11 @@
 //! Group commit for webhook deliveries: one-message deliveries that arrive while others are
-//! being processed wait in a queue, and a few workers take what has queued up as one batch
+//! being processed wait in a queue, and the worker takes what has queued up as one batch
 //! ([`process::batch`]): one transaction, two statements and one commit for all of them.
 //!
-//! Owns: the queue, the workers and how big a batch gets. Must not know HTTP or decide
-//! anything about a message: `process` does. Under light load a batch is one message, so
-//! nothing waits for company; under heavy load batches grow and the database does less work
-//! per message.
+//! Owns: the queues (one per worker; a sender's messages always go to the same one, in
+//! arrival order), the workers and how big a batch gets. Must not know HTTP or decide anything
+//! about a message: `process` does. Under light load a batch is one message, so nothing waits
+//! for company; under heavy load batches grow and the database does less work per message.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use futures_util::FutureExt as _;
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::process::{self, Delivery, Handled, Inbound, Replies};
 use crate::reload::Snapshot;
@@ -36,6 +36,9 @@ pub enum BatchError {
     /// The workers have stopped (the server is shutting down).
     #[error("the message workers have stopped")]
     Stopped,
+    /// Processing panicked (a bug); the delivery is recorded for a retry.
+    #[error("processing the message panicked")]
+    Panicked,
 }
 
 /// A one-message delivery, owned, with everything needed to process it.
@@ -61,28 +64,42 @@ struct Queued {
     done: oneshot::Sender<Result<Handled, BatchError>>,
 }
 
-/// The queue in front of the workers.
+/// One queue per worker in front of the workers.
 #[derive(Debug, Clone)]
 pub struct Batcher {
-    queue: mpsc::Sender<Queued>,
+    queues: Vec<mpsc::Sender<Queued>>,
 }
 
 impl Batcher {
     /// Starts `workers` workers on `pool`. Each holds one connection while it runs a batch.
     pub fn start(pool: PgPool, workers: usize) -> Self {
-        let (queue, receiver) = mpsc::channel(QUEUE);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..workers.max(1) {
-            tokio::spawn(work(pool.clone(), Arc::clone(&receiver)));
-        }
-        Batcher { queue }
+        let queues = (0..workers.max(1))
+            .map(|_| {
+                let (queue, receiver) = mpsc::channel(QUEUE);
+                tokio::spawn(work(pool.clone(), receiver));
+                queue
+            })
+            .collect();
+        Batcher { queues }
     }
 
     /// Processes a one-message delivery with whatever else is queued, and returns what
     /// happened to its message once it is committed.
+    ///
+    /// A sender's messages always go to the same worker, which takes them in arrival order:
+    /// two workers never race for one conversation inside this process (across processes the
+    /// per-sender lock orders them).
     pub async fn process(&self, job: Job) -> Result<Handled, BatchError> {
+        let sender = process::only_message(&job.envelope).and_then(|(_, m)| m.sender());
+        let worker = sender.map_or(0, |s| {
+            let hash = s.bytes().fold(0_usize, |h, b| {
+                h.wrapping_mul(31).wrapping_add(usize::from(b))
+            });
+            hash % self.queues.len()
+        });
+        let queue = self.queues.get(worker).ok_or(BatchError::Stopped)?;
         let (done, result) = oneshot::channel();
-        self.queue
+        queue
             .send(Queued { job, done })
             .await
             .map_err(|_| BatchError::Stopped)?;
@@ -90,60 +107,62 @@ impl Batcher {
     }
 }
 
-async fn work(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>) {
-    loop {
-        let mut batch = Vec::new();
-        {
-            // One worker gathers at a time; the others are busy with their batches or wait here.
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
+async fn work(pool: PgPool, mut receiver: mpsc::Receiver<Queued>) {
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
             }
         }
-        // A bug in one batch must not take a worker with it: its submitters get an error and
-        // record their deliveries for a retry.
-        if std::panic::AssertUnwindSafe(run(&pool, batch))
-            .catch_unwind()
-            .await
-            .is_err()
-        {
-            tracing::error!(
-                event = "batch.panicked",
-                "A batch panicked; its deliveries are recorded for a retry."
-            );
-        }
+        run(&pool, batch).await;
     }
 }
 
+/// Runs a batch and answers every submitter. A failure or a panic of the batch is never its
+/// neighbours' problem: each message is then tried on its own, a panic caught each time, so a
+/// worker survives any one message.
 async fn run(pool: &PgPool, batch: Vec<Queued>) {
     let jobs: Vec<&Job> = batch.iter().map(|q| &q.job).collect();
-    match process_jobs(pool, &jobs).await {
+    let error = match guarded(pool, &jobs).await {
         Ok(handled) => {
             for (queued, handled) in batch.into_iter().zip(handled) {
                 let _ = queued.done.send(Ok(handled));
             }
+            return;
         }
-        Err(error) if batch.len() == 1 => {
-            if let Some(queued) = batch.into_iter().next() {
-                let _ = queued.done.send(Err(error));
-            }
+        Err(error) => error,
+    };
+    if batch.len() == 1 {
+        if let Some(queued) = batch.into_iter().next() {
+            let _ = queued.done.send(Err(error));
         }
-        Err(error) => {
-            // One message's trouble must not fail its neighbours: each is tried on its own.
-            tracing::warn!(event = "batch.retried_alone", size = batch.len(), error = %error, "A batch failed; its messages are processed one by one.");
-            for queued in batch {
-                let result = process_jobs(pool, &[&queued.job])
-                    .await
-                    .map(|mut handled| handled.remove(0));
-                let _ = queued.done.send(result);
-            }
+        return;
+    }
+    tracing::warn!(event = "batch.retried_alone", size = batch.len(), error = %error, "A batch failed; its messages are processed one by one.");
+    for queued in batch {
+        let result = guarded(pool, &[&queued.job])
+            .await
+            .map(|mut handled| handled.remove(0));
+        let _ = queued.done.send(result);
+    }
+}
+
+/// [`process_jobs`] with a panic turned into an error.
+async fn guarded(pool: &PgPool, jobs: &[&Job]) -> Result<Vec<Handled>, BatchError> {
+    match std::panic::AssertUnwindSafe(process_jobs(pool, jobs))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::error!(
+                event = "batch.panicked",
+                size = jobs.len(),
+                "Processing panicked; the deliveries are recorded for a retry."
+            );
+            Err(BatchError::Panicked)
         }
     }
 }

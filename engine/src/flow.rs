@@ -229,8 +229,15 @@ impl Turn<'_> {
             QueryKind::Exec => Shape::Nothing,
         };
         let cache = &self.config.query_cache;
+        // `query` and `query_one` of the same SQL give different shapes: the shape is part of
+        // the key.
+        let key = match shape {
+            Shape::Rows => format!("rows:{}", query.sql.node),
+            Shape::One => format!("one:{}", query.sql.node),
+            Shape::Nothing => String::new(),
+        };
         if query.cache.is_some() {
-            if let Some(value) = cache.get(&query.sql.node, &args) {
+            if let Some(value) = cache.get(&key, &args) {
                 return Ok(value);
             }
         }
@@ -241,7 +248,7 @@ impl Turn<'_> {
                 source,
             })?;
         if let Some(ttl) = &query.cache {
-            cache.put(&query.sql.node, &args, &value, ttl.node);
+            cache.put(&key, &args, &value, ttl.node);
         }
         Ok(value)
     }

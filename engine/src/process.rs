@@ -143,9 +143,13 @@ impl Identity {
         }
     }
 
-    /// Whose lock the message takes: the phone number, else the business-scoped id.
-    fn sender(&self) -> Option<&str> {
-        self.wa_id.as_deref().or(self.user_id.as_deref())
+    /// The locks the message takes: its phone number and its business-scoped id, when known.
+    /// Both, because one person may write once with only one of them and once with both.
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        self.wa_id
+            .as_deref()
+            .into_iter()
+            .chain(self.user_id.as_deref())
     }
 }
 
@@ -167,12 +171,15 @@ pub async fn batch(pool: &PgPool, items: &[Inbound<'_>]) -> Result<Vec<Handled>,
     let mut results: Vec<Option<Handled>> = vec![None; items.len()];
     let mut remaining: Vec<usize> = (0..items.len()).collect();
     while !remaining.is_empty() {
-        let mut senders = HashSet::new();
+        let mut taken = HashSet::new();
         let (mut round, mut later) = (Vec::new(), Vec::new());
         for i in remaining {
-            match identities[i].sender() {
-                Some(sender) if !senders.insert(sender) => later.push(i),
-                _ => round.push(i),
+            let keys: Vec<&str> = identities[i].keys().collect();
+            if keys.iter().any(|k| taken.contains(k)) {
+                later.push(i);
+            } else {
+                taken.extend(keys);
+                round.push(i);
             }
         }
         let handled = run_round(pool, items, &identities, &round).await?;
@@ -206,11 +213,9 @@ async fn run_round(
 ) -> Result<Vec<Handled>, sqlx::Error> {
     // Set for a message whose flow failed: the next attempt only sends it the error reply.
     let mut failed: Vec<Option<String>> = vec![None; round.len()];
+    let mut transient_retries = 0;
     'attempt: loop {
-        let senders: Vec<&str> = round
-            .iter()
-            .filter_map(|&i| identities[i].sender())
-            .collect();
+        let senders: Vec<&str> = round.iter().flat_map(|&i| identities[i].keys()).collect();
         let mut tx = store::begin_for_senders(pool, &senders).await?;
         let arrivals: Vec<Arrival<'_>> = round
             .iter()
@@ -238,6 +243,12 @@ async fn run_round(
                 Err(error) => {
                     // Undo everything, including writes the flow made before failing.
                     tx.rollback().await?;
+                    // A deadlock or a cancelled statement is the batch's luck, not the flow's
+                    // fault: the batch is tried again as it was, a few times.
+                    if is_transient(&error) && transient_retries < MAX_TRANSIENT_RETRIES {
+                        transient_retries += 1;
+                        continue 'attempt;
+                    }
                     failed[k] = Some(error.to_string());
                     continue 'attempt;
                 }
@@ -519,6 +530,24 @@ async fn turn(
     done.session = Some(turn.session);
     done.session_ttl = router.session_ttl.as_secs() as i64;
     Ok(done)
+}
+
+/// Times a batch is redone after a deadlock, a serialization failure or a cancelled statement.
+const MAX_TRANSIENT_RETRIES: usize = 3;
+
+/// Deadlock, serialization failure, lock not available, query cancelled: worth a second try.
+fn is_transient(error: &FlowError) -> bool {
+    let FlowError::Query {
+        source: sqlx::Error::Database(database),
+        ..
+    } = error
+    else {
+        return false;
+    };
+    matches!(
+        database.code().as_deref(),
+        Some("40P01" | "40001" | "55P03" | "57014")
+    )
 }
 
 fn report_failure(

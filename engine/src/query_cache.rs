@@ -37,11 +37,16 @@ impl QueryCache {
         let now = Instant::now();
         if entries.len() >= CAPACITY {
             entries.retain(|_, (expires, _)| *expires > now);
-            if entries.len() >= CAPACITY {
+            // Dropping only a few expired entries would make every insert scan the whole map
+            // under the lock: start over unless a good part came free.
+            if entries.len() >= CAPACITY * 9 / 10 {
                 entries.clear();
             }
         }
-        entries.insert((sql.to_owned(), key_of(args)), (now + ttl, value.clone()));
+        let Some(expires) = now.checked_add(ttl) else {
+            return;
+        };
+        entries.insert((sql.to_owned(), key_of(args)), (expires, value.clone()));
     }
 
     /// How many results are kept (for tests and the admin view).
@@ -80,6 +85,9 @@ mod tests {
         assert_eq!(cache.get(sql, &[json!("1")]), None, "text is not a number");
         assert_eq!(cache.get(sql, &[json!(2)]), None, "expired");
         assert_eq!(cache.get("select 1", &[json!(1)]), None);
+        // A lifetime past the clock's range is not kept, and does not panic.
+        cache.put(sql, &[json!(3)], &json!([]), Duration::MAX);
+        assert_eq!(cache.get(sql, &[json!(3)]), None);
     }
 
     #[test]

@@ -234,13 +234,16 @@ pub fn render(
 
 /// Every template string rendered so far, compiled once. A template's name is its source, so
 /// an entry can never go stale: a reload that edits a text simply uses a new name. Sources come
-/// only from loaded configs (never from messages), so the map stays as small as the configs.
+/// only from loaded configs (never from messages; lint refuses texts that include others), so
+/// the map stays as small as the configs.
 fn compiled() -> &'static minijinja::Environment<'static> {
     static ENVIRONMENT: std::sync::OnceLock<minijinja::Environment<'static>> =
         std::sync::OnceLock::new();
     ENVIRONMENT.get_or_init(|| {
         let mut env = minijinja::Environment::new();
         env.set_loader(|source| Ok(Some(source.to_owned())));
+        // Names are sources: one ending in `.html` must not switch on HTML escaping.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env
     })
 }

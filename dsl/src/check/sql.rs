@@ -49,6 +49,9 @@ pub fn placeholders(sql: &str) -> BTreeSet<usize> {
     found
 }
 
+/// The longest `cached for`.
+const MAX_CACHE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Words that make a statement change data (or lock rows), outside quotes and comments.
 const WRITING_WORDS: &[&str] = &[
     "insert",
@@ -133,6 +136,12 @@ fn check_query(cx: &FlowCx<'_>, query: &Query, out: &mut Vec<Diagnostic>) {
                     )
                     .also(cx.file, cache.span, "cached here")
                     .help("remove `cached for ...`, or split the write into an `exec` of its own"),
+            );
+        } else if cache.node > MAX_CACHE {
+            out.push(
+                Diagnostic::error(codes::CACHED_WRITE, "a query cached for more than a day")
+                    .at(cx.file, cache.span, "too long")
+                    .help("a result older than a day is stale; a reload clears the cache anyway"),
             );
         } else if cache.node.is_zero() {
             out.push(

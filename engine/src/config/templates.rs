@@ -224,6 +224,17 @@ pub fn literal_len(source: &str) -> usize {
     count + rest.chars().count()
 }
 
+/// Whether `source` has a tag that loads another template.
+fn loads_templates(source: &str) -> bool {
+    source.match_indices("{%").any(|(at, _)| {
+        let tag = source[at + 2..].trim_start_matches(['-', '+']).trim_start();
+        ["include", "import", "from", "extends"].iter().any(|word| {
+            tag.strip_prefix(word)
+                .is_some_and(|rest| rest.starts_with(|c: char| !c.is_alphanumeric() && c != '_'))
+        })
+    })
+}
+
 /// Checks one template and returns what flows need to know about it.
 pub fn check(
     name: &str,
@@ -240,6 +251,23 @@ pub fn check(
             check_languages(text, &field, index, file, out);
         }
         for (lang, path, source) in variants(&field, index) {
+            if loads_templates(source) {
+                // The runtime compiles each text once under its own source as name: a text that
+                // includes another by a runtime value would compile user data.
+                out.push(
+                    Diagnostic::error(
+                        codes::TEMPLATE_SYNTAX,
+                        format!("template `{name}` loads another template"),
+                    )
+                    .at(
+                        file,
+                        index.value(&path),
+                        "include, import, from and extends are not allowed",
+                    )
+                    .help("write the text out; templates are single texts with `{{ variables }}`"),
+                );
+                continue;
+            }
             match env.template_from_str(source) {
                 Ok(compiled) => {
                     for var in compiled.undeclared_variables(false) {
@@ -503,7 +531,17 @@ fn duplicates<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::literal_len;
+    use super::{literal_len, loads_templates};
+
+    #[test]
+    fn templates_may_not_load_others() {
+        assert!(loads_templates("{% include row.name %}"));
+        assert!(loads_templates("a {%- import 'x' as y %}"));
+        assert!(!loads_templates("{% if fromage %}x{% endif %}"));
+        assert!(!loads_templates(
+            "{{ include }} {% for x in xs %}{% endfor %}"
+        ));
+    }
 
     #[test]
     fn literal_length_ignores_template_tags() {
