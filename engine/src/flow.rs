@@ -83,6 +83,29 @@ pub struct Turn<'a> {
     pub effects: bool,
     /// Requests to pay recorded in this turn (sent once the transaction commits).
     pub payments_requested: usize,
+    /// The savepoint taken before this turn's first database statement, so a failure undoes
+    /// only this turn's writes: its name while not yet taken, and whether it was.
+    pub savepoint: Savepoint,
+}
+
+/// A savepoint a turn takes lazily: a turn that never touches the database (a cached menu, a
+/// location request) costs no round trip for it.
+#[derive(Debug, Clone, Default)]
+pub struct Savepoint {
+    /// An identifier made by the runtime (`m0`, `m1`, …), never from input.
+    pub name: Option<String>,
+    /// Taken in the transaction.
+    pub taken: bool,
+}
+
+impl Savepoint {
+    /// A savepoint called `m{n}`.
+    pub fn numbered(n: usize) -> Self {
+        Savepoint {
+            name: Some(format!("m{n}")),
+            taken: false,
+        }
+    }
 }
 
 enum Next {
@@ -241,6 +264,7 @@ impl Turn<'_> {
                 return Ok(value);
             }
         }
+        self.take_savepoint(tx, flow).await?;
         let value = store::run_flow_query(tx, &query.sql.node, &args, shape)
             .await
             .map_err(|source| FlowError::Query {
@@ -251,6 +275,31 @@ impl Turn<'_> {
             cache.put(&key, &args, &value, ttl.node);
         }
         Ok(value)
+    }
+
+    /// Takes the turn's savepoint before its first database statement.
+    async fn take_savepoint(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        flow: &str,
+    ) -> Result<(), FlowError> {
+        let Some(name) = self
+            .savepoint
+            .name
+            .as_deref()
+            .filter(|_| !self.savepoint.taken)
+        else {
+            return Ok(());
+        };
+        sqlx::query(&format!("savepoint {name}"))
+            .execute(&mut **tx)
+            .await
+            .map_err(|source| FlowError::Query {
+                flow: flow.to_owned(),
+                source,
+            })?;
+        self.savepoint.taken = true;
+        Ok(())
     }
 
     /// Records a request to pay (sent by `payments` once the transaction commits) and returns
@@ -312,6 +361,7 @@ impl Turn<'_> {
             None => format!("EMO-{}", reference_id[..8].to_uppercase()),
         };
         let status = if self.effects {
+            self.take_savepoint(tx, flow).await?;
             let new = store::payments::NewPayment {
                 reference_id: &reference_id,
                 external_id: &external_id,

@@ -9,9 +9,10 @@
 //! Messages that arrive together share one transaction (a group commit): one statement reads
 //! and locks what they need, their flows run in turn, one statement writes every delivery,
 //! message, reply and session, one commit makes them durable. A message never commits apart
-//! from its dedupe record, session and replies, and a failing flow takes none of its own
-//! writes and none of its neighbours' with it: the batch is redone with that message answered
-//! by the error reply.
+//! from its dedupe record, session and replies. A flow takes a savepoint before its first
+//! database statement (a flow that only reads cached menus takes none); when it fails, the
+//! runtime rolls back to it, so the flow's own writes are undone, its neighbours' stay, every
+//! sender's lock stays held, and the message is answered with the error reply.
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,7 +21,7 @@ use serde_json::{json, Map, Value};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::config::{Config, Endpoint};
-use crate::flow::{FlowError, Turn};
+use crate::flow::{FlowError, Savepoint, Turn};
 use crate::logging::mask;
 use crate::render::{Rendered, MORE_ROW_PREFIX};
 use crate::store::conversation::{
@@ -213,7 +214,6 @@ async fn run_round(
 ) -> Result<Vec<Handled>, sqlx::Error> {
     // Set for a message whose flow failed: the next attempt only sends it the error reply.
     let mut failed: Vec<Option<String>> = vec![None; round.len()];
-    let mut transient_retries = 0;
     'attempt: loop {
         let senders: Vec<&str> = round.iter().flat_map(|&i| identities[i].keys()).collect();
         let mut tx = store::begin_for_senders(pool, &senders).await?;
@@ -230,29 +230,47 @@ async fn run_round(
         let started = store::begin_batch(&mut tx, &arrivals).await?;
         let mut done = Vec::with_capacity(round.len());
         for (k, (&i, started)) in round.iter().zip(started).enumerate() {
-            match turn(
-                &mut tx,
-                &items[i],
-                identities[i].sent_at,
-                started,
-                failed[k].as_deref(),
-            )
-            .await
-            {
-                Ok(d) => done.push(d),
-                Err(error) => {
-                    // Undo everything, including writes the flow made before failing.
+            let mut retries = 0;
+            let d = loop {
+                let mut savepoint = Savepoint::numbered(k);
+                let error = match turn(
+                    &mut tx,
+                    &items[i],
+                    identities[i].sent_at,
+                    started.clone(),
+                    failed[k].as_deref(),
+                    &mut savepoint,
+                )
+                .await
+                {
+                    Ok(d) => break d,
+                    Err(error) => error,
+                };
+                // Undo this message's writes only: its neighbours keep theirs, and every
+                // sender's lock stays held.
+                let undone = match (&savepoint.name, savepoint.taken) {
+                    (Some(name), true) => sqlx::query(&format!("rollback to savepoint {name}"))
+                        .execute(&mut *tx)
+                        .await
+                        .is_ok(),
+                    // Nothing reached the database, so nothing is to undo.
+                    _ => !matches!(error, FlowError::Query { .. }),
+                };
+                if !undone {
+                    // The transaction cannot be saved: redo the batch with this message failed.
                     tx.rollback().await?;
-                    // A deadlock or a cancelled statement is the batch's luck, not the flow's
-                    // fault: the batch is tried again as it was, a few times.
-                    if is_transient(&error) && transient_retries < MAX_TRANSIENT_RETRIES {
-                        transient_retries += 1;
-                        continue 'attempt;
-                    }
                     failed[k] = Some(error.to_string());
                     continue 'attempt;
                 }
-            }
+                // A deadlock or a cancelled statement is bad luck, not the flow's fault: the
+                // message is tried again, a few times.
+                if is_transient(&error) && retries < MAX_TRANSIENT_RETRIES {
+                    retries += 1;
+                    continue;
+                }
+                failed[k] = Some(error.to_string());
+            };
+            done.push(d);
         }
 
         let mut writes = Writes::default();
@@ -413,6 +431,7 @@ async fn turn(
     sent_at: Option<i64>,
     started: Started,
     failed: Option<&str>,
+    savepoint: &mut Savepoint,
 ) -> Result<Done, FlowError> {
     let (config, endpoint, message) = (item.config, item.endpoint, item.message);
     let delivery_id = match item.delivery {
@@ -469,6 +488,7 @@ async fn turn(
         business_number: item.value.metadata.phone_number_id.clone(),
         effects: item.replies == Replies::ToOutbox,
         payments_requested: 0,
+        savepoint: std::mem::take(savepoint),
     };
     let (outcome, flow) = match input(message) {
         None if MEDIA.contains(&message.kind.as_str()) => {
@@ -514,7 +534,9 @@ async fn turn(
                     );
                     ("failed", Some(flow))
                 } else {
-                    turn.run(tx, &flow, args).await?;
+                    let ran = turn.run(tx, &flow, args).await;
+                    *savepoint = std::mem::take(&mut turn.savepoint);
+                    ran?;
                     ("answered", Some(flow))
                 }
             }
@@ -532,7 +554,7 @@ async fn turn(
     Ok(done)
 }
 
-/// Times a batch is redone after a deadlock, a serialization failure or a cancelled statement.
+/// Times a message is redone after a deadlock, a serialization failure or a cancelled statement.
 const MAX_TRANSIENT_RETRIES: usize = 3;
 
 /// Deadlock, serialization failure, lock not available, query cancelled: worth a second try.
