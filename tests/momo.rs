@@ -292,27 +292,19 @@ fn payments_without_a_callback_are_polled() {
     .expect("read");
     momo.answer(decided, 200, &success, Duration::ZERO);
     momo.answer(undecided, 200, &pending, Duration::ZERO);
-    let started = std::time::Instant::now();
-    loop {
-        let rows = engine.rows(
-            "select reference_id::text as id, status, polled_at is not null as polled,
-                    (select count(*) from outbox) as notifications
-             from momo_payments order by reference_id",
-        );
-        if rows[0]["status"] == "SUCCESSFUL" && rows[1]["polled"] == true {
-            assert_eq!(rows[0]["notifications"], 1);
-            assert_eq!(
-                rows[1]["status"], "PENDING",
-                "MoMo has not decided this one"
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "not polled within 10 s: {rows}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let rows = engine.rows_when(
+        "select reference_id::text as id, status, polled_at is not null as polled,
+                (select count(*) from outbox) as notifications
+         from momo_payments order by reference_id",
+        Duration::from_secs(10),
+        "not polled",
+        |rows| rows[0]["status"] == "SUCCESSFUL" && rows[1]["polled"] == true,
+    );
+    assert_eq!(rows[0]["notifications"], 1);
+    assert_eq!(
+        rows[1]["status"], "PENDING",
+        "MoMo has not decided this one"
+    );
     assert!(
         engine.rows("select count(*) as n from momo_callbacks")[0]["n"] == 0,
         "settled without any callback"
@@ -432,22 +424,15 @@ fn a_purchase_in_the_marketplace_end_to_end() {
     );
 
     // The request to pay goes out after the commit; its first answer is lost, its retry hears 409.
-    let started = std::time::Instant::now();
-    let payment = loop {
-        let rows = engine.rows(
-            "select reference_id::text as reference_id, external_id, amount, currency, party, status,
-                    requested_at is not null as accepted, request_attempts
-             from momo_payments",
-        );
-        if rows[0]["accepted"] == true {
-            break rows[0].clone();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the request to pay was not accepted: {rows}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let payment = engine.rows_when(
+        "select reference_id::text as reference_id, external_id, amount, currency, party, status,
+                requested_at is not null as accepted, request_attempts
+         from momo_payments",
+        Duration::from_secs(15),
+        "the request to pay was not accepted",
+        |rows| rows[0]["accepted"] == true,
+    )[0]
+    .clone();
     let price = product[0]["price"].as_i64().unwrap_or_default();
     assert_eq!(payment["amount"].as_i64(), Some(price));
     assert_eq!(payment["party"], "250788000101");
@@ -533,22 +518,14 @@ fn a_refused_request_to_pay_fails_only_when_momo_never_saw_it() {
         &engine.database_url,
         "update momo_payments set requested_at = null",
     );
-    let started = std::time::Instant::now();
-    let rows = loop {
-        let rows = engine.rows(
-            "select external_id, status, requested_at is not null as accepted,
-                    (select count(*) from outbox where template = 'payment_failed') as told
-             from momo_payments order by external_id",
-        );
-        if rows[1]["status"] == "FAILED" && rows[0]["accepted"] == true {
-            break rows;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "not handled within 10 s: {rows}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let rows = engine.rows_when(
+        "select external_id, status, requested_at is not null as accepted,
+                (select count(*) from outbox where template = 'payment_failed') as told
+         from momo_payments order by external_id",
+        Duration::from_secs(10),
+        "not handled",
+        |rows| rows[1]["status"] == "FAILED" && rows[0]["accepted"] == true,
+    );
     assert_eq!(
         rows,
         serde_json::json!([
@@ -580,22 +557,14 @@ fn an_unanswered_request_to_pay_is_given_up_after_an_hour() {
         &engine.database_url,
         "update momo_payments set requested_at = null, created_at = now() - interval '2 hours'",
     );
-    let started = std::time::Instant::now();
-    loop {
-        let rows = engine.rows(
-            "select status, reason ->> 'code' as code, (select count(*) from outbox where template = 'payment_failed') as told
-             from momo_payments",
-        );
-        if rows[0]["status"] == "FAILED" {
-            assert_eq!(rows[0]["code"], "NOT_SENT");
-            assert_eq!(rows[0]["told"], 1);
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "not given up within 10 s: {rows}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let rows = engine.rows_when(
+        "select status, reason ->> 'code' as code, (select count(*) from outbox where template = 'payment_failed') as told
+         from momo_payments",
+        Duration::from_secs(10),
+        "not given up",
+        |rows| rows[0]["status"] == "FAILED",
+    );
+    assert_eq!(rows[0]["code"], "NOT_SENT");
+    assert_eq!(rows[0]["told"], 1);
     assert!(momo.requests_to_pay().is_empty(), "nothing sent hours late");
 }

@@ -17,16 +17,9 @@ fn two_engines(config: &ConfigDir) -> (Engine, Engine) {
     )
 }
 
-fn unlimited(config: &str) -> String {
-    config.replace(
-        "      requests: 300\n      per: 60s\n      key: endpoint",
-        "      requests: 100000\n      per: 1s\n      key: endpoint",
-    )
-}
-
 #[test]
 fn a_conversation_continues_on_another_process() {
-    let config = ConfigDir::shipped(unlimited);
+    let config = ConfigDir::shipped(crate::support::unlimited);
     let (a, b) = two_engines(&config);
     let asked = a.whatsapp(&crate::support::text_delivery(
         "250788777001",
@@ -58,7 +51,7 @@ fn a_conversation_continues_on_another_process() {
 
 #[test]
 fn concurrent_messages_from_one_sender_across_processes_are_each_handled_once() {
-    let config = ConfigDir::shipped(unlimited);
+    let config = ConfigDir::shipped(crate::support::unlimited);
     let (a, b) = two_engines(&config);
     let engines = Arc::new([a, b]);
     let threads: Vec<_> =
@@ -107,7 +100,7 @@ fn concurrent_messages_from_one_sender_across_processes_are_each_handled_once() 
 /// batch is answered as if it had been alone.
 #[test]
 fn messages_batched_together_keep_their_own_outcomes() {
-    let config = ConfigDir::shipped(unlimited);
+    let config = ConfigDir::shipped(crate::support::unlimited);
     let engine = Engine::start(&config, "127.0.0.1:0");
     // "shop" reads product categories: with the table gone its flow fails.
     crate::support::exec(

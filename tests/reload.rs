@@ -40,17 +40,9 @@ fn with_keyword(config: &str, keyword: &str) -> String {
     )
 }
 
-/// The shipped config without its endpoint-wide limit, so tests can send freely.
-fn unlimited(config: &str) -> String {
-    config.replace(
-        "      requests: 300\n      per: 60s\n      key: endpoint",
-        "      requests: 100000\n      per: 1s\n      key: endpoint",
-    )
-}
-
 #[test]
 fn a_valid_edit_is_served_within_a_second() {
-    let config = ConfigDir::shipped(unlimited);
+    let config = ConfigDir::shipped(crate::support::unlimited);
     let engine = Engine::start(&config, "127.0.0.1:0");
     assert_eq!(routed(&engine, "duka"), "main_menu");
     config.write(&with_keyword(&config.read(), "duka"));
@@ -67,7 +59,7 @@ fn a_valid_edit_is_served_within_a_second() {
 
 #[test]
 fn an_invalid_edit_keeps_the_old_config_until_it_is_fixed() {
-    let config = ConfigDir::shipped(unlimited);
+    let config = ConfigDir::shipped(crate::support::unlimited);
     let engine = Engine::start(&config, "127.0.0.1:0");
     let good = config.read();
     let version = admin(&engine)["version"].clone();
@@ -154,7 +146,7 @@ fn rate_limit_state_survives_reloads_that_keep_the_limit() {
 
 #[test]
 fn a_hundred_reloads_under_continuous_traffic_drop_nothing() {
-    let config = ConfigDir::shipped(unlimited);
+    let config = ConfigDir::shipped(crate::support::unlimited);
     let engine = Arc::new(Engine::start(&config, "127.0.0.1:0"));
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -214,7 +206,7 @@ fn a_hundred_reloads_under_continuous_traffic_drop_nothing() {
 /// starts from an empty cache, so a changed catalogue shows after the next edit at the latest.
 #[test]
 fn cached_flow_queries_are_reused_until_a_reload() {
-    let config = ConfigDir::shipped(unlimited);
+    let config = ConfigDir::shipped(crate::support::unlimited);
     let engine = Engine::start(&config, "127.0.0.1:0");
     let menu = |engine: &Engine| {
         assert_eq!(routed(engine, "rent property"), "property");

@@ -16,17 +16,9 @@ fn forwarded(sender: &str, text: &str) -> serde_json::Value {
     serde_json::json!({"sender": sender, "text": text, "received_at": "2026-06-01T10:00:00+02:00", "device": "gateway-1"})
 }
 
-/// The shipped config without its per-IP limit, so the whole corpus fits in one test.
-fn unlimited(config: &str) -> String {
-    config.replace(
-        "      requests: 100\n      per: 60s\n      key: client_ip",
-        "      requests: 100000\n      per: 1s\n      key: client_ip",
-    )
-}
-
 #[test]
 fn every_corpus_sms_is_recorded_and_read_or_kept_for_review() {
-    let config = ConfigDir::shipped(unlimited);
+    let config = ConfigDir::shipped(crate::support::unlimited);
     let engine = Engine::start(&config, "127.0.0.1:0");
     let mut files: Vec<_> = std::fs::read_dir(corpus("sms"))
         .expect("corpus")
@@ -76,7 +68,7 @@ fn every_corpus_sms_is_recorded_and_read_or_kept_for_review() {
 
 #[test]
 fn nothing_credits_twice_or_on_a_forged_or_broken_text() {
-    let config = ConfigDir::shipped(unlimited);
+    let config = ConfigDir::shipped(crate::support::unlimited);
     let engine = Engine::start(&config, "127.0.0.1:0");
     let received = std::fs::read_to_string(corpus("sms/01_mtn_received_p2p.txt")).expect("sms");
 

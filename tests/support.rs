@@ -30,6 +30,20 @@ pub fn easymo(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("easymo runs")
 }
 
+/// The shipped routes.yaml without its rate limits (the WhatsApp endpoint's 300 a minute, the
+/// SMS gateway's 100 a minute per address), so a test can send freely.
+pub fn unlimited(config: &str) -> String {
+    config
+        .replace(
+            "      requests: 300\n      per: 60s\n      key: endpoint",
+            "      requests: 100000\n      per: 1s\n      key: endpoint",
+        )
+        .replace(
+            "      requests: 100\n      per: 60s\n      key: client_ip",
+            "      requests: 100000\n      per: 1s\n      key: client_ip",
+        )
+}
+
 /// Every environment variable the shipped routes.yaml reads.
 pub const SECRET_VARS: &[&str] = &[
     "DATABASE_URL",
@@ -229,6 +243,29 @@ pub fn exec(url: &str, sql: &str) {
 }
 
 impl Engine {
+    /// Reads `sql` every 200 ms until `done` holds for its rows, and returns them; fails,
+    /// saying `what` did not happen, with the last rows, after `timeout`.
+    pub fn rows_when(
+        &self,
+        sql: &str,
+        timeout: std::time::Duration,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let started = std::time::Instant::now();
+        loop {
+            let rows = self.rows(sql);
+            if done(&rows) {
+                return rows;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{what} within {timeout:?}: {rows}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// Starts the engine on `config` with a fresh database, listening on `listen` (e.g.
     /// `127.0.0.1:0`), and waits until it says where it listens.
     pub fn start(config: &ConfigDir, listen: &str) -> Engine {

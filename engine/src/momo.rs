@@ -166,30 +166,9 @@ impl Client {
             product.resource(),
             reference_id
         );
-        // A token MoMo no longer accepts is dropped and fetched once more.
-        for attempt in 0..2 {
-            let token = self.token(product).await?;
-            let response = self
-                .http
-                .get(&url)
-                .bearer_auth(&token)
-                .header("X-Target-Environment", &self.account.target_environment)
-                .header("Ocp-Apim-Subscription-Key", self.subscription_key())
-                .timeout(self.account.timeout)
-                .send()
-                .await
-                .map_err(|e| MomoError::Unreachable(e.to_string()))?;
-            if response.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
-                self.forget_token(product).await;
-                continue;
-            }
-            let body = read(response).await?;
-            return Status::from_json(&body);
-        }
-        Err(MomoError::Refused {
-            status: 401,
-            body: "the token was refused twice".into(),
-        })
+        let response = self.send(product, |http| http.get(&url)).await?;
+        let body = read(response).await?;
+        Status::from_json(&body)
     }
 
     /// Asks MoMo Collections for a request to pay with our `reference_id`. A timeout or a
@@ -200,55 +179,68 @@ impl Client {
         body: &Value,
     ) -> Result<Requested, MomoError> {
         let url = format!("{}/collection/v1_0/requesttopay", self.account.base_url);
-        for attempt in 0..2 {
-            let token = self.token(Product::Collection).await?;
-            let mut request = self
-                .http
-                .post(&url)
+        let response = self
+            .send(Product::Collection, |http| {
+                let request = http
+                    .post(&url)
+                    .header("X-Reference-Id", reference_id)
+                    .json(body);
+                match &self.account.callback_url {
+                    Some(callback) => request.header("X-Callback-Url", callback),
+                    None => request,
+                }
+            })
+            .await?;
+        let status = response.status();
+        let text: String = response
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        match status.as_u16() {
+            200..=299 => Ok(Requested::Accepted),
+            409 => Ok(Requested::AlreadyAccepted),
+            // The request itself is wrong (its body, its payer): sending it again cannot help.
+            // Credentials, rate limits and timeouts (401, 403, 408, 429) are worth a retry.
+            code @ (400 | 404 | 422) => Ok(Requested::Rejected {
+                status: code,
+                body: text,
+            }),
+            code => Err(MomoError::Refused {
+                status: code,
+                body: text,
+            }),
+        }
+    }
+
+    /// Sends the request `build` makes, with the product's token and the account's headers. A
+    /// token MoMo no longer accepts (401) is dropped and the request sent once more with a
+    /// fresh one; a second 401 is returned like any other answer.
+    async fn send(
+        &self,
+        product: Product,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, MomoError> {
+        let mut retried = false;
+        loop {
+            let token = self.token(product).await?;
+            let response = build(&self.http)
                 .bearer_auth(&token)
-                .header("X-Reference-Id", reference_id)
                 .header("X-Target-Environment", &self.account.target_environment)
                 .header("Ocp-Apim-Subscription-Key", self.subscription_key())
-                .json(body)
-                .timeout(self.account.timeout);
-            if let Some(callback) = &self.account.callback_url {
-                request = request.header("X-Callback-Url", callback);
-            }
-            let response = request
+                .timeout(self.account.timeout)
                 .send()
                 .await
                 .map_err(|e| MomoError::Unreachable(e.to_string()))?;
-            let status = response.status();
-            if status == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
-                self.forget_token(Product::Collection).await;
+            if response.status() == reqwest::StatusCode::UNAUTHORIZED && !retried {
+                self.forget_token(product).await;
+                retried = true;
                 continue;
             }
-            let text: String = response
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
-            return match status.as_u16() {
-                200..=299 => Ok(Requested::Accepted),
-                409 => Ok(Requested::AlreadyAccepted),
-                // The request itself is wrong (its body, its payer): sending it again cannot help.
-                // Credentials, rate limits and timeouts (401, 403, 408, 429) are worth a retry.
-                code @ (400 | 404 | 422) => Ok(Requested::Rejected {
-                    status: code,
-                    body: text,
-                }),
-                code => Err(MomoError::Refused {
-                    status: code,
-                    body: text,
-                }),
-            };
+            return Ok(response);
         }
-        Err(MomoError::Refused {
-            status: 401,
-            body: "the token was refused twice".into(),
-        })
     }
 
     async fn token(&self, product: Product) -> Result<String, MomoError> {
