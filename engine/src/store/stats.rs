@@ -32,6 +32,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const MIN_CHANGES: f64 = 500.0;
 /// Past this many rows a table is left to autovacuum, whose 10% rule is then soon enough.
 const GROWN_UP: f64 = 5_000_000.0;
+/// The statistics target of these analyzes (a sample of 300 times as many rows).
+const SMALL_SAMPLE: &str = "set local default_statistics_target = 10";
 /// Below this many rows a table is young: a plan made now may not suit it for long.
 const YOUNG_ROWS: i64 = 2_000;
 
@@ -97,9 +99,16 @@ pub async fn analyze_grown(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     for table in &grown {
         // Only names from HOT_TABLES reach this statement (the query above filters on them).
         if HOT_TABLES.contains(&table.as_str()) {
+            // The plans at stake probe unique keys: they depend on a table's size, which any
+            // sample measures, not on how its values are spread. A tenth of the default sample
+            // (3,000 rows instead of 30,000) made these analyzes, on a fresh database under
+            // load, a tenth of the database's time.
+            let mut tx = pool.begin().await?;
+            sqlx::query(SMALL_SAMPLE).execute(&mut *tx).await?;
             sqlx::query(&format!("analyze {table}"))
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
         }
     }
     Ok(grown)
