@@ -192,9 +192,7 @@ impl Turn<'_> {
                             self.eval(&binding.value.node, scope),
                         );
                     }
-                    let mut vars = self.implicit();
-                    vars.extend(bound.clone());
-                    let rendered = self.render(flow, &template.node, &vars, 0)?;
+                    let rendered = self.render(flow, &template.node, &bound, 0)?;
                     self.pager_vars = Some(bound);
                     self.replies.push(rendered);
                 }
@@ -392,12 +390,13 @@ impl Turn<'_> {
         }))
     }
 
-    /// Renders a template for this contact with `vars` (plus the implicit variables).
+    /// Renders a template for this contact with the reply's bindings `bound` over the implicit
+    /// variables (`contact`, `session`, `message`).
     pub fn render(
         &self,
         flow: &str,
         template: &str,
-        vars: &Map<String, Value>,
+        bound: &Map<String, Value>,
         offset: usize,
     ) -> Result<Rendered, FlowError> {
         let definition = self
@@ -408,30 +407,64 @@ impl Turn<'_> {
                 flow: flow.to_owned(),
                 source: render::RenderError::Unknown(template.to_owned()),
             })?;
-        render::render(
-            template,
-            definition,
-            &self.language,
-            vars,
-            &self.recipient,
-            offset,
-        )
-        .map_err(|source| FlowError::Render {
+        let cache = &self.config.render_cache;
+        let rendered = match cache.reads(template, definition) {
+            // Only what the template reads is gathered: the key of a kept reply, and all
+            // the template engine converts.
+            Some(reads) => {
+                let mut vars = Map::new();
+                for name in reads.names.iter() {
+                    if let Some(value) =
+                        bound.get(name).cloned().or_else(|| self.implicit_var(name))
+                    {
+                        vars.insert(name.clone(), value);
+                    }
+                }
+                cache.render(
+                    definition,
+                    &reads,
+                    &self.language,
+                    &vars,
+                    &self.recipient,
+                    offset,
+                )
+            }
+            // A text that does not compile: rendering says which, with everything at hand.
+            None => {
+                let mut vars = self.implicit();
+                vars.extend(bound.iter().map(|(k, v)| (k.clone(), v.clone())));
+                render::render(
+                    template,
+                    definition,
+                    &self.language,
+                    &vars,
+                    &self.recipient,
+                    offset,
+                )
+            }
+        };
+        rendered.map_err(|source| FlowError::Render {
             flow: flow.to_owned(),
             source,
         })
     }
 
+    /// One of `contact`, `session` and `message`.
+    fn implicit_var(&self, name: &str) -> Option<Value> {
+        match name {
+            "contact" => Some(self.contact.clone()),
+            "session" => Some(Value::Object(self.session.context.clone())),
+            "message" => Some(self.message.clone()),
+            _ => None,
+        }
+    }
+
     /// `contact`, `session` and `message`, which every template may read.
     pub fn implicit(&self) -> Map<String, Value> {
-        let mut vars = Map::new();
-        vars.insert("contact".into(), self.contact.clone());
-        vars.insert(
-            "session".into(),
-            Value::Object(self.session.context.clone()),
-        );
-        vars.insert("message".into(), self.message.clone());
-        vars
+        ["contact", "session", "message"]
+            .into_iter()
+            .filter_map(|name| Some((name.to_owned(), self.implicit_var(name)?)))
+            .collect()
     }
 
     fn eval(&self, expr: &Expr, scope: &HashMap<String, Value>) -> Value {

@@ -16,7 +16,8 @@
 //! - [`whatsapp`]: the Cloud API delivery envelope.
 //! - [`batcher`]: group commit: messages arriving together share a transaction.
 //! - [`process`]: a batch of messages: dedupe, route, flow, outbox, session.
-//! - [`flow`]: the flow interpreter; [`query_cache`]: results of `cached for` queries.
+//! - [`flow`]: the flow interpreter; [`query_cache`]: results of `cached for` queries;
+//!   [`render_cache`]: replies rendered before.
 //! - [`sms`]: reading forwarded MoMo SMS; [`payments`]: what SMS and MoMo callbacks settle;
 //!   [`momo`]: the MoMo Open API client.
 //! - [`http_error`]: the JSON error bodies; [`logging`]: JSON log lines, masked phone numbers.
@@ -44,6 +45,7 @@ pub mod query_cache;
 pub mod ratelimit;
 pub mod reload;
 pub mod render;
+pub mod render_cache;
 pub mod router;
 pub mod server;
 pub mod simulate;

@@ -493,7 +493,7 @@ async fn turn(
     let (outcome, flow) = match input(message) {
         None if MEDIA.contains(&message.kind.as_str()) => {
             if config.templates.contains_key(UNSUPPORTED_TEMPLATE) {
-                if let Ok(reply) = turn.render("", UNSUPPORTED_TEMPLATE, &turn.implicit(), 0) {
+                if let Ok(reply) = turn.render("", UNSUPPORTED_TEMPLATE, &Map::new(), 0) {
                     turn.replies.push(reply);
                 }
             }
@@ -584,7 +584,7 @@ fn report_failure(
     turn.replies.clear();
     turn.session.awaiting_flow = None;
     turn.session.awaiting_kind = None;
-    if let Ok(reply) = turn.render(flow, ERROR_TEMPLATE, &turn.implicit(), 0) {
+    if let Ok(reply) = turn.render(flow, ERROR_TEMPLATE, &Map::new(), 0) {
         turn.replies.push(reply);
     }
 }
@@ -614,8 +614,7 @@ fn page(turn: &mut Turn<'_>, offset: usize) {
         return;
     };
     let template = pager["template"].as_str().unwrap_or_default().to_owned();
-    let mut vars: Map<String, Value> = pager["vars"].as_object().cloned().unwrap_or_default();
-    vars.extend(turn.implicit());
+    let vars: Map<String, Value> = pager["vars"].as_object().cloned().unwrap_or_default();
     if let Ok(reply) = turn.render("", &template, &vars, offset) {
         turn.pager_vars = pager["vars"].as_object().cloned();
         turn.replies.push(reply);

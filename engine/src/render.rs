@@ -232,6 +232,14 @@ pub fn render(
     })
 }
 
+/// The top-level variables `source` reads (`contact` for `{{ contact.name }}`).
+pub fn variables_read(source: &str) -> Result<std::collections::HashSet<String>, minijinja::Error> {
+    if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
+        return Ok(Default::default());
+    }
+    Ok(compiled().get_template(source)?.undeclared_variables(false))
+}
+
 /// Every template string rendered so far, compiled once. A template's name is its source, so
 /// an entry can never go stale: a reload that edits a text simply uses a new name. Sources come
 /// only from loaded configs (never from messages; lint refuses texts that include others), so
@@ -326,16 +334,18 @@ pub fn cut(text: &str, limit: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn template(yaml: &str) -> Template {
+    /// A template as the config loader reads it.
+    pub(crate) fn template(yaml: &str) -> Template {
         // As the config loader does: YAML → JSON value → typed (serde_yaml wants `!tags` for enums).
         let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
         serde_json::from_value(serde_json::to_value(value).expect("json")).expect("template")
     }
 
-    fn vars(value: Value) -> Map<String, Value> {
+    /// The variables in a JSON object.
+    pub(crate) fn vars(value: Value) -> Map<String, Value> {
         value.as_object().cloned().unwrap_or_default()
     }
 

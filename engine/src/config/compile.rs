@@ -357,6 +357,7 @@ pub(super) fn compile(
             alerts,
             momo,
             query_cache: Default::default(),
+            render_cache: Default::default(),
         }),
         _ => None,
     };

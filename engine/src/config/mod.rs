@@ -57,6 +57,8 @@ pub struct Config {
     pub momo: Option<Momo>,
     /// Results of `cached for` flow queries; each loaded config starts with an empty one.
     pub query_cache: std::sync::Arc<crate::query_cache::QueryCache>,
+    /// Replies rendered before; each loaded config starts with an empty one.
+    pub render_cache: std::sync::Arc<crate::render_cache::RenderCache>,
 }
 
 /// The MTN MoMo Open API account.
