@@ -72,6 +72,18 @@ struct Player<'a> {
 }
 
 impl Player<'_> {
+    /// The ids of every message recorded so far.
+    fn recorded_ids(&self) -> Vec<Value> {
+        let rows = self
+            .engine
+            .rows("select provider_message_id from inbound_messages");
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| row["provider_message_id"].clone())
+            .collect()
+    }
+
     fn envelope(&mut self, message: Value) -> Vec<u8> {
         self.n += 1;
         let mut message = message;
@@ -149,6 +161,7 @@ impl Player<'_> {
             .rows("select coalesce(max(id), 0) as m from outbox")[0]["m"]
             .as_i64()
             .unwrap_or(0);
+        let known = self.recorded_ids();
         let response = self
             .engine
             .request("POST", "/webhooks/whatsapp")
@@ -160,10 +173,18 @@ impl Player<'_> {
             self.last = Some((body, label.to_string()));
         }
         // The messages this delivery recorded (none for a duplicate or a status update).
-        let recorded = self.engine.rows(
-            "select provider_message_id, kind, outcome, flow from inbound_messages \
-             where delivery_id = (select max(id) from deliveries) order by provider_message_id",
-        );
+        let recorded: Vec<Value> = self
+            .engine
+            .rows(
+                "select provider_message_id, kind, outcome, flow from inbound_messages \
+                 order by provider_message_id",
+            )
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|row| !known.contains(&row["provider_message_id"]))
+            .cloned()
+            .collect();
         let replies = self.engine.rows(&format!(
             "select template, body from outbox where id > {before} order by id"
         ));

@@ -403,3 +403,64 @@ fn standard_webhooks_signatures_and_replay_window() {
     assert_eq!(refused.json()["error"], "invalid_signature");
     assert_eq!(send(now, "v1,AAAA").status, 403);
 }
+
+#[test]
+fn deliveries_are_kept_byte_for_byte_with_their_signature() {
+    let (_config, engine) = shipped();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let wait = std::time::Duration::from_secs(10);
+
+    // One message: kept on the message's row.
+    let single = wire("wire/21_text_unicode_emoji.json");
+    let signature = corpus_signature("wire/21_text_unicode_emoji.json");
+    assert_eq!(post_signed(&engine, &single, &signature).status, 200);
+    let kept = engine.rows_when(
+        "select encode(body, 'hex') as body, headers ->> 'x-hub-signature-256' as signature,
+                endpoint, delivery_id, payload from inbound_messages",
+        wait,
+        "the message recorded",
+        |rows| rows.as_array().is_some_and(|r| r.len() == 1),
+    );
+    assert_eq!(kept[0]["body"], hex(&single));
+    assert_eq!(kept[0]["signature"], signature.as_str());
+    assert_eq!(kept[0]["endpoint"], "wa-webhook-core");
+    assert_eq!(kept[0]["delivery_id"], serde_json::Value::Null);
+    assert_eq!(
+        kept[0]["payload"],
+        serde_json::Value::Null,
+        "not stored twice"
+    );
+
+    // Meta's retry of it: on record as a delivery, with no second message.
+    assert_eq!(post_signed(&engine, &single, &signature).status, 200);
+    let repeats = engine.rows_when(
+        "select encode(body, 'hex') as body, processed_at is not null as processed from deliveries",
+        wait,
+        "the repeat recorded",
+        |rows| rows.as_array().is_some_and(|r| r.len() == 1),
+    );
+    assert_eq!(repeats[0]["body"], hex(&single));
+    assert_eq!(repeats[0]["processed"], true);
+
+    // Two messages: one deliveries row, which both messages name.
+    let double = wire("wire/18_two_messages_one_change.json");
+    let response = post_signed(
+        &engine,
+        &double,
+        &corpus_signature("wire/18_two_messages_one_change.json"),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let messages = engine.rows_when(
+        "select m.body is null as only_on_delivery, m.payload is not null as has_payload,
+                encode(d.body, 'hex') as delivery_body
+         from inbound_messages m join deliveries d on d.id = m.delivery_id",
+        wait,
+        "both messages recorded",
+        |rows| rows.as_array().is_some_and(|r| r.len() == 2),
+    );
+    for message in messages.as_array().into_iter().flatten() {
+        assert_eq!(message["only_on_delivery"], true);
+        assert_eq!(message["has_payload"], true);
+        assert_eq!(message["delivery_body"], hex(&double));
+    }
+}

@@ -181,11 +181,11 @@ async fn process_jobs(pool: &PgPool, jobs: &[&Job]) -> Result<Vec<Handled>, Batc
         items.push(Inbound {
             config: &job.snapshot.config,
             endpoint,
-            delivery: Delivery::Record {
+            delivery: Delivery::Record(crate::store::conversation::Raw {
                 endpoint: &endpoint.name,
                 headers: &job.headers,
                 body: &job.body,
-            },
+            }),
             value,
             message,
             request_id: &job.request_id,

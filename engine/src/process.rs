@@ -137,7 +137,7 @@ impl Identity {
                 .or_else(|| profile.and_then(|c| c.user_id.clone())),
             name: profile.and_then(|c| c.profile.name.clone()),
             payload: match item.delivery {
-                Delivery::Record { .. } => None,
+                Delivery::Record(_) => None,
                 Delivery::Recorded(_) => serde_json::to_value(message).ok(),
             },
             sent_at: message.timestamp.parse().ok(),
@@ -199,7 +199,8 @@ struct Done {
     /// The session to store (none when the message did not reach routing).
     session: Option<Session>,
     session_ttl: i64,
-    delivery_id: i64,
+    /// The deliveries row it came in, when there is one.
+    delivery_id: Option<i64>,
     seen: bool,
     /// Requests to pay its flow recorded.
     payments_requested: usize,
@@ -224,7 +225,6 @@ async fn run_round(
                 user_id: identities[i].user_id.as_deref(),
                 name: identities[i].name.as_deref(),
                 provider_message_id: &items[i].message.id,
-                records_delivery: matches!(items[i].delivery, Delivery::Record { .. }),
             })
             .collect();
         let started = store::begin_batch(&mut tx, &arrivals).await?;
@@ -276,20 +276,21 @@ async fn run_round(
         let mut writes = Writes::default();
         for (&i, d) in round.iter().zip(&done) {
             let item = &items[i];
-            if let Delivery::Record {
-                endpoint,
-                headers,
-                body,
-            } = item.delivery
-            {
-                writes.delivery(d.delivery_id, endpoint, headers, body);
-            }
+            let raw = match item.delivery {
+                Delivery::Record(raw) => Some(raw),
+                Delivery::Recorded(_) => None,
+            };
             if d.seen {
+                // The repeated delivery stays on record; the message has no second effect.
+                if let Some(raw) = raw {
+                    writes.delivery(raw);
+                }
                 continue;
             }
             writes.message(MessageRow {
                 id: &item.message.id,
                 delivery_id: d.delivery_id,
+                delivery: raw,
                 contact_id: d.contact.as_ref().map(|c| c.id),
                 kind: &item.message.kind,
                 payload: identities[i].payload.as_ref(),
@@ -435,8 +436,8 @@ async fn turn(
 ) -> Result<Done, FlowError> {
     let (config, endpoint, message) = (item.config, item.endpoint, item.message);
     let delivery_id = match item.delivery {
-        Delivery::Recorded(id) => id,
-        Delivery::Record { .. } => started.delivery_id.unwrap_or_default(),
+        Delivery::Recorded(id) => Some(id),
+        Delivery::Record(_) => None,
     };
     let mut done = Done {
         handled: Handled {

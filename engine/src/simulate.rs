@@ -105,11 +105,11 @@ pub async fn run(
     };
     let body = serde_json::to_vec(&message).unwrap_or_default();
     let headers = serde_json::json!({"simulated": true});
-    let record = process::Delivery::Record {
+    let record = process::Delivery::Record(crate::store::conversation::Raw {
         endpoint: &endpoint.name,
         headers: &headers,
         body: &body,
-    };
+    });
     let handled = process::message(
         pool,
         process::Inbound {

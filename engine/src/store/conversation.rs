@@ -170,14 +170,8 @@ pub enum Delivery<'a> {
     Recorded(i64),
     /// To be recorded, as processed, in the message's own transaction: one commit makes both
     /// durable, and a failure before it leaves neither (Meta, unanswered, delivers again).
-    Record {
-        /// Endpoint name.
-        endpoint: &'a str,
-        /// The headers kept.
-        headers: &'a Value,
-        /// The raw body.
-        body: &'a [u8],
-    },
+    /// It holds only this message, and is kept on the message's row.
+    Record(Raw<'a>),
 }
 
 /// The advisory-lock key of a sender: a stable hash (FNV-1a), so every process agrees on it.
@@ -224,8 +218,6 @@ pub struct Arrival<'a> {
     pub name: Option<&'a str>,
     /// The wamid.
     pub provider_message_id: &'a str,
-    /// Its delivery is recorded in this transaction and needs an id.
-    pub records_delivery: bool,
 }
 
 /// What the first statement found for one message.
@@ -237,13 +229,11 @@ pub struct Started {
     pub contact: Option<Contact>,
     /// The sender's live session (empty when none).
     pub session: Session,
-    /// The id its delivery will be recorded under, when it records one.
-    pub delivery_id: Option<i64>,
 }
 
 /// The first statement of a batch's transaction: upserts the senders (writing a contact only
 /// when something about it changed), tells which messages were seen before, reads the live
-/// sessions and reserves delivery ids, in one round trip. Messages must have distinct senders.
+/// sessions, in one round trip. Messages must have distinct senders.
 pub async fn begin_batch(
     tx: &mut Transaction<'_, Postgres>,
     arrivals: &[Arrival<'_>],
@@ -252,7 +242,6 @@ pub async fn begin_batch(
     let user_ids: Vec<Option<&str>> = arrivals.iter().map(|a| a.user_id).collect();
     let names: Vec<Option<&str>> = arrivals.iter().map(|a| a.name).collect();
     let ids: Vec<&str> = arrivals.iter().map(|a| a.provider_message_id).collect();
-    let records: Vec<bool> = arrivals.iter().map(|a| a.records_delivery).collect();
     // The phone number is the conflict target when there is one; username users (no phone
     // number) are found by their business-scoped id. An unchanged contact is not rewritten:
     // its row comes from the statement's snapshot instead of RETURNING.
@@ -262,8 +251,8 @@ pub async fn begin_batch(
     // a hashed scan of the whole message table then, and keep it as the table grew.
     let rows = sqlx::query(
         "with i as (
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
-                 with ordinality as i(wa_id, user_id, name, mid, record, n)
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                 with ordinality as i(wa_id, user_id, name, mid, n)
          ),
          by_phone as (
              insert into contacts (wa_id, user_id, name)
@@ -298,8 +287,7 @@ pub async fn begin_batch(
          )
          select c.id, c.wa_id, c.user_id, c.name, c.language,
                 m.seen is not null as seen,
-                s.awaiting_flow, s.awaiting_kind, s.context,
-                case when i.record then nextval('deliveries_id_seq') end as delivery_id
+                s.awaiting_flow, s.awaiting_kind, s.context
          from i left join c on c.n = i.n
          left join sessions s on s.contact_id = c.id and s.expires_at > now()
          left join lateral (
@@ -311,7 +299,6 @@ pub async fn begin_batch(
     .bind(&user_ids)
     .bind(&names)
     .bind(&ids)
-    .bind(&records)
     .fetch_all(&mut **tx)
     .await?;
     rows.iter()
@@ -337,7 +324,6 @@ pub async fn begin_batch(
                     awaiting_kind: row.try_get(7)?,
                     context: context.map(|c| c.0).unwrap_or_default(),
                 },
-                delivery_id: row.try_get(9)?,
             })
         })
         .collect()
@@ -346,10 +332,21 @@ pub async fn begin_batch(
 /// Everything a batch writes, gathered so that one statement writes it.
 #[derive(Debug, Default)]
 pub struct Writes<'a> {
-    deliveries: Vec<(i64, &'a str, &'a Value, &'a [u8])>,
+    deliveries: Vec<Raw<'a>>,
     messages: Vec<MessageRow<'a>>,
     outbox: Vec<OutboxRow<'a>>,
     sessions: Vec<(i64, &'a Session, i64)>,
+}
+
+/// A delivery as received, recorded in the transaction that processes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Raw<'a> {
+    /// Endpoint name.
+    pub endpoint: &'a str,
+    /// The headers kept.
+    pub headers: &'a Value,
+    /// The raw body.
+    pub body: &'a [u8],
 }
 
 /// An inbound message as recorded, with what happened to it.
@@ -357,14 +354,15 @@ pub struct Writes<'a> {
 pub struct MessageRow<'a> {
     /// The wamid.
     pub id: &'a str,
-    /// The delivery it came in.
-    pub delivery_id: i64,
+    /// The delivery it came in, when that is a deliveries row.
+    pub delivery_id: Option<i64>,
+    /// The delivery it came in, when that held only this message: kept on the message's row.
+    pub delivery: Option<Raw<'a>>,
     /// Its sender, when known.
     pub contact_id: Option<i64>,
     /// Its type (`text`, `interactive`, …).
     pub kind: &'a str,
-    /// The message JSON; `None` when the delivery's raw body is the message (a one-message
-    /// delivery), so it is not stored twice.
+    /// The message JSON; `None` when [`MessageRow::delivery`] holds it.
     pub payload: Option<&'a Value>,
     /// Meta's timestamp, Unix seconds.
     pub sent_at: Option<i64>,
@@ -385,9 +383,9 @@ struct OutboxRow<'a> {
 }
 
 impl<'a> Writes<'a> {
-    /// Records a delivery under the id [`begin_batch`] reserved, as processed.
-    pub fn delivery(&mut self, id: i64, endpoint: &'a str, headers: &'a Value, body: &'a [u8]) {
-        self.deliveries.push((id, endpoint, headers, body));
+    /// Records a delivery, as processed, in the deliveries table.
+    pub fn delivery(&mut self, raw: Raw<'a>) {
+        self.deliveries.push(raw);
     }
 
     /// Records a message with what happened to it.
@@ -434,36 +432,40 @@ pub async fn finish_batch(
     let s = &writes.sessions;
     sqlx::query(
         "with d as (
-             insert into deliveries (id, endpoint, headers, body, processed_at)
-             select id, e, h, b, now() from unnest($1::bigint[], $2::text[], $3::jsonb[], $4::bytea[]) as d(id, e, h, b)
+             insert into deliveries (endpoint, headers, body, processed_at)
+             select e, h, b, now() from unnest($1::text[], $2::jsonb[], $3::bytea[]) as d(e, h, b)
          ),
          m as (
-             insert into inbound_messages (provider_message_id, delivery_id, contact_id, kind, payload, sent_at, outcome, flow)
-             select id, d, c, k, p, to_timestamp(t), o, f
-             from unnest($5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::jsonb[], $10::float8[], $11::text[], $12::text[])
-                 as m(id, d, c, k, p, t, o, f)
+             insert into inbound_messages (provider_message_id, delivery_id, endpoint, headers,
+                 body, contact_id, kind, payload, sent_at, outcome, flow)
+             select id, d, e, h, b, c, k, p, to_timestamp(t), o, f
+             from unnest($4::text[], $5::bigint[], $6::text[], $7::jsonb[], $8::bytea[],
+                 $9::bigint[], $10::text[], $11::jsonb[], $12::float8[], $13::text[], $14::text[])
+                 as m(id, d, e, h, b, c, k, p, t, o, f)
              on conflict (provider_message_id) do nothing
          ),
          o as (
              insert into outbox (contact_id, recipient, phone_number_id, template, body, inbound_message_id)
              select c, r, p, t, b, m
-             from unnest($13::bigint[], $14::text[], $15::text[], $16::text[], $17::jsonb[], $18::text[])
+             from unnest($15::bigint[], $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::text[])
                  with ordinality as o(c, r, p, t, b, m, n)
              order by n
          )
          insert into sessions (contact_id, awaiting_flow, awaiting_kind, context, expires_at)
          select c, f, k, x, now() + make_interval(secs => t)
-         from unnest($19::bigint[], $20::text[], $21::text[], $22::jsonb[], $23::float8[]) as s(c, f, k, x, t)
+         from unnest($21::bigint[], $22::text[], $23::text[], $24::jsonb[], $25::float8[]) as s(c, f, k, x, t)
          on conflict (contact_id) do update set awaiting_flow = excluded.awaiting_flow,
              awaiting_kind = excluded.awaiting_kind, context = excluded.context,
              expires_at = excluded.expires_at, updated_at = now()",
     )
-    .bind(d.iter().map(|r| r.0).collect::<Vec<_>>())
-    .bind(d.iter().map(|r| r.1).collect::<Vec<_>>())
-    .bind(d.iter().map(|r| Json(r.2)).collect::<Vec<_>>())
-    .bind(d.iter().map(|r| r.3).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| r.endpoint).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| Json(r.headers)).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| r.body).collect::<Vec<_>>())
     .bind(m.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(m.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.delivery.map(|d| d.endpoint)).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.delivery.map(|d| Json(d.headers))).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.delivery.map(|d| d.body)).collect::<Vec<_>>())
     .bind(m.iter().map(|r| r.contact_id).collect::<Vec<_>>())
     .bind(m.iter().map(|r| r.kind).collect::<Vec<_>>())
     .bind(m.iter().map(|r| r.payload.map(Json)).collect::<Vec<_>>())
