@@ -270,25 +270,23 @@ pub async fn begin_batch(
              do update set name = coalesce(excluded.name, contacts.name), updated_at = now()
              where contacts.name is distinct from coalesce(excluded.name, contacts.name)
              returning id, wa_id, user_id, name, language
-         ),
-         c as (
-             select i.n, x.* from i cross join lateral (
-                 select * from by_phone p where p.wa_id = i.wa_id
-                 union all
-                 select k.id, k.wa_id, k.user_id, k.name, k.language from contacts k
-                     where k.wa_id = i.wa_id
-                 union all
-                 select * from by_user u where i.wa_id is null and u.user_id = i.user_id
-                 union all
-                 select k.id, k.wa_id, k.user_id, k.name, k.language from contacts k
-                     where i.wa_id is null and k.user_id = i.user_id
-                 limit 1
-             ) x
          )
          select c.id, c.wa_id, c.user_id, c.name, c.language,
                 m.seen is not null as seen,
                 s.awaiting_flow, s.awaiting_kind, s.context
-         from i left join c on c.n = i.n
+         from i
+         left join lateral (
+             select * from by_phone p where p.wa_id = i.wa_id
+             union all
+             select k.id, k.wa_id, k.user_id, k.name, k.language from contacts k
+                 where k.wa_id = i.wa_id
+             union all
+             select * from by_user u where i.wa_id is null and u.user_id = i.user_id
+             union all
+             select k.id, k.wa_id, k.user_id, k.name, k.language from contacts k
+                 where i.wa_id is null and k.user_id = i.user_id
+             limit 1
+         ) c on true
          left join sessions s on s.contact_id = c.id and s.expires_at > now()
          left join lateral (
              select true as seen from inbound_messages m where m.provider_message_id = i.mid limit 1
@@ -419,8 +417,9 @@ impl<'a> Writes<'a> {
     }
 }
 
-/// The last statement of a batch's transaction: deliveries, messages with their outcomes,
-/// replies into the outbox and sessions, in one round trip.
+/// The last statement of a batch's transaction: messages with their outcomes (a one-message
+/// delivery on its message's row), replies into the outbox and sessions, in one round trip;
+/// other deliveries (repeats, mostly) in one more.
 pub async fn finish_batch(
     tx: &mut Transaction<'_, Postgres>,
     writes: &Writes<'_>,
@@ -430,37 +429,44 @@ pub async fn finish_batch(
     let m = &writes.messages;
     let o = &writes.outbox;
     let s = &writes.sessions;
+    if !d.is_empty() {
+        // Repeats of recorded messages, mostly: rare enough for a statement of their own,
+        // which keeps the one below (run for every batch) from opening a table it rarely
+        // writes.
+        sqlx::query(
+            "insert into deliveries (endpoint, headers, body, processed_at)
+             select e, h, b, now() from unnest($1::text[], $2::jsonb[], $3::bytea[]) as d(e, h, b)",
+        )
+        .bind(d.iter().map(|r| r.endpoint).collect::<Vec<_>>())
+        .bind(d.iter().map(|r| Json(r.headers)).collect::<Vec<_>>())
+        .bind(d.iter().map(|r| r.body).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
     sqlx::query(
-        "with d as (
-             insert into deliveries (endpoint, headers, body, processed_at)
-             select e, h, b, now() from unnest($1::text[], $2::jsonb[], $3::bytea[]) as d(e, h, b)
-         ),
-         m as (
+        "with m as (
              insert into inbound_messages (provider_message_id, delivery_id, endpoint, headers,
                  body, contact_id, kind, payload, sent_at, outcome, flow)
              select id, d, e, h, b, c, k, p, to_timestamp(t), o, f
-             from unnest($4::text[], $5::bigint[], $6::text[], $7::jsonb[], $8::bytea[],
-                 $9::bigint[], $10::text[], $11::jsonb[], $12::float8[], $13::text[], $14::text[])
+             from unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[], $5::bytea[],
+                 $6::bigint[], $7::text[], $8::jsonb[], $9::float8[], $10::text[], $11::text[])
                  as m(id, d, e, h, b, c, k, p, t, o, f)
              on conflict (provider_message_id) do nothing
          ),
          o as (
              insert into outbox (contact_id, recipient, phone_number_id, template, body, inbound_message_id)
              select c, r, p, t, b, m
-             from unnest($15::bigint[], $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::text[])
+             from unnest($12::bigint[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::text[])
                  with ordinality as o(c, r, p, t, b, m, n)
              order by n
          )
          insert into sessions (contact_id, awaiting_flow, awaiting_kind, context, expires_at)
          select c, f, k, x, now() + make_interval(secs => t)
-         from unnest($21::bigint[], $22::text[], $23::text[], $24::jsonb[], $25::float8[]) as s(c, f, k, x, t)
+         from unnest($18::bigint[], $19::text[], $20::text[], $21::jsonb[], $22::float8[]) as s(c, f, k, x, t)
          on conflict (contact_id) do update set awaiting_flow = excluded.awaiting_flow,
              awaiting_kind = excluded.awaiting_kind, context = excluded.context,
              expires_at = excluded.expires_at, updated_at = now()",
     )
-    .bind(d.iter().map(|r| r.endpoint).collect::<Vec<_>>())
-    .bind(d.iter().map(|r| Json(r.headers)).collect::<Vec<_>>())
-    .bind(d.iter().map(|r| r.body).collect::<Vec<_>>())
     .bind(m.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(m.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
     .bind(m.iter().map(|r| r.delivery.map(|d| d.endpoint)).collect::<Vec<_>>())
