@@ -188,6 +188,8 @@ async fn process_jobs(pool: &PgPool, jobs: &[&Job]) -> Result<Vec<Handled>, Batc
             }),
             value,
             message,
+            // The delivery is the message: its raw body is kept.
+            payload: None,
             request_id: &job.request_id,
             replies: Replies::ToOutbox,
         });

@@ -429,7 +429,7 @@ impl Request<'_> {
             pool,
             config,
             self.endpoint,
-            delivery_id,
+            (delivery_id, body),
             envelope,
             self.request_id,
         )

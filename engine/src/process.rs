@@ -102,6 +102,8 @@ pub struct Inbound<'a> {
     pub value: &'a whatsapp::Value,
     /// The message.
     pub message: &'a whatsapp::Message,
+    /// The message's JSON as sent, to keep when its delivery holds more than this message.
+    pub payload: Option<&'a Value>,
     /// For logs.
     pub request_id: &'a str,
     /// Where replies go.
@@ -136,10 +138,7 @@ impl Identity {
                 .clone()
                 .or_else(|| profile.and_then(|c| c.user_id.clone())),
             name: profile.and_then(|c| c.profile.name.clone()),
-            payload: match item.delivery {
-                Delivery::Record(_) => None,
-                Delivery::Recorded(_) => serde_json::to_value(message).ok(),
-            },
+            payload: item.payload.cloned(),
             sent_at: message.timestamp.parse().ok(),
         }
     }
@@ -326,16 +325,17 @@ async fn run_round(
     }
 }
 
-/// Processes every message and status of a recorded delivery.
+/// Processes every message and status of a recorded delivery (`body`, parsed as `envelope`).
 pub async fn delivery(
     pool: &PgPool,
     config: &Config,
     endpoint: &Endpoint,
-    delivery_id: i64,
+    (delivery_id, body): (i64, &[u8]),
     envelope: &Envelope,
     request_id: &str,
 ) -> Result<Summary, sqlx::Error> {
     let mut summary = Summary::default();
+    let payloads = whatsapp::message_json(body);
     let mut items = Vec::new();
     for entry in &envelope.entry {
         for change in &entry.changes {
@@ -370,6 +370,7 @@ pub async fn delivery(
                 delivery: Delivery::Recorded(delivery_id),
                 value,
                 message,
+                payload: payloads.get(&message.id),
                 request_id,
                 replies: Replies::ToOutbox,
             }));

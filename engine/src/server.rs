@@ -416,7 +416,7 @@ async fn recover(pool: sqlx::PgPool, reloader: Arc<Reloader>) {
             &pool,
             &snapshot.config,
             endpoint,
-            id,
+            (id, &body),
             &envelope,
             &request_id,
         )

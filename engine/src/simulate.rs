@@ -118,6 +118,7 @@ pub async fn run(
             delivery: record,
             value: &value,
             message: &message,
+            payload: None,
             request_id: &id,
             replies: Replies::ToCallerOnly,
         },

@@ -6,6 +6,7 @@
 //! optional: a delivery is never refused for having a shape we did not expect.
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// A webhook delivery.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -107,9 +108,9 @@ pub struct Message {
     pub button: Option<Button>,
     /// For `location`.
     pub location: Option<Location>,
-    /// Everything else Meta sent (media, reactions, context, errors, …), kept for the record.
-    #[serde(flatten)]
-    pub rest: serde_json::Map<String, serde_json::Value>,
+    // Everything else Meta sends (media, reactions, context, errors, …) is not read here: the
+    // raw body is kept, and [`message_json`] reads a message whole when it is kept apart. A
+    // `#[serde(flatten)]` catch-all made every delivery's parse buffer each message twice.
 }
 
 /// Text content.
@@ -167,6 +168,19 @@ pub struct Location {
     pub name: Option<String>,
     /// Address, when shared.
     pub address: Option<String>,
+}
+
+/// Every message of a delivery as Meta sent it (every field, read or not), by message id.
+pub fn message_json(body: &[u8]) -> HashMap<String, serde_json::Value> {
+    let Ok(envelope) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return HashMap::new();
+    };
+    let changes = envelope["entry"].as_array().into_iter().flatten();
+    let changes = changes.flat_map(|e| e["changes"].as_array().into_iter().flatten());
+    changes
+        .flat_map(|c| c["value"]["messages"].as_array().into_iter().flatten())
+        .filter_map(|m| Some((m["id"].as_str()?.to_owned(), m.clone())))
+        .collect()
 }
 
 impl Envelope {
