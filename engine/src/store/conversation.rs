@@ -181,10 +181,11 @@ fn sender_key(sender: &str) -> i64 {
     }) as i64
 }
 
-/// Opens a transaction holding the lock of every sender given, in one round trip. A lock
-/// serializes everything done for one sender across engine processes until the transaction
-/// ends. Keys are taken in ascending order, so two transactions locking overlapping senders
-/// wait for each other instead of deadlocking.
+/// Opens a transaction holding the lock of every sender given. A lock serializes everything
+/// done for one sender across engine processes until the transaction ends. Keys are taken in
+/// ascending order, so two transactions locking overlapping senders wait for each other
+/// instead of deadlocking. Two round trips: the locks are a prepared statement (sent with
+/// BEGIN as one simple query, Postgres parsed and planned it for every batch).
 pub async fn begin_for_senders(
     pool: &PgPool,
     senders: &[&str],
@@ -198,13 +199,12 @@ pub async fn begin_for_senders(
     } else {
         ""
     };
-    let keys: Vec<String> = keys.iter().map(i64::to_string).collect();
-    // Only integers computed here are spliced into the statement, never input.
-    pool.begin_with(format!(
-        "begin; {plan}select pg_advisory_xact_lock(k) from unnest('{{{}}}'::bigint[]) as k",
-        keys.join(",")
-    ))
-    .await
+    let mut tx = pool.begin_with(format!("begin; {plan}")).await?;
+    sqlx::query("select pg_advisory_xact_lock(k) from unnest($1::bigint[]) as k")
+        .bind(&keys)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// A message as the first statement of its transaction needs it.
