@@ -21,6 +21,12 @@ use crate::whatsapp::Envelope;
 
 /// The most messages one transaction takes.
 const MAX_BATCH: usize = 64;
+/// How often a worker whose queue ran dry lets the requests already read on its thread (signed,
+/// parsed, a few microseconds from the queue) join the batch before it starts. Postgres spends
+/// about a millisecond of CPU per batch whatever its size, so a larger batch is cheaper per
+/// message: in the load test, 2 to 8 yields gave 8-10% more messages a second than none, with
+/// less CPU per message in both the engine and Postgres. Alone, a message waits microseconds.
+const GATHER_YIELDS: u32 = 4;
 /// Deliveries waiting for a worker before submitters wait too.
 const QUEUE: usize = 4096;
 
@@ -110,9 +116,14 @@ impl Batcher {
 async fn work(pool: PgPool, mut receiver: mpsc::Receiver<Queued>) {
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
+        let mut yields = GATHER_YIELDS;
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
                 Ok(next) => batch.push(next),
+                Err(_) if yields > 0 => {
+                    yields -= 1;
+                    tokio::task::yield_now().await;
+                }
                 Err(_) => break,
             }
         }
