@@ -232,12 +232,31 @@ pub fn render(
     })
 }
 
-/// The top-level variables `source` reads (`contact` for `{{ contact.name }}`).
-pub fn variables_read(source: &str) -> Result<std::collections::HashSet<String>, minijinja::Error> {
+/// The top-level variables `source` reads (`contact` for `{{ contact.name }}`), or `None` when
+/// that cannot be told: the text does not compile, or it assigns names (`set`, `with`, macros,
+/// calls). minijinja's analysis records an assigned name before it reads the value assigned, so
+/// `{% set name = name | default("there") %}` would not list `name`.
+pub fn variables_read(source: &str) -> Option<std::collections::HashSet<String>> {
     if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
-        return Ok(Default::default());
+        return Some(Default::default());
     }
-    Ok(compiled().get_template(source)?.undeclared_variables(false))
+    if assigns(source) {
+        return None;
+    }
+    let template = compiled().get_template(source).ok()?;
+    Some(template.undeclared_variables(false))
+}
+
+/// Whether a block tag of `source` assigns a name.
+fn assigns(source: &str) -> bool {
+    source.match_indices("{%").any(|(at, _)| {
+        let tag = source[at + 2..].trim_start_matches(['-', '+']).trim_start();
+        ["set", "with", "macro", "call"].iter().any(|keyword| {
+            tag.strip_prefix(keyword)
+                .and_then(|rest| rest.chars().next())
+                .is_some_and(|next| !next.is_alphanumeric() && next != '_')
+        })
+    })
 }
 
 /// Every template string rendered so far, compiled once. A template's name is its source, so

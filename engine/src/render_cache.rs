@@ -20,6 +20,9 @@ use crate::render::{self, RenderError, Rendered};
 
 /// The most replies kept; past it, the map starts over.
 const CAPACITY: usize = 1_000;
+/// Replies whose inputs take more than this as a key (a long list bound per person, say) are
+/// rendered every time: the map stays under about 1,000 × (this + a reply).
+const MAX_KEY_BYTES: usize = 16 * 1024;
 
 /// Variables that differ for every person or message: a template reading one is rendered
 /// every time, since keeping its replies would only churn the map.
@@ -46,7 +49,8 @@ pub struct RenderCache {
 }
 
 impl RenderCache {
-    /// What `template` (named `name`) reads; `None` when one of its texts does not compile.
+    /// What `template` (named `name`) reads; `None` when that cannot be told of one of its texts
+    /// (see [`render::variables_read`]): such a template is rendered with every variable.
     pub fn reads(&self, name: &str, template: &Template) -> Option<Reads> {
         if let Some(known) = self.reads.lock().ok().and_then(|r| r.get(name).cloned()) {
             return known;
@@ -75,6 +79,9 @@ impl RenderCache {
             return render::render(name, template, language, vars, to, page_offset);
         }
         let key = key_of(name, language, page_offset, vars);
+        if key.len() > MAX_KEY_BYTES {
+            return render::render(name, template, language, vars, to, page_offset);
+        }
         let kept = self.replies.lock().ok().and_then(|r| r.get(&key).cloned());
         if let Some(kept) = kept {
             let mut reply = Rendered::clone(&kept);
@@ -161,7 +168,7 @@ fn reads_of(name: &str, template: &Template) -> Option<Reads> {
     }
     let mut names: BTreeSet<String> = lists.into_iter().map(str::to_owned).collect();
     for source in sources {
-        names.extend(render::variables_read(source).ok()?);
+        names.extend(render::variables_read(source)?);
     }
     let keep = !names.iter().any(|n| PERSONAL.contains(&n.as_str()));
     Some(Reads {
@@ -193,6 +200,14 @@ mod tests {
         assert!(!reads.keep);
         let broken = template("text:\n  body: \"{{ unclosed\"\n");
         assert!(cache.reads("broken", &broken).is_none());
+        // The analysis would miss `name` here (it is assigned before it is read): every
+        // variable, no keeping.
+        let assigning =
+            template("text:\n  body: \"{%- set name = name | default('there') %}Hi {{ name }}\"\n");
+        assert!(cache.reads("assigning", &assigning).is_none());
+        let settings = template("text:\n  body: \"{{ settings }} {{ setup }}\"\n");
+        let reads = cache.reads("settings", &settings).expect("no assignment");
+        assert_eq!(&*reads.names, ["settings", "setup"]);
     }
 
     #[test]
@@ -232,6 +247,25 @@ mod tests {
             .expect("renders");
         assert_eq!(rw.body["interactive"]["body"]["text"], "Hitamo.");
         assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn replies_with_large_inputs_are_not_kept() {
+        let cache = RenderCache::default();
+        let t = template(CATEGORIES);
+        let reads = cache.reads("categories", &t).expect("compiles");
+        let many: Vec<Value> = (0..2_000)
+            .map(|i| json!({"id": i, "name": format!("Category {i}")}))
+            .collect();
+        let v = vars(json!({"title": "Shop", "categories": many}));
+        let reply = cache
+            .render(&t, &reads, "en", &v, "250788000001", 0)
+            .expect("renders");
+        assert_eq!(
+            reply,
+            render::render("categories", &t, "en", &v, "250788000001", 0).expect("renders")
+        );
+        assert!(cache.is_empty());
     }
 
     #[test]
