@@ -407,7 +407,6 @@ fn standard_webhooks_signatures_and_replay_window() {
 #[test]
 fn deliveries_are_kept_byte_for_byte_with_their_signature() {
     let (_config, engine) = shipped();
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let wait = std::time::Duration::from_secs(10);
 
     // One message: kept on the message's row.
@@ -421,7 +420,7 @@ fn deliveries_are_kept_byte_for_byte_with_their_signature() {
         "the message recorded",
         |rows| rows.as_array().is_some_and(|r| r.len() == 1),
     );
-    assert_eq!(kept[0]["body"], hex(&single));
+    assert_eq!(kept[0]["body"], hex::encode(&single));
     assert_eq!(kept[0]["signature"], signature.as_str());
     assert_eq!(kept[0]["endpoint"], "wa-webhook-core");
     assert_eq!(kept[0]["delivery_id"], serde_json::Value::Null);
@@ -439,7 +438,7 @@ fn deliveries_are_kept_byte_for_byte_with_their_signature() {
         "the repeat recorded",
         |rows| rows.as_array().is_some_and(|r| r.len() == 1),
     );
-    assert_eq!(repeats[0]["body"], hex(&single));
+    assert_eq!(repeats[0]["body"], hex::encode(&single));
     assert_eq!(repeats[0]["processed"], true);
 
     // Two messages: one deliveries row, which both messages name.
@@ -469,6 +468,6 @@ fn deliveries_are_kept_byte_for_byte_with_their_signature() {
     for (message, sent) in messages.as_array().into_iter().flatten().zip(&sent) {
         assert_eq!(message["only_on_delivery"], true);
         assert_eq!(&message["payload"], sent);
-        assert_eq!(message["delivery_body"], hex(&double));
+        assert_eq!(message["delivery_body"], hex::encode(&double));
     }
 }

@@ -65,22 +65,6 @@ pub async fn insert_delivery(
     .await
 }
 
-/// Records a delivery inside the transaction that processes it, as processed: one commit makes
-/// both durable, and a failure before it leaves neither (Meta, unanswered, delivers again).
-pub async fn insert_processed_delivery(
-    tx: &mut Transaction<'_, Postgres>,
-    endpoint: &str,
-    headers: &Value,
-    body: &[u8],
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("insert into deliveries (endpoint, headers, body, processed_at) values ($1, $2, $3, now()) returning id")
-        .bind(endpoint)
-        .bind(sqlx::types::Json(headers))
-        .bind(body)
-        .fetch_one(&mut **tx)
-        .await
-}
-
 /// Marks a delivery done, with the error that stopped it if any.
 pub async fn finish_delivery(
     pool: &PgPool,
