@@ -63,9 +63,10 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The corpus shared by every session: real-format deliveries with their signatures.
+/// A fixture from `tests/fixtures/`: real-format deliveries with their signatures, MoMo
+/// callbacks and MTN SMS texts (see `tests/fixtures/README.md`).
 pub fn corpus(relative: &str) -> PathBuf {
-    repo().join("../shared/corpus").join(relative)
+    repo().join("tests/fixtures").join(relative)
 }
 
 /// The app secret the corpus signatures were made with.

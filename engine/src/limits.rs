@@ -1,5 +1,5 @@
 //! WhatsApp Cloud API message limits (Meta's interactive-list and reply-button references, see
-//! `shared/corpus/FORMATS.md` §7.10). Lint checks literal template text against them; the
+//! `tests/fixtures/FORMATS.md` §7.10). Lint checks literal template text against them; the
 //! renderer cuts dynamic text to them.
 
 /// Text message body, characters.

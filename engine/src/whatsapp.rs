@@ -221,7 +221,7 @@ mod tests {
 
     fn corpus(name: &str) -> Envelope {
         let path = format!(
-            "{}/../../shared/corpus/whatsapp/{name}",
+            "{}/../tests/fixtures/whatsapp/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -230,10 +230,7 @@ mod tests {
 
     #[test]
     fn reads_every_corpus_delivery() {
-        let dir = format!(
-            "{}/../../shared/corpus/whatsapp",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let dir = format!("{}/../tests/fixtures/whatsapp", env!("CARGO_MANIFEST_DIR"));
         let mut read = 0;
         for entry in std::fs::read_dir(&dir).expect("corpus").flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
