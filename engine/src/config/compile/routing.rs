@@ -1,0 +1,195 @@
+//! `routing:` of a WhatsApp endpoint: keyword routes, global words, the fallback, and routes
+//! that can never match because an earlier one takes their words.
+
+use easymo_dsl::diagnostic::did_you_mean;
+use easymo_dsl::{codes, Diagnostic};
+
+use super::context::Cx;
+use crate::config::raw;
+use crate::config::yaml::Path;
+use crate::config::Flows;
+use crate::router::{normalize, KeywordRoute, Router, Tier};
+
+pub(super) fn check_route_target(
+    cx: &mut Cx<'_>,
+    flow: &str,
+    path: &Path,
+    flows: &Flows,
+    incomplete_flows: bool,
+) {
+    match flows.index.get(flow) {
+        None if !incomplete_flows => {
+            cx.error(
+                codes::UNKNOWN_FLOW,
+                format!("unknown flow `{flow}`"),
+                path,
+                "no flow file defines it",
+            )
+            .help = did_you_mean(flow, flows.index.keys().map(String::as_str));
+        }
+        Some(entry) if entry.arity > 0 => {
+            let span = cx.index.value(path);
+            cx.out.push(
+                Diagnostic::error(
+                    codes::ROUTE_TARGET_PARAMS,
+                    format!("flow `{flow}` takes parameters, so a route cannot start it"),
+                )
+                .at(cx.file, span, "routes start flows with no values")
+                .also(entry.file, entry.name_span, "declared with parameters here")
+                .help("route to a flow without parameters that then calls this one"),
+            );
+        }
+        _ => {}
+    }
+}
+
+pub(super) fn compile_routing(
+    cx: &mut Cx<'_>,
+    raw: &raw::Routing,
+    at: &Path,
+    flows: &Flows,
+    incomplete_flows: bool,
+) -> Router {
+    let mut keywords: Vec<(KeywordRoute, Path)> = Vec::new();
+    for (tier, list, key) in [
+        (Tier::Global, &raw.global, "global"),
+        (Tier::Keyword, &raw.routes, "routes"),
+    ] {
+        for (r, route) in list.iter().enumerate() {
+            let rp = at.key(key).index(r);
+            check_route_target(cx, &route.flow, &rp.key("flow"), flows, incomplete_flows);
+            if route.keywords.is_empty() {
+                cx.error(
+                    codes::EMPTY_KEYWORD,
+                    "a route needs at least one keyword",
+                    &rp.key("keywords"),
+                    "",
+                );
+            }
+            for (k, keyword) in route.keywords.iter().enumerate() {
+                let kp = rp.key("keywords").index(k);
+                let normalized = normalize(keyword);
+                if normalized.is_empty() {
+                    cx.error(
+                        codes::EMPTY_KEYWORD,
+                        format!(
+                            "keyword \"{keyword}\" has no letters or digits, so it matches nothing"
+                        ),
+                        &kp,
+                        "",
+                    )
+                    .help =
+                        Some("matching ignores case, punctuation, emoji and accents".to_owned());
+                    continue;
+                }
+                let candidate = KeywordRoute {
+                    tier,
+                    route: r,
+                    keyword_index: k,
+                    keyword: keyword.clone(),
+                    normalized,
+                    mode: route.mode,
+                    flow: route.flow.clone(),
+                };
+                check_shadowing(cx, &keywords, &candidate, &kp);
+                keywords.push((candidate, kp));
+            }
+        }
+    }
+    check_route_target(
+        cx,
+        &raw.fallback,
+        &at.key("fallback"),
+        flows,
+        incomplete_flows,
+    );
+    let session_ttl = cx
+        .duration(&raw.session_ttl, &at.key("session_ttl"))
+        .unwrap_or(std::time::Duration::from_secs(86_400));
+    let stale_after = cx
+        .duration(&raw.stale_after, &at.key("stale_after"))
+        .unwrap_or(std::time::Duration::from_secs(3600));
+    Router {
+        keywords: keywords.into_iter().map(|(k, _)| k).collect(),
+        fallback: raw.fallback.clone(),
+        session_ttl,
+        stale_after,
+    }
+}
+
+pub(super) fn check_shadowing(
+    cx: &mut Cx<'_>,
+    earlier: &[(KeywordRoute, Path)],
+    candidate: &KeywordRoute,
+    at: &Path,
+) {
+    if let Some((first, first_path)) = earlier
+        .iter()
+        .find(|(e, _)| e.normalized == candidate.normalized)
+    {
+        let span = cx.index.value(at);
+        let first_span = cx.index.value(first_path);
+        let help = if first.flow == candidate.flow {
+            "remove the repeated keyword".to_owned()
+        } else {
+            format!(
+                "it already goes to `{}`; keep one route per keyword",
+                first.flow
+            )
+        };
+        cx.out.push(
+            Diagnostic::error(
+                codes::DUPLICATE_KEYWORD,
+                format!("keyword \"{}\" is routed twice", candidate.keyword),
+            )
+            .at(cx.file, span, "routed again here")
+            .also(cx.file, first_span, "first routed here")
+            .note(format!(
+                "keywords are compared after normalization: \"{}\"",
+                candidate.normalized
+            ))
+            .help(help),
+        );
+        return;
+    }
+    if let Some((winner, winner_path)) = earlier.iter().find(|(e, _)| e.covers(candidate)) {
+        let span = cx.index.value(at);
+        let winner_span = cx.index.value(winner_path);
+        if winner.tier == candidate.tier && winner.route == candidate.route {
+            let span = cx.index.value(at);
+            let winner_span = cx.index.value(winner_path);
+            cx.out.push(
+                Diagnostic::error(
+                    codes::SHADOWED_ROUTE,
+                    format!("keyword \"{}\" is redundant", candidate.keyword),
+                )
+                .at(
+                    cx.file,
+                    span,
+                    format!(
+                        "\"{}\" already matches everything this does",
+                        winner.keyword
+                    ),
+                )
+                .also(cx.file, winner_span, "")
+                .help("remove it"),
+            );
+            return;
+        }
+        let why = match winner.tier {
+            Tier::Global => "global words always win".to_owned(),
+            Tier::Keyword => format!(
+                "an earlier `{:?}` route matches every message this one would",
+                winner.mode
+            )
+            .to_lowercase(),
+        };
+        cx.out.push(
+            Diagnostic::error(codes::SHADOWED_ROUTE, format!("route for \"{}\" can never match", candidate.keyword))
+                .at(cx.file, span, format!("unreachable: \"{}\" wins first", winner.keyword))
+                .also(cx.file, winner_span, format!("this route to `{}` matches first", winner.flow))
+                .note(why)
+                .help("move the more specific route above the broader one, or narrow the broader route's match mode"),
+        );
+    }
+}

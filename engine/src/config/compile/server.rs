@@ -1,0 +1,87 @@
+//! `server:` and `momo:`: process-wide settings and the MoMo account.
+
+use easymo_dsl::codes;
+
+use super::context::Cx;
+use crate::config::raw;
+use crate::config::yaml::Path;
+use crate::config::{Momo, Server};
+
+pub(super) fn compile_server(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Server> {
+    let path = Path::root().key("server");
+    let listen = match server.listen.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            cx.error(
+                codes::INVALID_VALUE,
+                format!("`{}` is not a listen address", server.listen),
+                &path.key("listen"),
+                "",
+            )
+            .help = Some("write host and port, e.g. `0.0.0.0:8080` or `[::]:8080`".to_owned());
+            None
+        }
+    };
+    let trusted_proxies = cx.nets(
+        &server.trusted_proxies,
+        &path.key("trusted_proxies"),
+        "anyone could forge X-Forwarded-For",
+    );
+    if server.max_body_bytes == 0 {
+        cx.error(
+            codes::INVALID_VALUE,
+            "`max_body_bytes` must be greater than zero",
+            &path.key("max_body_bytes"),
+            "",
+        );
+    }
+    let database_url = server
+        .database_url
+        .as_ref()
+        .and_then(|v| cx.secret(v, &path.key("database_url"), "the database URL"));
+    let admin_token = server
+        .admin_token
+        .as_ref()
+        .and_then(|v| cx.secret(v, &path.key("admin_token"), "the admin token"));
+    Some(Server {
+        listen: listen?,
+        trusted_proxies,
+        max_body_bytes: usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX),
+        database_url,
+        admin_token,
+    })
+}
+
+pub(super) fn compile_momo(cx: &mut Cx<'_>, momo: &raw::Momo) -> Option<Momo> {
+    let path = Path::root().key("momo");
+    let base_url = momo.base_url.trim_end_matches('/').to_owned();
+    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+        cx.error(
+            codes::INVALID_VALUE,
+            format!("`{}` is not an http(s) URL", momo.base_url),
+            &path.key("base_url"),
+            "",
+        )
+        .help = Some("e.g. `https://proxy.momoapi.mtn.co.rw`".to_owned());
+    }
+    let subscription_key = cx.secret(
+        &momo.subscription_key,
+        &path.key("subscription_key"),
+        "the MoMo subscription key",
+    );
+    let api_user = cx.secret(&momo.api_user, &path.key("api_user"), "the MoMo API user");
+    let api_key = cx.secret(&momo.api_key, &path.key("api_key"), "the MoMo API key");
+    let timeout = cx.duration(&momo.timeout, &path.key("timeout"));
+    let poll_after = cx.duration(&momo.poll_after, &path.key("poll_after"));
+    Some(Momo {
+        base_url,
+        target_environment: momo.target_environment.clone(),
+        subscription_key: subscription_key?,
+        api_user: api_user?,
+        api_key: api_key?,
+        timeout: timeout?,
+        poll_after: poll_after?,
+        currency: momo.currency.clone(),
+        callback_url: momo.callback_url.clone(),
+    })
+}

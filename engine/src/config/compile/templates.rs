@@ -1,0 +1,130 @@
+//! `templates:`: each template read on its own, checked by [`super::super::templates`], and the
+//! templates the runtime itself sends.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use easymo_dsl::check::{Context, TemplateInfo};
+use easymo_dsl::{codes, Diagnostic};
+use serde_yaml::Value;
+
+use super::context::Cx;
+use crate::config::raw;
+use crate::config::yaml::{deserialize_at, Path};
+use crate::config::{templates, Endpoint};
+
+pub(super) fn templates_section(
+    cx: &mut Cx<'_>,
+    value: Option<Value>,
+) -> (BTreeMap<String, raw::Template>, BTreeSet<String>) {
+    let path = Path::root().key("templates");
+    let mut good = BTreeMap::new();
+    let mut broken = BTreeSet::new();
+    let map = match value {
+        None | Some(Value::Null) => return (good, broken),
+        Some(Value::Mapping(map)) => map,
+        Some(_) => {
+            cx.error(
+                codes::INVALID_VALUE,
+                "`templates` must map template names to templates",
+                &path,
+                "",
+            );
+            return (good, broken);
+        }
+    };
+    for (key, item) in map {
+        let Some(name) = key.as_str().map(str::to_owned) else {
+            continue;
+        };
+        let identifier = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !identifier {
+            cx.out.push(
+                Diagnostic::error(codes::INVALID_VALUE, format!("template name `{name}` cannot be used in a flow"))
+                    .at(cx.file, cx.index.key(&path.key(&name)), "")
+                    .help("template names are letters, digits and `_`, starting with a letter, e.g. `job_list`"),
+            );
+        }
+        match deserialize_at::<raw::Template>(item, &path.key(&name), &cx.index, cx.file) {
+            Ok(t) => {
+                good.insert(name, t);
+            }
+            Err(d) => {
+                cx.out.push(d);
+                broken.insert(name);
+            }
+        }
+    }
+    (good, broken)
+}
+
+pub(super) fn check_templates(
+    cx: &mut Cx<'_>,
+    templates: &BTreeMap<String, raw::Template>,
+    broken: &BTreeSet<String>,
+) -> BTreeMap<String, TemplateInfo> {
+    let mut infos = BTreeMap::new();
+    for (name, template) in templates {
+        infos.insert(
+            name.clone(),
+            templates::check(name, template, &cx.index, cx.file, &mut cx.out),
+        );
+    }
+    for name in broken {
+        infos.insert(
+            name.clone(),
+            TemplateInfo {
+                variables: BTreeSet::new(),
+                opaque: true,
+            },
+        );
+    }
+    infos
+}
+
+/// Templates the runtime sends on its own (a failed flow, unreadable media): they must exist when
+/// a WhatsApp endpoint routes messages, and read only what the runtime can bind.
+pub(super) fn check_runtime_templates(cx: &mut Cx<'_>, endpoints: &[Endpoint], context: &Context) {
+    let routes_messages = endpoints
+        .iter()
+        .any(|e| e.router.is_some() && e.deprecated.is_none());
+    if !routes_messages || context.incomplete_templates {
+        return;
+    }
+    for (name, when) in [
+        (templates::ERROR_TEMPLATE, "a flow fails"),
+        (
+            templates::UNSUPPORTED_TEMPLATE,
+            "someone sends media the engine cannot read",
+        ),
+    ] {
+        match context.templates.get(name) {
+            None => {
+                let span = cx.index.key(&Path::root().key("templates"));
+                cx.out.push(
+                    Diagnostic::warning(
+                        codes::MISSING_RUNTIME_TEMPLATE,
+                        format!("no `{name}` template: nothing is sent when {when}"),
+                    )
+                    .at(cx.file, span, "")
+                    .help(format!(
+                        "declare `{name}` under `templates:` (a text in en, rw and fr)"
+                    )),
+                );
+            }
+            Some(info) => {
+                if let Some(variable) = info.variables.iter().next() {
+                    cx.error(
+                        codes::UNBOUND_TEMPLATE_VAR,
+                        format!(
+                            "template `{name}` reads `{variable}`, which the runtime does not bind"
+                        ),
+                        &Path::root().key("templates").key(name),
+                        "",
+                    )
+                    .help = Some("use only `contact`, `session` or `message` here".to_owned());
+                }
+            }
+        }
+    }
+}
