@@ -133,12 +133,12 @@ fn alert_rules_and_channels() {
 fn templates_cover_every_whatsapp_message_kind_in_three_languages() {
     let config = shipped();
     let kinds: std::collections::BTreeSet<&str> =
-        config.templates.values().map(|t| t.kind()).collect();
+        config.templates.values().map(|t| t.shape.kind()).collect();
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
         ["buttons", "list", "location_request", "text"]
     );
-    let config::Template::List(menu) = &config.templates["main_menu"] else {
+    let config::Shape::List(menu) = &config.templates["main_menu"].shape else {
         panic!("main_menu is a list")
     };
     let languages: Vec<&str> = menu.body.0.keys().map(String::as_str).collect();

@@ -191,6 +191,7 @@ async fn process_jobs(pool: &PgPool, jobs: &[&Job]) -> Result<Vec<Handled>, Batc
         let (value, message) = process::only_message(&job.envelope).ok_or(BatchError::NotSingle)?;
         items.push(Inbound {
             config: &job.snapshot.config,
+            caches: &job.snapshot.caches,
             endpoint,
             delivery: Delivery::Record(crate::store::conversation::Raw {
                 endpoint: &endpoint.name,

@@ -276,7 +276,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Schema => {
-            let schema = schemars::schema_for!(config::raw::Routes);
+            let schema = config::schema();
             let text = serde_json::to_string_pretty(&schema).context("serializing the schema")?;
             write_out(&format!("{text}\n"));
             Ok(0)

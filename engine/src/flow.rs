@@ -60,6 +60,8 @@ pub enum FlowError {
 pub struct Turn<'a> {
     /// The live config.
     pub config: &'a Config,
+    /// What is kept for as long as that config serves.
+    pub caches: &'a Caches,
     /// `contact` as flows see it.
     pub contact: Value,
     /// The contact's language.
@@ -86,6 +88,16 @@ pub struct Turn<'a> {
     /// The savepoint taken before this turn's first database statement, so a failure undoes
     /// only this turn's writes: its name while not yet taken, and whether it was.
     pub savepoint: Savepoint,
+}
+
+/// What the runtime keeps for as long as one config serves: a reload starts with empty ones, so
+/// an edited query or template is never answered from what the old one gave.
+#[derive(Debug, Default)]
+pub struct Caches {
+    /// Results of `cached for` flow queries.
+    pub queries: crate::query_cache::QueryCache,
+    /// Replies rendered before.
+    pub replies: crate::render_cache::RenderCache,
 }
 
 /// A savepoint a turn takes lazily: a turn that never touches the database (a cached menu, a
@@ -249,7 +261,7 @@ impl Turn<'_> {
             QueryKind::One => Shape::One,
             QueryKind::Exec => Shape::Nothing,
         };
-        let cache = &self.config.query_cache;
+        let cache = &self.caches.queries;
         // `query` and `query_one` of the same SQL give different shapes: the shape is part of
         // the key.
         let key = match shape {
@@ -407,8 +419,7 @@ impl Turn<'_> {
                 flow: flow.to_owned(),
                 source: render::RenderError::Unknown(template.to_owned()),
             })?;
-        let cache = &self.config.render_cache;
-        let rendered = match cache.reads(template, definition) {
+        let rendered = match &definition.reads {
             // Only what the template reads is gathered: the key of a kept reply, and all
             // the template engine converts.
             Some(reads) => {
@@ -420,9 +431,9 @@ impl Turn<'_> {
                         vars.insert(name.clone(), value);
                     }
                 }
-                cache.render(
+                self.caches.replies.render(
                     definition,
-                    &reads,
+                    reads,
                     &self.language,
                     &vars,
                     &self.recipient,
@@ -435,7 +446,7 @@ impl Turn<'_> {
                 vars.extend(bound.iter().map(|(k, v)| (k.clone(), v.clone())));
                 render::render(
                     template,
-                    definition,
+                    &definition.shape,
                     &self.language,
                     &vars,
                     &self.recipient,

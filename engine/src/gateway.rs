@@ -245,7 +245,6 @@ impl Request<'_> {
         let kept = kept_headers(headers);
         self.correlation_id = envelope.messages().next().map(|(_, m)| m.id.clone());
         let pool = &state.pool;
-        let config = &snapshot.config;
         let routed_to = if crate::process::only_message(&envelope).is_some() {
             let job = crate::batcher::Job {
                 snapshot: Arc::clone(snapshot),
@@ -274,7 +273,7 @@ impl Request<'_> {
                 }
             }
         } else {
-            self.record_then_process(pool, config, &envelope, &kept, &body)
+            self.record_then_process(pool, snapshot, &envelope, &kept, &body)
                 .await?
         };
         self.flow = routed_to.clone();
@@ -416,7 +415,7 @@ impl Request<'_> {
     async fn record_then_process(
         &self,
         pool: &sqlx::PgPool,
-        config: &crate::config::Config,
+        snapshot: &Snapshot,
         envelope: &Envelope,
         headers: &serde_json::Value,
         body: &[u8],
@@ -427,7 +426,7 @@ impl Request<'_> {
                 .map_err(|e| self.internal(&e))?;
         match crate::process::delivery(
             pool,
-            config,
+            (&snapshot.config, &snapshot.caches),
             self.endpoint,
             (delivery_id, body),
             envelope,

@@ -488,7 +488,7 @@ async fn notify(
         "reason": reason,
     }});
     let vars = vars.as_object().cloned().unwrap_or_default();
-    match crate::render::render(name, template, &language, &vars, &recipient, 0) {
+    match crate::render::render(name, &template.shape, &language, &vars, &recipient, 0) {
         Ok(rendered) => {
             store::queue_reply(
                 tx,

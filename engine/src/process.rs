@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::config::{Config, Endpoint};
-use crate::flow::{FlowError, Savepoint, Turn};
+use crate::flow::{Caches, FlowError, Savepoint, Turn};
 use crate::logging::mask;
 use crate::render::{Rendered, MORE_ROW_PREFIX};
 use crate::store::conversation::{
@@ -94,6 +94,8 @@ pub struct Handled {
 pub struct Inbound<'a> {
     /// The config it is processed with.
     pub config: &'a Config,
+    /// The caches kept with that config.
+    pub caches: &'a Caches,
     /// The endpoint it came to.
     pub endpoint: &'a Endpoint,
     /// Its delivery.
@@ -328,7 +330,7 @@ async fn run_round(
 /// Processes every message and status of a recorded delivery (`body`, parsed as `envelope`).
 pub async fn delivery(
     pool: &PgPool,
-    config: &Config,
+    (config, caches): (&Config, &Caches),
     endpoint: &Endpoint,
     (delivery_id, body): (i64, &[u8]),
     envelope: &Envelope,
@@ -366,6 +368,7 @@ pub async fn delivery(
             }
             items.extend(value.messages.iter().map(|message| Inbound {
                 config,
+                caches,
                 endpoint,
                 delivery: Delivery::Recorded(delivery_id),
                 value,
@@ -479,6 +482,7 @@ async fn turn(
 
     let mut turn = Turn {
         config,
+        caches: item.caches,
         contact: contact.to_json(),
         language: contact.language.clone(),
         recipient: contact.recipient().unwrap_or_default().to_owned(),

@@ -2,7 +2,7 @@
 //! by a broken one.
 //!
 //! Owns: the [`Snapshot`] requests read (config plus what serving derives from it: the path
-//! table and the rate limiters), the `ArcSwap` that publishes it, reload outcomes and counters.
+//! table, the rate limiters and the flow runtime's caches), the `ArcSwap` that publishes it, reload outcomes and counters.
 //! A reload runs the same load path as `easymo lint`; only a config without errors is swapped
 //! in, and a request that already holds a snapshot finishes on it. Must not watch files or
 //! handle signals: `watch` and `server` decide *when* to reload.
@@ -18,6 +18,7 @@ use easymo_dsl::diagnostic::render_human;
 use sha2::{Digest, Sha256};
 
 use crate::config::{self, Config, EnvPolicy};
+use crate::flow::Caches;
 use crate::ratelimit::{Limiter, Registry};
 
 /// One loaded configuration and what serving derives from it.
@@ -29,6 +30,8 @@ pub struct Snapshot {
     pub by_path: HashMap<String, usize>,
     /// Each endpoint's limiter, by endpoint index.
     pub limiters: Vec<Option<Arc<Limiter>>>,
+    /// The flow runtime's caches, which start empty with each config.
+    pub caches: Caches,
     /// SHA-256 of routes.yaml and every flow file, hex.
     pub version: String,
     /// When it was loaded, Unix seconds.
@@ -211,6 +214,7 @@ fn build(path: &Path, policy: &EnvPolicy, limiters: &Registry) -> Result<Snapsho
         config,
         by_path,
         limiters,
+        caches: Caches::default(),
         version: hex::encode(hasher.finalize()),
         loaded_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::raw::{Row, Template, Text};
+use crate::config::reply::{Row, Shape, Text};
 use crate::limits;
 
 /// The id of the "More" row; the offset of the next page follows the colon.
@@ -47,7 +47,7 @@ pub enum RenderError {
 /// `session` and `message`; `page_offset` is the first row of a paged list.
 pub fn render(
     name: &str,
-    template: &Template,
+    template: &Shape,
     language: &str,
     vars: &Map<String, Value>,
     to: &str,
@@ -75,14 +75,14 @@ pub fn render(
     let vars_map = vars;
     let vars = &Context::from_serialize(vars_map);
     let (message, preview) = match template {
-        Template::Text(t) => {
+        Shape::Text(t) => {
             let body = fill(&t.body, vars, limits::TEXT_BODY)?;
             (
                 json!({"type": "text", "text": {"preview_url": t.preview_url, "body": body}}),
                 body,
             )
         }
-        Template::LocationRequest(t) => {
+        Shape::LocationRequest(t) => {
             let body = fill(&t.body, vars, limits::LOCATION_BODY)?;
             let preview = format!("{body}\n[ 📍 Send location ]");
             (
@@ -90,7 +90,7 @@ pub fn render(
                 preview,
             )
         }
-        Template::Buttons(t) => {
+        Shape::Buttons(t) => {
             let mut interactive = Map::new();
             interactive.insert("type".into(), json!("button"));
             let mut preview = frame(
@@ -114,7 +114,7 @@ pub fn render(
                 preview,
             )
         }
-        Template::List(t) => {
+        Shape::List(t) => {
             let mut interactive = Map::new();
             interactive.insert("type".into(), json!("list"));
             let mut preview = frame(
@@ -232,33 +232,6 @@ pub fn render(
     })
 }
 
-/// The top-level variables `source` reads (`contact` for `{{ contact.name }}`), or `None` when
-/// that cannot be told: the text does not compile, or it assigns names (`set`, `with`, macros,
-/// calls). minijinja's analysis records an assigned name before it reads the value assigned, so
-/// `{% set name = name | default("there") %}` would not list `name`.
-pub fn variables_read(source: &str) -> Option<std::collections::HashSet<String>> {
-    if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
-        return Some(Default::default());
-    }
-    if assigns(source) {
-        return None;
-    }
-    let template = compiled().get_template(source).ok()?;
-    Some(template.undeclared_variables(false))
-}
-
-/// Whether a block tag of `source` assigns a name.
-fn assigns(source: &str) -> bool {
-    source.match_indices("{%").any(|(at, _)| {
-        let tag = source[at + 2..].trim_start_matches(['-', '+']).trim_start();
-        ["set", "with", "macro", "call"].iter().any(|keyword| {
-            tag.strip_prefix(keyword)
-                .and_then(|rest| rest.chars().next())
-                .is_some_and(|next| !next.is_alphanumeric() && next != '_')
-        })
-    })
-}
-
 /// Every template string rendered so far, compiled once. A template's name is its source, so
 /// an entry can never go stale: a reload that edits a text simply uses a new name. Sources come
 /// only from loaded configs (never from messages; lint refuses texts that include others), so
@@ -357,7 +330,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A template as the config loader reads it.
-    pub(crate) fn template(yaml: &str) -> Template {
+    pub(crate) fn template(yaml: &str) -> Shape {
         // As the config loader does: YAML → JSON value → typed (serde_yaml wants `!tags` for enums).
         let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
         serde_json::from_value(serde_json::to_value(value).expect("json")).expect("template")

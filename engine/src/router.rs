@@ -6,10 +6,23 @@
 //! awaited input; the flow runtime decides whether a message answers an `await` before asking
 //! the router.
 
+use schemars::JsonSchema;
+use serde::Deserialize;
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
-pub use crate::config::raw::MatchMode;
+/// How a keyword matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchMode {
+    /// The whole message is the keyword.
+    #[default]
+    Exact,
+    /// The message starts with the keyword (as whole words).
+    Prefix,
+    /// The keyword appears anywhere in the message (as whole words).
+    Contains,
+}
 
 /// Lowercases, strips accents, turns punctuation into spaces and collapses whitespace, so that
 /// "  Find JOBS!! " and "find jobs" route alike, as do "Émplois" and "emplois".

@@ -414,7 +414,7 @@ async fn recover(pool: sqlx::PgPool, reloader: Arc<Reloader>) {
         let request_id = format!("recovery-{id}");
         match crate::process::delivery(
             &pool,
-            &snapshot.config,
+            (&snapshot.config, &snapshot.caches),
             endpoint,
             (id, &body),
             &envelope,

@@ -7,7 +7,8 @@
 //! with the diagnostics.
 //!
 //! # Layout
-//! - `raw`: serde shapes and the JSON Schema.
+//! - `raw`: serde shapes and the JSON Schema (private: the rest of the engine sees typed values).
+//! - `reply`: reply templates, compiled with the variables each reads.
 //! - `yaml`: YAML positions and staged deserialization.
 //! - `env`: `${NAME}` secrets.
 //! - `templates`: reply-template checks.
@@ -15,7 +16,8 @@
 
 mod compile;
 pub mod env;
-pub mod raw;
+mod raw;
+pub mod reply;
 pub mod templates;
 pub mod yaml;
 
@@ -32,9 +34,10 @@ use ipnet::IpNet;
 
 pub use env::{Env, EnvPolicy, Secret};
 pub use raw::{
-    AlertSeverity, ChannelKind, EndpointKind, LimitKey, OnLimit, SignatureEncoding, SmsKind,
-    Template,
+    AlertSeverity, ChannelKind, Deprecation, EndpointKind, LimitKey, OnLimit, SignatureEncoding,
+    SmsKind,
 };
+pub use reply::{ReplyTemplate, Shape};
 
 use crate::router::Router;
 
@@ -46,7 +49,7 @@ pub struct Config {
     /// Endpoints in file order.
     pub endpoints: Vec<Endpoint>,
     /// Reply templates by name.
-    pub templates: BTreeMap<String, Template>,
+    pub templates: BTreeMap<String, ReplyTemplate>,
     /// Parsed and checked flows.
     pub flows: Flows,
     /// Alert channels by name.
@@ -55,10 +58,6 @@ pub struct Config {
     pub alerts: Vec<AlertRule>,
     /// The MoMo API account, when payments are configured.
     pub momo: Option<Momo>,
-    /// Results of `cached for` flow queries; each loaded config starts with an empty one.
-    pub query_cache: std::sync::Arc<crate::query_cache::QueryCache>,
-    /// Replies rendered before; each loaded config starts with an empty one.
-    pub render_cache: std::sync::Arc<crate::render_cache::RenderCache>,
 }
 
 /// The MTN MoMo Open API account.
@@ -119,7 +118,7 @@ pub struct Endpoint {
     /// SMS parsing (SMS endpoints).
     pub sms: Option<SmsRules>,
     /// Set for retired endpoints.
-    pub deprecated: Option<raw::Deprecation>,
+    pub deprecated: Option<Deprecation>,
 }
 
 /// Authentication of one endpoint.
@@ -307,6 +306,11 @@ impl FileSource for Disk {
         files.sort();
         files
     }
+}
+
+/// The JSON Schema of routes.yaml, for editors (`easymo schema`).
+pub fn schema() -> schemars::schema::RootSchema {
+    schemars::schema_for!(raw::Routes)
 }
 
 /// Loads and checks routes.yaml and its flows from disk.

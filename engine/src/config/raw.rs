@@ -6,15 +6,20 @@
 //! conditions); `compile` turns them into typed values. Raw types never leave `config`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use schemars::JsonSchema;
-use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+use super::reply::Shape;
+pub use crate::router::MatchMode;
 
 /// The whole routes.yaml file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "only the JSON Schema reads it whole: compile deserializes each section on its own"
+)]
 pub struct Routes {
     /// Format version of this file; currently 1.
     pub version: u32,
@@ -27,7 +32,7 @@ pub struct Routes {
     pub endpoints: Vec<Endpoint>,
     /// Reply templates by name.
     #[serde(default)]
-    pub templates: BTreeMap<String, Template>,
+    pub templates: BTreeMap<String, Shape>,
     /// Alert channels and rules.
     #[serde(default)]
     pub alerts: Option<Alerts>,
@@ -316,19 +321,6 @@ pub struct Route {
     pub flow: String,
 }
 
-/// How a keyword matches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MatchMode {
-    /// The whole message is the keyword.
-    #[default]
-    Exact,
-    /// The message starts with the keyword (as whole words).
-    Prefix,
-    /// The keyword appears anywhere in the message (as whole words).
-    Contains,
-}
-
 /// SMS parsing.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -396,173 +388,13 @@ pub struct Deprecation {
     pub migration: String,
 }
 
-/// A reply template: one of the WhatsApp message kinds.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Template {
-    /// A text message.
-    Text(TextTemplate),
-    /// An interactive list.
-    List(ListTemplate),
-    /// Up to three reply buttons.
-    Buttons(ButtonsTemplate),
-    /// A request for the user's location.
-    LocationRequest(LocationRequestTemplate),
-}
-
-impl Template {
-    /// The kind as written.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Template::Text(_) => "text",
-            Template::List(_) => "list",
-            Template::Buttons(_) => "buttons",
-            Template::LocationRequest(_) => "location_request",
-        }
-    }
-}
-
-/// A text message.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TextTemplate {
-    /// The text.
-    pub body: Text,
-    /// Show a link preview.
-    #[serde(default)]
-    pub preview_url: bool,
-}
-
-/// An interactive list.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListTemplate {
-    /// Optional header text.
-    #[serde(default)]
-    pub header: Option<Text>,
-    /// Body text.
-    pub body: Text,
-    /// Optional footer text.
-    #[serde(default)]
-    pub footer: Option<Text>,
-    /// Label of the button that opens the list.
-    pub button: Text,
-    /// Sections of rows.
-    pub sections: Vec<Section>,
-}
-
-/// A list section: fixed rows, or one row per item of a bound list.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Section {
-    /// Section title.
-    #[serde(default)]
-    pub title: Option<Text>,
-    /// Fixed rows.
-    #[serde(default)]
-    pub rows: Vec<Row>,
-    /// Variable holding the list the rows come from.
-    #[serde(default)]
-    pub rows_from: Option<String>,
-    /// The row for each item; the item is `row`.
-    #[serde(default)]
-    pub row: Option<Row>,
-}
-
-/// A list row.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Row {
-    /// Id sent back when chosen.
-    pub id: String,
-    /// Title.
-    pub title: Text,
-    /// Optional description.
-    #[serde(default)]
-    pub description: Option<Text>,
-}
-
-/// Reply buttons.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ButtonsTemplate {
-    /// Optional header text.
-    #[serde(default)]
-    pub header: Option<Text>,
-    /// Body text.
-    pub body: Text,
-    /// Optional footer text.
-    #[serde(default)]
-    pub footer: Option<Text>,
-    /// One to three buttons.
-    pub buttons: Vec<Button>,
-}
-
-/// A reply button.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Button {
-    /// Id sent back when tapped.
-    pub id: String,
-    /// Label.
-    pub title: Text,
-}
-
-/// A location request.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LocationRequestTemplate {
-    /// Body text.
-    pub body: Text,
-}
-
-/// Text in one or more languages: a plain string (English), or a map `{en, rw, fr}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Text(pub BTreeMap<String, String>);
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-        impl<'de> Visitor<'de> for TextVisitor {
-            type Value = Text;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, or a map of language code to string (en, rw, fr)")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-                Ok(Text(BTreeMap::from([("en".to_owned(), v.to_owned())])))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
-                let mut out = BTreeMap::new();
-                while let Some((k, v)) = map.next_entry::<String, String>()? {
-                    out.insert(k, v);
-                }
-                Ok(Text(out))
-            }
-        }
-        deserializer.deserialize_any(TextVisitor)
-    }
-}
-
-#[derive(JsonSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum TextSchema {
-    Plain(String),
-    Localized(BTreeMap<String, String>),
-}
-
-impl JsonSchema for Text {
-    fn schema_name() -> String {
-        "Text".to_owned()
-    }
-    fn json_schema(generator: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
-        TextSchema::json_schema(generator)
-    }
-}
-
 /// Alerting.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "only the JSON Schema reads it whole: compile deserializes each section on its own"
+)]
 pub struct Alerts {
     /// Where alerts go, by name.
     #[serde(default)]

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use easymo_dsl::check::{TemplateInfo, IMPLICIT_VARIABLES};
 use easymo_dsl::{codes, Diagnostic, FileId};
 
-use super::raw::{Row, Template, Text};
+use super::reply::{Row, Shape, Text};
 use super::yaml::{Path, YamlIndex};
 use crate::limits;
 
@@ -37,14 +37,14 @@ enum FieldValue<'a> {
     Plain(&'a str),
 }
 
-fn fields<'a>(template: &'a Template, base: &Path) -> Vec<Field<'a>> {
+fn fields<'a>(template: &'a Shape, base: &Path) -> Vec<Field<'a>> {
     let mut out = Fields(Vec::new());
     match template {
-        Template::Text(t) => {
+        Shape::Text(t) => {
             let path = base.key("text").key("body");
             out.text(path, "text body", limits::TEXT_BODY, &t.body);
         }
-        Template::LocationRequest(t) => {
+        Shape::LocationRequest(t) => {
             let path = base.key("location_request").key("body");
             out.text(
                 path,
@@ -53,7 +53,7 @@ fn fields<'a>(template: &'a Template, base: &Path) -> Vec<Field<'a>> {
                 &t.body,
             );
         }
-        Template::List(t) => {
+        Shape::List(t) => {
             let base = base.key("list");
             let body = (&t.body, "list body", limits::LIST_BODY);
             out.frame(&base, t.header.as_ref(), body, t.footer.as_ref());
@@ -81,7 +81,7 @@ fn fields<'a>(template: &'a Template, base: &Path) -> Vec<Field<'a>> {
                 }
             }
         }
-        Template::Buttons(t) => {
+        Shape::Buttons(t) => {
             let base = base.key("buttons");
             let body = (&t.body, "reply-buttons body", limits::BUTTONS_BODY);
             out.frame(&base, t.header.as_ref(), body, t.footer.as_ref());
@@ -238,7 +238,7 @@ fn loads_templates(source: &str) -> bool {
 /// Checks one template and returns what flows need to know about it.
 pub fn check(
     name: &str,
-    template: &Template,
+    template: &Shape,
     index: &YamlIndex,
     file: FileId,
     out: &mut Vec<Diagnostic>,
@@ -306,7 +306,7 @@ pub fn check(
         }
     }
     check_counts(name, template, &base, index, file, out);
-    if let Template::List(list) = template {
+    if let Shape::List(list) = template {
         for section in &list.sections {
             if let Some(from) = &section.rows_from {
                 variables.insert(from.clone());
@@ -362,14 +362,14 @@ fn check_languages(
 
 fn check_counts(
     name: &str,
-    template: &Template,
+    template: &Shape,
     base: &Path,
     index: &YamlIndex,
     file: FileId,
     out: &mut Vec<Diagnostic>,
 ) {
     match template {
-        Template::List(list) => {
+        Shape::List(list) => {
             let lp = base.key("list");
             if list.sections.is_empty() || list.sections.len() > limits::MAX_SECTIONS {
                 out.push(
@@ -446,7 +446,7 @@ fn check_counts(
                 out,
             );
         }
-        Template::Buttons(buttons) => {
+        Shape::Buttons(buttons) => {
             let bp = base.key("buttons");
             if buttons.buttons.is_empty() || buttons.buttons.len() > limits::MAX_BUTTONS {
                 out.push(
@@ -497,7 +497,7 @@ fn check_counts(
                 );
             }
         }
-        Template::Text(_) | Template::LocationRequest(_) => {}
+        Shape::Text(_) | Shape::LocationRequest(_) => {}
     }
 }
 

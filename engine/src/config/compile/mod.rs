@@ -29,6 +29,7 @@ use serde_yaml::Value;
 use super::env::EnvPolicy;
 use super::raw::{self};
 use super::yaml::{deserialize_at, Path, YamlIndex};
+use super::ReplyTemplate;
 use super::{Config, FileSource, Flows};
 use alerts::{alerts_section, compile_alerts};
 use context::Cx;
@@ -163,13 +164,17 @@ pub(super) fn compile(
         (Some(server), Some(_)) => Some(Config {
             server,
             endpoints,
-            templates,
+            templates: templates
+                .into_iter()
+                .map(|(name, shape)| {
+                    let compiled = ReplyTemplate::new(&name, shape);
+                    (name, compiled)
+                })
+                .collect(),
             flows,
             channels,
             alerts,
             momo,
-            query_cache: Default::default(),
-            render_cache: Default::default(),
         }),
         _ => None,
     };

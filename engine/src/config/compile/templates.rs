@@ -8,14 +8,14 @@ use easymo_dsl::{codes, Diagnostic};
 use serde_yaml::Value;
 
 use super::context::Cx;
-use crate::config::raw;
+
 use crate::config::yaml::{deserialize_at, Path};
-use crate::config::{templates, Endpoint};
+use crate::config::{templates, Endpoint, Shape};
 
 pub(super) fn templates_section(
     cx: &mut Cx<'_>,
     value: Option<Value>,
-) -> (BTreeMap<String, raw::Template>, BTreeSet<String>) {
+) -> (BTreeMap<String, Shape>, BTreeSet<String>) {
     let path = Path::root().key("templates");
     let mut good = BTreeMap::new();
     let mut broken = BTreeSet::new();
@@ -45,7 +45,7 @@ pub(super) fn templates_section(
                     .help("template names are letters, digits and `_`, starting with a letter, e.g. `job_list`"),
             );
         }
-        match deserialize_at::<raw::Template>(item, &path.key(&name), &cx.index, cx.file) {
+        match deserialize_at::<Shape>(item, &path.key(&name), &cx.index, cx.file) {
             Ok(t) => {
                 good.insert(name, t);
             }
@@ -60,7 +60,7 @@ pub(super) fn templates_section(
 
 pub(super) fn check_templates(
     cx: &mut Cx<'_>,
-    templates: &BTreeMap<String, raw::Template>,
+    templates: &BTreeMap<String, Shape>,
     broken: &BTreeSet<String>,
 ) -> BTreeMap<String, TemplateInfo> {
     let mut infos = BTreeMap::new();
