@@ -19,6 +19,7 @@ use serde_json::json;
 use crate::auth::{self, client_ip};
 use crate::config::{Auth, Endpoint, EndpointKind, LimitKey, OnLimit};
 use crate::http_error::ApiError;
+use crate::inbound;
 use crate::logging::mask;
 use crate::payments::{CallbackOutcome, SmsIntake};
 use crate::ratelimit::{ceil_secs, Key, Limiter, Verdict};
@@ -33,7 +34,7 @@ pub struct AppState {
     /// The database.
     pub pool: sqlx::PgPool,
     /// Where one-message deliveries are processed, together with their neighbours.
-    pub batcher: crate::batcher::Batcher,
+    pub batcher: crate::inbound::batcher::Batcher,
     /// Connections to the MoMo API, shared by every request.
     pub momo_http: reqwest::Client,
     /// MoMo access tokens, shared by every request.
@@ -240,42 +241,19 @@ impl Request<'_> {
         if let Some(dropped) = self.limit(self.sender.clone())? {
             return Ok(dropped);
         }
-        // Durable before the answer: a crash after this line loses nothing (unprocessed
-        // deliveries are picked up again at start).
-        let kept = kept_headers(headers);
         self.correlation_id = envelope.messages().next().map(|(_, m)| m.id.clone());
-        let pool = &state.pool;
-        let routed_to = if crate::process::only_message(&envelope).is_some() {
-            let job = crate::batcher::Job {
-                snapshot: Arc::clone(snapshot),
-                endpoint: self.index,
-                envelope,
-                headers: kept.clone(),
-                body: body.clone(),
-                request_id: self.request_id.to_owned(),
-            };
-            match state.batcher.process(job).await {
-                Ok(handled) => handled.flow,
-                Err(error) => {
-                    // The transaction (and its record) rolled back: record the delivery on its
-                    // own so nothing is lost, answer 200 so Meta does not retry, process it at
-                    // next start.
-                    tracing::error!(service = %self.endpoint.name, event = "delivery.processing_failed", request_id = %self.request_id, error = %error, "Delivery not processed; recorded for a retry at start.");
-                    crate::store::conversation::insert_delivery(
-                        pool,
-                        &self.endpoint.name,
-                        &kept,
-                        &body,
-                    )
-                    .await
-                    .map_err(|e| self.internal(&e))?;
-                    None
-                }
-            }
-        } else {
-            self.record_then_process(pool, snapshot, &envelope, &kept, &body)
-                .await?
+        let delivery = inbound::Delivery {
+            snapshot,
+            endpoint: self.index,
+            envelope,
+            headers: kept_headers(headers),
+            body,
+            request_id: self.request_id,
         };
+        // Durable before the answer: once this returns, a crash loses nothing.
+        let routed_to = inbound::accept(&state.pool, &state.batcher, delivery)
+            .await
+            .map_err(|e| self.internal(&e))?;
         self.flow = routed_to.clone();
         Ok((
             StatusCode::OK,
@@ -407,46 +385,6 @@ impl Request<'_> {
                 )
                     .into_response(),
             )),
-        }
-    }
-
-    /// Deliveries with several messages or statuses: recorded first (durable before the
-    /// answer), then processed message by message.
-    async fn record_then_process(
-        &self,
-        pool: &sqlx::PgPool,
-        snapshot: &Snapshot,
-        envelope: &Envelope,
-        headers: &serde_json::Value,
-        body: &[u8],
-    ) -> Result<Option<String>, ApiError> {
-        let delivery_id =
-            crate::store::conversation::insert_delivery(pool, &self.endpoint.name, headers, body)
-                .await
-                .map_err(|e| self.internal(&e))?;
-        match crate::process::delivery(
-            pool,
-            (&snapshot.config, &snapshot.caches),
-            self.endpoint,
-            (delivery_id, body),
-            envelope,
-            self.request_id,
-        )
-        .await
-        {
-            Ok(summary) => {
-                if let Err(error) =
-                    crate::store::conversation::finish_delivery(pool, delivery_id, None).await
-                {
-                    tracing::warn!(service = %self.endpoint.name, event = "delivery.unfinished", request_id = %self.request_id, error = %error, "Could not mark the delivery processed; it may be processed again, and duplicates are ignored.");
-                }
-                Ok(summary.routed_to)
-            }
-            Err(error) => {
-                // Recorded, so not lost: answered 200 so Meta does not retry, retried at start.
-                tracing::error!(service = %self.endpoint.name, event = "delivery.processing_failed", request_id = %self.request_id, error = %error, delivery_id, "Delivery recorded but not processed; it will be retried.");
-                Ok(None)
-            }
         }
     }
 

@@ -28,19 +28,18 @@
 //! - [`cli`]: argument parsing and dispatch; the only place besides `main.rs` that uses anyhow.
 
 pub mod auth;
-pub mod batcher;
 pub mod cli;
 pub mod config;
 pub mod explain;
 pub mod flow;
 pub mod gateway;
 pub mod http_error;
+pub mod inbound;
 pub mod limits;
 pub mod lint;
 pub mod logging;
 pub mod momo;
 pub mod payments;
-pub mod process;
 pub mod query_cache;
 pub mod ratelimit;
 pub mod reload;

@@ -150,7 +150,7 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
         .ok_or(ServeError::NoDatabase)?;
     let pool = crate::store::connect(&database_url, DATABASE_CONNECTIONS).await?;
     crate::store::check_schema(&pool).await?;
-    tokio::spawn(recover(pool.clone(), reloader.clone()));
+    tokio::spawn(crate::inbound::recover(pool.clone(), reloader.clone()));
     tokio::spawn(crate::store::stats::keep_current(pool.clone()));
     let address = options.listen.unwrap_or(snapshot.config.server.listen);
     let listener = TcpListener::bind(address)
@@ -198,7 +198,7 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
         }
     });
 
-    let batcher = crate::batcher::Batcher::start(pool.clone(), MESSAGE_WORKERS);
+    let batcher = crate::inbound::batcher::Batcher::start(pool.clone(), MESSAGE_WORKERS);
     let momo_http = reqwest::Client::builder()
         .build()
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
@@ -304,7 +304,6 @@ async fn reload_loop(
     }
 }
 
-/// Processes deliveries recorded before a crash or restart but never processed.
 /// Polls MoMo for payments that waited too long for a callback, with whatever `momo:` account
 /// the live config has.
 async fn poll_payments(
@@ -363,71 +362,6 @@ async fn send_payment_requests(
             crate::payments::send_requests(&pool, &snapshot.config, &client, resend_after).await
         {
             tracing::warn!(event = "momo.send_failed", error = %error, "Could not send requests to pay.");
-        }
-    }
-}
-
-async fn recover(pool: sqlx::PgPool, reloader: Arc<Reloader>) {
-    let pending = match crate::store::conversation::unprocessed_deliveries(&pool, 10_000).await {
-        Ok(pending) => pending,
-        Err(error) => {
-            tracing::error!(event = "delivery.recovery_failed", error = %error, "Could not read unprocessed deliveries.");
-            return;
-        }
-    };
-    if pending.is_empty() {
-        return;
-    }
-    tracing::info!(
-        event = "delivery.recovering",
-        count = pending.len(),
-        "Processing deliveries left over from the last run."
-    );
-    for (id, endpoint_name, body) in pending {
-        let snapshot = reloader.current();
-        let Some(endpoint) = snapshot
-            .config
-            .endpoints
-            .iter()
-            .find(|e| e.name == endpoint_name)
-        else {
-            let _ = crate::store::conversation::finish_delivery(
-                &pool,
-                id,
-                Some("endpoint no longer configured"),
-            )
-            .await;
-            continue;
-        };
-        let envelope: crate::whatsapp::Envelope = match serde_json::from_slice(&body) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                let _ = crate::store::conversation::finish_delivery(
-                    &pool,
-                    id,
-                    Some(&error.to_string()),
-                )
-                .await;
-                continue;
-            }
-        };
-        let request_id = format!("recovery-{id}");
-        match crate::process::delivery(
-            &pool,
-            (&snapshot.config, &snapshot.caches),
-            endpoint,
-            (id, &body),
-            &envelope,
-            &request_id,
-        )
-        .await
-        {
-            Ok(_) => {
-                let _ = crate::store::conversation::finish_delivery(&pool, id, None).await;
-            }
-            Err(error) => {
-                tracing::error!(event = "delivery.recovery_failed", delivery_id = id, error = %error, "Recovery of a delivery failed; it stays for the next start.")
-            }
         }
     }
 }

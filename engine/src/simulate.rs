@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::config::{Config, EndpointKind};
-use crate::process::{self, Replies};
+use crate::inbound::process::{self, Replies};
 use crate::store::{self, conversation};
 use crate::whatsapp;
 

@@ -79,20 +79,28 @@ pub async fn finish_delivery(
         .map(drop)
 }
 
+/// A delivery recorded but never processed.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Unprocessed {
+    /// Row id.
+    pub id: i64,
+    /// The endpoint it came to, by name.
+    pub endpoint: String,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
 /// Deliveries recorded but never processed (the process stopped in between), oldest first.
 pub async fn unprocessed_deliveries(
     pool: &PgPool,
     limit: i64,
-) -> Result<Vec<(i64, String, Vec<u8>)>, sqlx::Error> {
-    let rows = sqlx::query(
+) -> Result<Vec<Unprocessed>, sqlx::Error> {
+    sqlx::query_as(
         "select id, endpoint, body from deliveries where processed_at is null order by id limit $1",
     )
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect()
+    .await
 }
 
 /// The live session of the contact with phone number `wa_id`, read without locking or writing.

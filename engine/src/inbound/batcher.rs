@@ -15,9 +15,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::process::{self, Delivery, Handled, Inbound, Replies};
+use super::process::{self, Delivery, Handled, Inbound, Replies};
+use super::Single;
 use crate::reload::Snapshot;
-use crate::whatsapp::Envelope;
 
 /// The most messages one transaction takes.
 const MAX_BATCH: usize = 64;
@@ -54,8 +54,8 @@ pub struct Job {
     pub snapshot: Arc<Snapshot>,
     /// Index of the endpoint in `snapshot.config.endpoints`.
     pub endpoint: usize,
-    /// The parsed delivery.
-    pub envelope: Envelope,
+    /// The parsed delivery, its one message found.
+    pub single: Single,
     /// The headers kept with the record.
     pub headers: Value,
     /// The raw body.
@@ -96,7 +96,7 @@ impl Batcher {
     /// two workers never race for one conversation inside this process (across processes the
     /// per-sender lock orders them).
     pub async fn process(&self, job: Job) -> Result<Handled, BatchError> {
-        let sender = process::only_message(&job.envelope).and_then(|(_, m)| m.sender());
+        let sender = job.single.sender();
         let worker = sender.map_or(0, |s| {
             let hash = s.bytes().fold(0_usize, |h, b| {
                 h.wrapping_mul(31).wrapping_add(usize::from(b))
@@ -188,7 +188,7 @@ async fn process_jobs(pool: &PgPool, jobs: &[&Job]) -> Result<Vec<Handled>, Batc
             .endpoints
             .get(job.endpoint)
             .ok_or(BatchError::NotSingle)?;
-        let (value, message) = process::only_message(&job.envelope).ok_or(BatchError::NotSingle)?;
+        let (value, message) = job.single.parts().ok_or(BatchError::NotSingle)?;
         items.push(Inbound {
             config: &job.snapshot.config,
             caches: &job.snapshot.caches,

@@ -35,27 +35,6 @@ const PAGER_KEY: &str = "__pager";
 
 pub use crate::store::conversation::Delivery;
 
-/// The value and message of a delivery that holds exactly one message and nothing else (the
-/// usual case), which can be recorded in the transaction that processes it.
-pub fn only_message(envelope: &Envelope) -> Option<(&whatsapp::Value, &whatsapp::Message)> {
-    let mut values = envelope
-        .entry
-        .iter()
-        .flat_map(|e| &e.changes)
-        .map(|c| &c.value);
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return None;
-    };
-    match (
-        value.messages.as_slice(),
-        value.statuses.is_empty(),
-        value.errors.is_empty(),
-    ) {
-        ([message], true, true) => Some((value, message)),
-        _ => None,
-    }
-}
-
 /// Where a message's replies go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replies {

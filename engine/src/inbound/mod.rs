@@ -1,0 +1,270 @@
+//! The lifecycle of an inbound WhatsApp delivery (what Meta calls one webhook POST): recorded,
+//! processed, answered, and never lost on the way.
+//!
+//! Comes in: a signed, rate-limited, parsed [`Envelope`] with its raw body, from the gateway; at
+//! start, the deliveries a previous run recorded but never processed. Goes out: the flow its
+//! first message was routed to (or none), after everything it decided is committed, or an error
+//! when it could not even be recorded (the gateway answers 500 and Meta retries).
+//!
+//! Tables: `deliveries` (recorded, processed, the error that stopped one), and through
+//! [`process`] the messages, contacts, sessions and outbox rows each message writes.
+//!
+//! Owns: the choice between the usual path (a delivery holding exactly one message joins a
+//! group commit, [`batcher`], and is recorded in the transaction that processes it) and the
+//! other (several messages or statuses: recorded first, then processed message by message);
+//! the fallback when a batch fails (recorded on its own, answered 200 so Meta does not retry,
+//! processed again at the next start); and that recovery. Must not know HTTP: the gateway maps
+//! what [`accept`] returns to a response.
+
+pub mod batcher;
+pub mod process;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::reload::{Reloader, Snapshot};
+use crate::store::conversation as store;
+use crate::whatsapp::{self, Envelope};
+
+/// Unprocessed deliveries read at start, oldest first.
+const RECOVERY_BATCH: i64 = 10_000;
+
+/// A delivery that holds exactly one message and nothing else (the usual case), checked once:
+/// such a delivery is recorded in the transaction that processes its message.
+#[derive(Debug)]
+pub struct Single {
+    envelope: Envelope,
+    /// Where the message is: entry, change.
+    at: (usize, usize),
+}
+
+impl Single {
+    /// The delivery as a single message, or the envelope back when it holds anything else.
+    pub fn new(envelope: Envelope) -> Result<Self, Envelope> {
+        let mut places = envelope.entry.iter().enumerate().flat_map(|(e, entry)| {
+            entry
+                .changes
+                .iter()
+                .enumerate()
+                .map(move |(c, change)| ((e, c), &change.value))
+        });
+        let only = match (places.next(), places.next()) {
+            (Some((at, value)), None)
+                if value.messages.len() == 1
+                    && value.statuses.is_empty()
+                    && value.errors.is_empty() =>
+            {
+                Some(at)
+            }
+            _ => None,
+        };
+        match only {
+            Some(at) => Ok(Single { envelope, at }),
+            None => Err(envelope),
+        }
+    }
+
+    /// The change's `value` (metadata, profiles) and its one message.
+    pub fn parts(&self) -> Option<(&whatsapp::Value, &whatsapp::Message)> {
+        let (e, c) = self.at;
+        let value = &self.envelope.entry.get(e)?.changes.get(c)?.value;
+        Some((value, value.messages.first()?))
+    }
+
+    /// Who sent the message, when known.
+    pub fn sender(&self) -> Option<&str> {
+        self.parts().and_then(|(_, m)| m.sender())
+    }
+}
+
+/// One delivery as the gateway hands it over: verified, within its limits, parsed.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    /// The config the request started with.
+    pub snapshot: &'a Arc<Snapshot>,
+    /// Index of the endpoint in `snapshot.config.endpoints`.
+    pub endpoint: usize,
+    /// The parsed body.
+    pub envelope: Envelope,
+    /// The request headers kept with the record.
+    pub headers: Value,
+    /// The raw body, as signed.
+    pub body: Bytes,
+    /// For logs.
+    pub request_id: &'a str,
+}
+
+/// Why a delivery was not accepted: it could not be recorded, so it is not safe to answer 200.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The endpoint index does not exist in the snapshot (a bug in the caller).
+    #[error("endpoint {0} is not in the configuration")]
+    UnknownEndpoint(usize),
+    /// The database refused the record.
+    #[error("the delivery could not be recorded: {0}")]
+    NotRecorded(#[from] sqlx::Error),
+}
+
+/// Makes a delivery durable and processes it. Returns the flow its first message was routed
+/// to; `Ok(None)` also when processing failed after the delivery was recorded (it is retried
+/// at the next start: Meta must not send it again). An error means nothing was recorded.
+pub async fn accept(
+    pool: &PgPool,
+    batcher: &batcher::Batcher,
+    delivery: Delivery<'_>,
+) -> Result<Option<String>, AcceptError> {
+    let Delivery {
+        snapshot,
+        endpoint: index,
+        envelope,
+        headers,
+        body,
+        request_id,
+    } = delivery;
+    let endpoint = snapshot
+        .config
+        .endpoints
+        .get(index)
+        .ok_or(AcceptError::UnknownEndpoint(index))?;
+    let envelope = match Single::new(envelope) {
+        Ok(single) => {
+            let job = batcher::Job {
+                snapshot: Arc::clone(snapshot),
+                endpoint: index,
+                single,
+                headers: headers.clone(),
+                body: body.clone(),
+                request_id: request_id.to_owned(),
+            };
+            return match batcher.process(job).await {
+                Ok(handled) => Ok(handled.flow),
+                Err(error) => {
+                    // The transaction (and its record) rolled back: record the delivery on its
+                    // own so nothing is lost, answer 200 so Meta does not retry, process it at
+                    // next start.
+                    tracing::error!(service = %endpoint.name, event = "delivery.processing_failed", request_id = %request_id, error = %error, "Delivery not processed; recorded for a retry at start.");
+                    store::insert_delivery(pool, &endpoint.name, &headers, &body).await?;
+                    Ok(None)
+                }
+            };
+        }
+        Err(envelope) => envelope,
+    };
+    // Several messages or statuses: durable before anything else, then processed.
+    let delivery_id = store::insert_delivery(pool, &endpoint.name, &headers, &body).await?;
+    let caches = (&snapshot.config, &snapshot.caches);
+    match process::delivery(
+        pool,
+        caches,
+        endpoint,
+        (delivery_id, &body),
+        &envelope,
+        request_id,
+    )
+    .await
+    {
+        Ok(summary) => {
+            if let Err(error) = store::finish_delivery(pool, delivery_id, None).await {
+                tracing::warn!(service = %endpoint.name, event = "delivery.unfinished", request_id = %request_id, error = %error, "Could not mark the delivery processed; it may be processed again, and duplicates are ignored.");
+            }
+            Ok(summary.routed_to)
+        }
+        Err(error) => {
+            // Recorded, so not lost: answered 200 so Meta does not retry, retried at start.
+            tracing::error!(service = %endpoint.name, event = "delivery.processing_failed", request_id = %request_id, error = %error, delivery_id, "Delivery recorded but not processed; it will be retried.");
+            Ok(None)
+        }
+    }
+}
+
+/// Processes deliveries recorded before a crash or restart but never processed, with the
+/// config that serves now. One that can no longer be processed (its endpoint is gone, its body
+/// does not parse) is closed with the reason; one whose processing fails stays for next time.
+pub async fn recover(pool: PgPool, reloader: Arc<Reloader>) {
+    let pending = match store::unprocessed_deliveries(&pool, RECOVERY_BATCH).await {
+        Ok(pending) => pending,
+        Err(error) => {
+            tracing::error!(event = "delivery.recovery_failed", error = %error, "Could not read unprocessed deliveries.");
+            return;
+        }
+    };
+    if pending.is_empty() {
+        return;
+    }
+    tracing::info!(
+        event = "delivery.recovering",
+        count = pending.len(),
+        "Processing deliveries left over from the last run."
+    );
+    for pending in pending {
+        let id = pending.id;
+        let snapshot = reloader.current();
+        let Some(endpoint) = snapshot
+            .config
+            .endpoints
+            .iter()
+            .find(|e| e.name == pending.endpoint)
+        else {
+            let _ = store::finish_delivery(&pool, id, Some("endpoint no longer configured")).await;
+            continue;
+        };
+        let envelope: Envelope = match serde_json::from_slice(&pending.body) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                let _ = store::finish_delivery(&pool, id, Some(&error.to_string())).await;
+                continue;
+            }
+        };
+        let request_id = format!("recovery-{id}");
+        match process::delivery(
+            &pool,
+            (&snapshot.config, &snapshot.caches),
+            endpoint,
+            (id, &pending.body),
+            &envelope,
+            &request_id,
+        )
+        .await
+        {
+            Ok(_) => {
+                let _ = store::finish_delivery(&pool, id, None).await;
+            }
+            Err(error) => {
+                tracing::error!(event = "delivery.recovery_failed", delivery_id = id, error = %error, "Recovery of a delivery failed; it stays for the next start.")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Envelope {
+        let path = format!(
+            "{}/../tests/fixtures/whatsapp/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn only_a_delivery_of_one_message_and_nothing_else_is_single() {
+        let single = Single::new(fixture("01_text.json")).expect("one message");
+        let (_, message) = single.parts().expect("parts");
+        assert_eq!(single.sender(), message.sender());
+        assert!(single.sender().is_some());
+        for other in [
+            "18_two_messages_one_change.json",
+            "19_two_entries.json",
+            "12_status_sent.json",
+            "24_value_errors_130429.json",
+        ] {
+            assert!(Single::new(fixture(other)).is_err(), "{other}");
+        }
+    }
+}
