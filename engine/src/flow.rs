@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use sqlx::{Postgres, Transaction};
 
 use crate::config::Config;
+use crate::payments;
 use crate::render::{self, Rendered};
 use crate::store::{self, conversation::Session, Shape};
 
@@ -322,84 +323,36 @@ impl Turn<'_> {
         phone: &Value,
         external_id: Option<&Value>,
     ) -> Result<Value, FlowError> {
-        let refuse = |reason: String| FlowError::Payment {
-            flow: flow.to_owned(),
-            reason,
-        };
-        let account = self
-            .config
-            .momo
-            .as_ref()
-            .ok_or_else(|| refuse("routes.yaml has no `momo:` account".into()))?;
-        let amount = match amount {
-            Value::Number(n) => n.as_i64(),
-            Value::String(s) => s.trim().parse::<i64>().ok(),
-            _ => None,
-        }
-        .filter(|a| *a > 0)
-        .ok_or_else(|| {
-            refuse(format!(
-                "the amount must be a whole positive number, got {amount}"
-            ))
-        })?;
-        let mut party: String = phone
-            .as_str()
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| !matches!(c, '+' | ' ' | '-'))
-            .collect();
-        // A Rwandan number written locally (07…): MoMo reports payers as 2507…, and the
-        // confirmation compares the two.
-        if party.len() == 10 && party.starts_with('0') {
-            party = format!("250{}", &party[1..]);
-        }
-        if !(9..=15).contains(&party.len()) || !party.chars().all(|c| c.is_ascii_digit()) {
-            let shown = crate::logging::mask(&phone.to_string());
-            return Err(refuse(format!(
-                "the payer's number must be an MSISDN, got {shown}"
-            )));
-        }
-        let reference_id = uuid::Uuid::new_v4().to_string();
-        let external_id = match external_id {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(other) => {
-                return Err(refuse(format!(
-                    "the order reference must be text or a number, got {other}"
-                )))
-            }
-            None => format!("EMO-{}", reference_id[..8].to_uppercase()),
-        };
-        let status = if self.effects {
+        let tx = if self.effects {
             self.take_savepoint(tx, flow).await?;
-            let new = store::payments::NewPayment {
-                reference_id: &reference_id,
-                external_id: &external_id,
-                amount,
-                currency: &account.currency,
-                party: &party,
-                contact_id: self.contact.get("id").and_then(Value::as_i64),
-                phone_number_id: Some(self.business_number.as_str()),
-            };
-            store::payments::insert_request(tx, &new)
-                .await
-                .map_err(|source| FlowError::Query {
+            Some(tx)
+        } else {
+            None
+        };
+        let recorded = tx.is_some();
+        let ask = payments::Ask {
+            amount,
+            phone,
+            external_id,
+            contact_id: self.contact.get("id").and_then(Value::as_i64),
+            phone_number_id: &self.business_number,
+        };
+        let payment = payments::request(tx, self.config.momo.as_ref(), ask)
+            .await
+            .map_err(|error| match error {
+                payments::RequestError::Refused(reason) => FlowError::Payment {
+                    flow: flow.to_owned(),
+                    reason,
+                },
+                payments::RequestError::Database(source) => FlowError::Query {
                     flow: flow.to_owned(),
                     source,
-                })?;
+                },
+            })?;
+        if recorded {
             self.payments_requested += 1;
-            "PENDING"
-        } else {
-            "SIMULATED"
-        };
-        Ok(serde_json::json!({
-            "reference_id": reference_id,
-            "external_id": external_id,
-            "amount": amount,
-            "currency": account.currency,
-            "phone": party,
-            "status": status,
-        }))
+        }
+        Ok(payment)
     }
 
     /// Renders a template for this contact with the reply's bindings `bound` over the implicit

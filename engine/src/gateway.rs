@@ -35,10 +35,8 @@ pub struct AppState {
     pub pool: sqlx::PgPool,
     /// Where one-message deliveries are processed, together with their neighbours.
     pub batcher: crate::inbound::batcher::Batcher,
-    /// Connections to the MoMo API, shared by every request.
-    pub momo_http: reqwest::Client,
-    /// MoMo access tokens, shared by every request.
-    pub momo_tokens: crate::momo::Tokens,
+    /// Connections to the MoMo API and its tokens, shared by every request.
+    pub momo: crate::payments::Connection,
 }
 
 /// The id of one request: from `x-request-id` when the caller sent a sane one, else generated.
@@ -275,13 +273,11 @@ impl Request<'_> {
             return Ok(dropped);
         }
         let kept = kept_headers(headers);
-        let client = snapshot.config.momo.as_ref().map(|account| {
-            crate::momo::Client::new(
-                state.momo_http.clone(),
-                account.clone(),
-                state.momo_tokens.clone(),
-            )
-        });
+        let client = snapshot
+            .config
+            .momo
+            .as_ref()
+            .map(|account| state.momo.client(account.clone()));
         let outcome = crate::payments::intake_callback(
             &state.pool,
             &snapshot.config,
@@ -340,11 +336,11 @@ impl Request<'_> {
             } => {
                 let transactions: Vec<serde_json::Value> = parts
                     .iter()
-                    .map(|(reading, outcome)| crate::payments::describe(reading, outcome))
+                    .map(|(reading, outcome)| crate::payments::describe(reading, *outcome))
                     .collect();
                 Ok((
                     StatusCode::OK,
-                    Json(json!({"status": outcome, "smsId": sms_id, "transactions": transactions})),
+                    Json(json!({"status": outcome.as_str(), "smsId": sms_id, "transactions": transactions})),
                 )
                     .into_response())
             }

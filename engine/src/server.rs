@@ -150,7 +150,13 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
         .ok_or(ServeError::NoDatabase)?;
     let pool = crate::store::connect(&database_url, DATABASE_CONNECTIONS).await?;
     crate::store::check_schema(&pool).await?;
-    tokio::spawn(crate::inbound::recover(pool.clone(), reloader.clone()));
+    let payments = crate::payments::Wake::default();
+    tokio::spawn(crate::inbound::recover(
+        pool.clone(),
+        reloader.clone(),
+        payments.clone(),
+    ));
+
     tokio::spawn(crate::store::stats::keep_current(pool.clone()));
     let address = options.listen.unwrap_or(snapshot.config.server.listen);
     let listener = TcpListener::bind(address)
@@ -198,29 +204,16 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
         }
     });
 
-    let batcher = crate::inbound::batcher::Batcher::start(pool.clone(), MESSAGE_WORKERS);
-    let momo_http = reqwest::Client::builder()
-        .build()
+    let batcher =
+        crate::inbound::batcher::Batcher::start(pool.clone(), MESSAGE_WORKERS, payments.clone());
+    let momo = crate::payments::Connection::new()
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
-    let momo_tokens = crate::momo::Tokens::default();
-    tokio::spawn(poll_payments(
-        pool.clone(),
-        reloader.clone(),
-        momo_http.clone(),
-        momo_tokens.clone(),
-    ));
-    tokio::spawn(send_payment_requests(
-        pool.clone(),
-        reloader.clone(),
-        momo_http.clone(),
-        momo_tokens.clone(),
-    ));
+    crate::payments::workers::start(pool.clone(), reloader.clone(), momo.clone(), payments);
     let state = Arc::new(AppState {
         reloader,
         pool,
         batcher,
-        momo_http,
-        momo_tokens,
+        momo,
     });
     let (stop_tx, mut stop_rx) = tokio_watch::channel(false);
     let server = axum::serve(
@@ -300,68 +293,6 @@ async fn reload_loop(
                 // The same diagnostics `easymo lint` prints, for whoever is watching the logs.
                 eprintln!("{error}");
             }
-        }
-    }
-}
-
-/// Polls MoMo for payments that waited too long for a callback, with whatever `momo:` account
-/// the live config has.
-async fn poll_payments(
-    pool: sqlx::PgPool,
-    reloader: Arc<Reloader>,
-    http: reqwest::Client,
-    tokens: crate::momo::Tokens,
-) {
-    loop {
-        let snapshot = reloader.current();
-        let Some(account) = snapshot.config.momo.clone() else {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            continue;
-        };
-        let every = account
-            .poll_after
-            .clamp(Duration::from_secs(1), Duration::from_secs(30));
-        let poll_after = account.poll_after;
-        let client = crate::momo::Client::new(http.clone(), account, tokens.clone());
-        match crate::payments::poll_overdue(&pool, &snapshot.config, &client, poll_after).await {
-            Ok(polled) => {
-                for (reference_id, outcome) in polled {
-                    tracing::info!(event = "momo.polled", reference_id = %reference_id, outcome = %outcome, "Polled a payment with no callback.");
-                }
-            }
-            Err(error) => {
-                tracing::warn!(event = "momo.poll_failed", error = %error, "Could not poll pending payments.");
-            }
-        }
-        drop(snapshot);
-        tokio::time::sleep(every).await;
-    }
-}
-
-/// Sends the requests to pay flows record: woken after each commit that recorded one, and
-/// every few seconds for those whose earlier attempt got no answer.
-async fn send_payment_requests(
-    pool: sqlx::PgPool,
-    reloader: Arc<Reloader>,
-    http: reqwest::Client,
-    tokens: crate::momo::Tokens,
-) {
-    loop {
-        tokio::select! {
-            () = crate::payments::REQUESTS_WAITING.notified() => {}
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-        let snapshot = reloader.current();
-        let Some(account) = snapshot.config.momo.clone() else {
-            continue;
-        };
-        // An unanswered request waits twice the call timeout before it is re-sent.
-        let resend_after = (account.timeout * 2).max(Duration::from_secs(1));
-        let client = crate::momo::Client::new(http.clone(), account, tokens.clone());
-        if let Err(error) =
-            crate::payments::send_requests(&pool, &snapshot.config, &client, resend_after).await
-        {
-            tracing::warn!(event = "momo.send_failed", error = %error, "Could not send requests to pay.");
         }
     }
 }

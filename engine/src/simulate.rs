@@ -128,7 +128,7 @@ pub async fn run(
 
     let mut out = format!("you › {said}\n");
     if handled.replies.is_empty() {
-        let _ = writeln!(out, "easyMO › (no reply: {})", handled.outcome);
+        let _ = writeln!(out, "easyMO › (no reply: {})", handled.outcome.as_str());
     }
     for reply in &handled.replies {
         let _ = writeln!(

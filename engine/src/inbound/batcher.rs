@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::process::{self, Delivery, Handled, Inbound, Replies};
 use super::Single;
+use crate::payments::Wake;
 use crate::reload::Snapshot;
 
 /// The most messages one transaction takes.
@@ -74,19 +75,26 @@ struct Queued {
 #[derive(Debug, Clone)]
 pub struct Batcher {
     queues: Vec<mpsc::Sender<Queued>>,
+    payments: Wake,
 }
 
 impl Batcher {
-    /// Starts `workers` workers on `pool`. Each holds one connection while it runs a batch.
-    pub fn start(pool: PgPool, workers: usize) -> Self {
+    /// Starts `workers` workers on `pool`. Each holds one connection while it runs a batch,
+    /// and wakes `payments` after a commit that recorded requests to pay.
+    pub fn start(pool: PgPool, workers: usize, payments: Wake) -> Self {
         let queues = (0..workers.max(1))
             .map(|_| {
                 let (queue, receiver) = mpsc::channel(QUEUE);
-                tokio::spawn(work(pool.clone(), receiver));
+                tokio::spawn(work(pool.clone(), receiver, payments.clone()));
                 queue
             })
             .collect();
-        Batcher { queues }
+        Batcher { queues, payments }
+    }
+
+    /// What the workers wake when requests to pay are committed.
+    pub fn payments(&self) -> &Wake {
+        &self.payments
     }
 
     /// Processes a one-message delivery with whatever else is queued, and returns what
@@ -113,7 +121,7 @@ impl Batcher {
     }
 }
 
-async fn work(pool: PgPool, mut receiver: mpsc::Receiver<Queued>) {
+async fn work(pool: PgPool, mut receiver: mpsc::Receiver<Queued>, payments: Wake) {
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
         let mut yields = GATHER_YIELDS;
@@ -127,21 +135,25 @@ async fn work(pool: PgPool, mut receiver: mpsc::Receiver<Queued>) {
                 Err(_) => break,
             }
         }
-        run(&pool, batch).await;
+        if run(&pool, batch).await {
+            payments.requests_committed();
+        }
     }
 }
 
-/// Runs a batch and answers every submitter. A failure or a panic of the batch is never its
-/// neighbours' problem: each message is then tried on its own, a panic caught each time, so a
-/// worker survives any one message.
-async fn run(pool: &PgPool, batch: Vec<Queued>) {
+/// Runs a batch and answers every submitter; says whether requests to pay were committed. A
+/// failure or a panic of the batch is never its neighbours' problem: each message is then tried
+/// on its own, a panic caught each time, so a worker survives any one message.
+async fn run(pool: &PgPool, batch: Vec<Queued>) -> bool {
     let jobs: Vec<&Job> = batch.iter().map(|q| &q.job).collect();
+    let mut payments = false;
     let error = match guarded(pool, &jobs).await {
         Ok(handled) => {
             for (queued, handled) in batch.into_iter().zip(handled) {
+                payments |= handled.payments_requested > 0;
                 let _ = queued.done.send(Ok(handled));
             }
-            return;
+            return payments;
         }
         Err(error) => error,
     };
@@ -149,15 +161,17 @@ async fn run(pool: &PgPool, batch: Vec<Queued>) {
         if let Some(queued) = batch.into_iter().next() {
             let _ = queued.done.send(Err(error));
         }
-        return;
+        return false;
     }
     tracing::warn!(event = "batch.retried_alone", size = batch.len(), error = %error, "A batch failed; its messages are processed one by one.");
     for queued in batch {
         let result = guarded(pool, &[&queued.job])
             .await
             .map(|mut handled| handled.remove(0));
+        payments |= result.as_ref().is_ok_and(|h| h.payments_requested > 0);
         let _ = queued.done.send(result);
     }
+    payments
 }
 
 /// [`process_jobs`] with a panic turned into an error.

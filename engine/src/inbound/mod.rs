@@ -25,6 +25,7 @@ use axum::body::Bytes;
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::payments::Wake;
 use crate::reload::{Reloader, Snapshot};
 use crate::store::conversation as store;
 use crate::whatsapp::{self, Envelope};
@@ -167,6 +168,9 @@ pub async fn accept(
     .await
     {
         Ok(summary) => {
+            if summary.payments_requested > 0 {
+                batcher.payments().requests_committed();
+            }
             if let Err(error) = store::finish_delivery(pool, delivery_id, None).await {
                 tracing::warn!(service = %endpoint.name, event = "delivery.unfinished", request_id = %request_id, error = %error, "Could not mark the delivery processed; it may be processed again, and duplicates are ignored.");
             }
@@ -183,7 +187,7 @@ pub async fn accept(
 /// Processes deliveries recorded before a crash or restart but never processed, with the
 /// config that serves now. One that can no longer be processed (its endpoint is gone, its body
 /// does not parse) is closed with the reason; one whose processing fails stays for next time.
-pub async fn recover(pool: PgPool, reloader: Arc<Reloader>) {
+pub async fn recover(pool: PgPool, reloader: Arc<Reloader>, payments: Wake) {
     let pending = match store::unprocessed_deliveries(&pool, RECOVERY_BATCH).await {
         Ok(pending) => pending,
         Err(error) => {
@@ -229,7 +233,10 @@ pub async fn recover(pool: PgPool, reloader: Arc<Reloader>) {
         )
         .await
         {
-            Ok(_) => {
+            Ok(summary) => {
+                if summary.payments_requested > 0 {
+                    payments.requests_committed();
+                }
                 let _ = store::finish_delivery(&pool, id, None).await;
             }
             Err(error) => {

@@ -55,17 +55,52 @@ pub struct Summary {
     pub duplicates: usize,
     /// Status updates recorded.
     pub statuses: usize,
+    /// Requests to pay its flows recorded, to be sent now that they are committed.
+    pub payments_requested: usize,
+}
+
+/// What became of one inbound message, as `inbound_messages.outcome` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// Its flow ran and replied (or chose not to).
+    Answered,
+    /// Older than the router's `stale_after`: recorded, not answered.
+    Stale,
+    /// Media the engine cannot read yet: answered politely.
+    Unsupported,
+    /// Nothing to route (a reaction, an unknown type, no sender): recorded, not answered.
+    Ignored,
+    /// Its flow failed: its writes rolled back, the error reply sent.
+    Failed,
+    /// Seen before: no second effect.
+    Duplicate,
+}
+
+impl MessageOutcome {
+    /// The name stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageOutcome::Answered => "answered",
+            MessageOutcome::Stale => "stale",
+            MessageOutcome::Unsupported => "unsupported",
+            MessageOutcome::Ignored => "ignored",
+            MessageOutcome::Failed => "failed",
+            MessageOutcome::Duplicate => "duplicate",
+        }
+    }
 }
 
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Handled {
-    /// `answered`, `stale`, `unsupported`, `ignored`, `failed` or `duplicate`.
-    pub outcome: &'static str,
+    /// What it got.
+    pub outcome: MessageOutcome,
     /// The flow that ran.
     pub flow: Option<String>,
     /// Replies written, with their previews.
     pub replies: Vec<Rendered>,
+    /// Requests to pay its flow recorded, to be sent now that they are committed.
+    pub payments_requested: usize,
 }
 
 /// One inbound message to process, with the delivery it came in.
@@ -138,9 +173,10 @@ impl Identity {
 pub async fn message(pool: &PgPool, item: Inbound<'_>) -> Result<Handled, sqlx::Error> {
     let mut handled = batch(pool, &[item]).await?;
     Ok(handled.pop().unwrap_or(Handled {
-        outcome: "ignored",
+        outcome: MessageOutcome::Ignored,
         flow: None,
         replies: Vec::new(),
+        payments_requested: 0,
     }))
 }
 
@@ -182,8 +218,6 @@ struct Done {
     /// The deliveries row it came in, when there is one.
     delivery_id: Option<i64>,
     seen: bool,
-    /// Requests to pay its flow recorded.
-    payments_requested: usize,
 }
 
 /// One transaction for messages of distinct senders.
@@ -275,7 +309,7 @@ async fn run_round(
                 kind: &item.message.kind,
                 payload: identities[i].payload.as_ref(),
                 sent_at: identities[i].sent_at,
-                outcome: d.handled.outcome,
+                outcome: d.handled.outcome.as_str(),
                 flow: d.handled.flow.as_deref(),
             });
             let Some(contact) = &d.contact else {
@@ -298,10 +332,6 @@ async fn run_round(
         }
         store::finish_batch(&mut tx, &writes).await?;
         tx.commit().await?;
-        if done.iter().any(|d| d.payments_requested > 0) {
-            // Committed: the requests to pay may go out now.
-            crate::payments::REQUESTS_WAITING.notify_one();
-        }
         return Ok(done.into_iter().map(|d| d.handled).collect());
     }
 }
@@ -359,7 +389,8 @@ pub async fn delivery(
         }
     }
     for handled in batch(pool, &items).await? {
-        if handled.outcome == "duplicate" {
+        summary.payments_requested += handled.payments_requested;
+        if handled.outcome == MessageOutcome::Duplicate {
             summary.duplicates += 1;
         } else {
             summary.messages += 1;
@@ -424,20 +455,20 @@ async fn turn(
     };
     let mut done = Done {
         handled: Handled {
-            outcome: "ignored",
+            outcome: MessageOutcome::Ignored,
             flow: None,
             replies: Vec::new(),
+            payments_requested: 0,
         },
         contact: started.contact,
         session: None,
         session_ttl: 0,
         delivery_id,
         seen: started.seen,
-        payments_requested: 0,
     };
     if started.seen {
         // The repeated delivery itself stays on record; the message has no second effect.
-        done.handled.outcome = "duplicate";
+        done.handled.outcome = MessageOutcome::Duplicate;
         let sender = done
             .contact
             .as_ref()
@@ -455,7 +486,7 @@ async fn turn(
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     if sent_at.is_some_and(|t| now - t > router.stale_after.as_secs() as i64) {
-        done.handled.outcome = "stale";
+        done.handled.outcome = MessageOutcome::Stale;
         return Ok(done);
     }
 
@@ -482,10 +513,10 @@ async fn turn(
                     turn.replies.push(reply);
                 }
             }
-            ("unsupported", None)
+            (MessageOutcome::Unsupported, None)
         }
         // Reactions, system notices, `unsupported`, unknown types: recorded, not answered.
-        None => ("ignored", None),
+        None => (MessageOutcome::Ignored, None),
         Some((kind, input, text)) => {
             let awaiting = turn
                 .session
@@ -500,7 +531,7 @@ async fn turn(
             if let (Some(offset), Some(_), None) = (more, &awaiting, failed) {
                 // "More" on a paged list: show the next page, keep waiting for a choice.
                 page(&mut turn, offset);
-                ("answered", awaiting)
+                (MessageOutcome::Answered, awaiting)
             } else {
                 let (flow, args) = match (router.global(&text), awaiting) {
                     (Some(global), _) => (global.flow.clone(), Vec::new()),
@@ -517,22 +548,22 @@ async fn turn(
                         item.request_id,
                         &message.id,
                     );
-                    ("failed", Some(flow))
+                    (MessageOutcome::Failed, Some(flow))
                 } else {
                     let ran = turn.run(tx, &flow, args).await;
                     *savepoint = std::mem::take(&mut turn.savepoint);
                     ran?;
-                    ("answered", Some(flow))
+                    (MessageOutcome::Answered, Some(flow))
                 }
             }
         }
     };
     remember_paged_list(&mut turn);
-    done.payments_requested = turn.payments_requested;
     done.handled = Handled {
         outcome,
         flow,
         replies: turn.replies,
+        payments_requested: turn.payments_requested,
     };
     done.session = Some(turn.session);
     done.session_ttl = router.session_ttl.as_secs() as i64;

@@ -4,8 +4,6 @@
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::sms::Reading;
-
 /// Records a forwarded SMS as received, before anything reads it; returns its id.
 pub async fn record_sms(
     pool: &PgPool,
@@ -44,13 +42,39 @@ where
         .map(drop)
 }
 
+/// A transaction as a forwarded SMS reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct SmsTransaction<'a> {
+    /// MoMo's transaction id.
+    pub transaction_id: &'a str,
+    /// The SMS it was read from.
+    pub sms_id: i64,
+    /// The pattern that read it.
+    pub pattern: &'a str,
+    /// What it means (`credit`, `debit`, …).
+    pub kind: &'a str,
+    /// Whether it credits.
+    pub credited: bool,
+    /// Amount in whole units.
+    pub amount: Option<i64>,
+    /// Currency.
+    pub currency: Option<&'a str>,
+    /// Who paid or was paid.
+    pub counterparty: Option<&'a str>,
+    /// Their number, masked or full.
+    pub phone: Option<&'a str>,
+    /// Balance after it.
+    pub balance: Option<i64>,
+    /// Fee.
+    pub fee: Option<i64>,
+    /// When it happened, RFC 3339.
+    pub occurred_at: Option<&'a str>,
+}
+
 /// Records the transaction an SMS reports; `false` when its id was recorded before.
 pub async fn insert_transaction(
     tx: &mut Transaction<'_, Postgres>,
-    sms_id: i64,
-    reading: &Reading,
-    transaction_id: &str,
-    credited: bool,
+    t: &SmsTransaction<'_>,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "insert into momo_sms_transactions (transaction_id, sms_id, pattern, kind, credited, amount,
@@ -58,18 +82,18 @@ pub async fn insert_transaction(
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::timestamptz)
          on conflict (transaction_id) do nothing",
     )
-    .bind(transaction_id)
-    .bind(sms_id)
-    .bind(&reading.pattern)
-    .bind(reading.kind.as_str())
-    .bind(credited)
-    .bind(reading.amount)
-    .bind(&reading.currency)
-    .bind(&reading.counterparty)
-    .bind(&reading.phone)
-    .bind(reading.balance)
-    .bind(reading.fee)
-    .bind(&reading.occurred_at)
+    .bind(t.transaction_id)
+    .bind(t.sms_id)
+    .bind(t.pattern)
+    .bind(t.kind)
+    .bind(t.credited)
+    .bind(t.amount)
+    .bind(t.currency)
+    .bind(t.counterparty)
+    .bind(t.phone)
+    .bind(t.balance)
+    .bind(t.fee)
+    .bind(t.occurred_at)
     .execute(&mut **tx)
     .await?;
     Ok(inserted.rows_affected() == 1)

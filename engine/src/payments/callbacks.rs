@@ -1,144 +1,21 @@
-//! Payment signals: forwarded MoMo SMS, recorded first, then read, then (only when everything
-//! holds) recorded as one transaction per MoMo transaction id.
+//! MoMo callbacks and what settles a payment: a callback is recorded, then nothing in it is
+//! believed; the payment is found by our own external id and its status read from MoMo itself,
+//! and a payment no callback settled is polled. The payer is told once, in the transaction that
+//! settles the payment.
 //!
-//! Owns: the rules that decide whether a text credits: it must come from a configured sender
-//! (`M-Money`: anyone can text the forwarding phone), read whole with a pattern, report money
-//! in, and carry a transaction id nobody reported before. Must not know HTTP: the gateway maps
-//! [`SmsIntake`] to statuses.
+//! Owns: the callback outcomes, the comparison of MoMo's record with ours, settling, and the
+//! notification replies. Must not know HTTP: the gateway maps [`CallbackOutcome`] to statuses.
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::config::{SmsKind, SmsRules};
-use crate::logging::mask;
-use crate::sms::{self, Forwarded, Reading, SmsError};
+use super::momo;
+use crate::config::Config;
 use crate::store::payments as store;
-
-/// What became of a forwarded SMS.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SmsIntake {
-    /// Read; one outcome per part of the text.
-    Read {
-        /// The SMS's row.
-        sms_id: i64,
-        /// The outcome that matters most (credited before recorded before duplicate …).
-        outcome: &'static str,
-        /// Each reading with its own outcome.
-        parts: Vec<(Reading, &'static str)>,
-    },
-    /// No pattern reads the text: kept for review.
-    Unparsed {
-        /// The SMS's row.
-        sms_id: i64,
-    },
-    /// The body is not what a forwarder sends: kept, refused.
-    Invalid {
-        /// The SMS's row.
-        sms_id: i64,
-        /// Why.
-        error: SmsError,
-    },
-}
-
-/// Outcomes by importance, for an SMS with several parts.
-const RANK: &[&str] = &[
-    "credited",
-    "recorded",
-    "duplicate",
-    "untrusted_sender",
-    "no_amount",
-    "no_transaction_id",
-    "non_payment",
-];
-
-/// Records, reads and settles one forwarded SMS.
-pub async fn intake_sms(
-    pool: &PgPool,
-    endpoint: &str,
-    rules: &SmsRules,
-    body: &[u8],
-    request_id: &str,
-) -> Result<SmsIntake, sqlx::Error> {
-    let forwarded = serde_json::from_slice::<Value>(body)
-        .map_err(|_| SmsError::NotAnObject)
-        .and_then(|value| Forwarded::from_json(&value));
-    let (sender, text) = match &forwarded {
-        Ok(sms) => (Some(sms.sender.as_str()), Some(sms.text.as_str())),
-        Err(_) => (None, None),
-    };
-    // Nothing is lost: the request is on record before anything reads it.
-    let sms_id = store::record_sms(pool, endpoint, body, sender, text).await?;
-    let sms = match forwarded {
-        Ok(sms) => sms,
-        Err(error) => {
-            store::finish_sms(pool, sms_id, "invalid", None).await?;
-            return Ok(SmsIntake::Invalid { sms_id, error });
-        }
-    };
-    let readings = sms::read(rules, &sms.text);
-    if readings.is_empty() {
-        store::finish_sms(pool, sms_id, "unparsed", None).await?;
-        tracing::warn!(service = %endpoint, event = "sms.unparsed", request_id = %request_id, sms_id, "No pattern reads this SMS; kept for review.");
-        return Ok(SmsIntake::Unparsed { sms_id });
-    }
-    let trusted = rules.senders.contains(&sms.sender);
-    let mut tx = pool.begin().await?;
-    let mut parts = Vec::with_capacity(readings.len());
-    for reading in readings {
-        let outcome = match (&reading.transaction_id, reading.kind) {
-            (_, SmsKind::NonPayment) => "non_payment",
-            (None, _) => "no_transaction_id",
-            (Some(_), _) if !trusted => {
-                tracing::warn!(service = %endpoint, event = "sms.untrusted_sender", request_id = %request_id, sms_id, sender = %mask(&sms.sender), "A payment SMS from a sender that may not credit; recorded, not credited.");
-                "untrusted_sender"
-            }
-            // Money in with no amount that reads (`1.000`, a cut) waits for a person.
-            (Some(_), _) if reading.is_credit() && reading.amount.is_none() => "no_amount",
-            (Some(id), _) => {
-                let credited = reading.is_credit();
-                match store::insert_transaction(&mut tx, sms_id, &reading, id, credited).await? {
-                    true if credited => "credited",
-                    true => "recorded",
-                    false => "duplicate",
-                }
-            }
-        };
-        parts.push((reading, outcome));
-    }
-    let outcome = RANK
-        .iter()
-        .copied()
-        .find(|o| parts.iter().any(|(_, p)| p == o))
-        .unwrap_or("recorded");
-    let summary = Value::Array(parts.iter().map(|(r, o)| describe(r, o)).collect());
-    store::finish_sms(&mut *tx, sms_id, outcome, Some(&summary)).await?;
-    tx.commit().await?;
-    Ok(SmsIntake::Read {
-        sms_id,
-        outcome,
-        parts,
-    })
-}
-
-/// A reading and its outcome, as stored and as answered.
-pub fn describe(reading: &Reading, outcome: &str) -> Value {
-    json!({
-        "pattern": reading.pattern,
-        "kind": reading.kind.as_str(),
-        "outcome": outcome,
-        "transaction_id": reading.transaction_id,
-        "amount": reading.amount,
-        "currency": reading.currency,
-        "counterparty": reading.counterparty,
-        "phone": reading.phone,
-        "balance": reading.balance,
-        "fee": reading.fee,
-        "occurred_at": reading.occurred_at,
-    })
-}
 
 /// Templates the payer is notified with, when the config has them.
 pub const PAYMENT_SUCCESSFUL_TEMPLATE: &str = "payment_successful";
+
 /// See [`PAYMENT_SUCCESSFUL_TEMPLATE`].
 pub const PAYMENT_FAILED_TEMPLATE: &str = "payment_failed";
 
@@ -199,8 +76,8 @@ pub struct Callback<'a> {
 /// found by our external id and its status read from MoMo itself.
 pub async fn intake_callback(
     pool: &PgPool,
-    config: &crate::config::Config,
-    client: Option<&crate::momo::Client>,
+    config: &Config,
+    client: Option<&momo::Client>,
     callback: Callback<'_>,
 ) -> Result<CallbackOutcome, sqlx::Error> {
     let Callback {
@@ -265,14 +142,13 @@ fn read_callback(body: &[u8]) -> Result<(String, String), String> {
 /// Reads the payment's status from MoMo and settles it when MoMo's record matches ours.
 pub async fn confirm(
     pool: &PgPool,
-    config: &crate::config::Config,
-    client: &crate::momo::Client,
+    config: &Config,
+    client: &momo::Client,
     payment: &store::Payment,
     endpoint: &str,
     request_id: &str,
 ) -> Result<CallbackOutcome, sqlx::Error> {
-    let product = crate::momo::Product::from_name(&payment.product)
-        .unwrap_or(crate::momo::Product::Collection);
+    let product = momo::Product::from_name(&payment.product).unwrap_or(momo::Product::Collection);
     let status = match client.status(product, &payment.reference_id).await {
         Ok(status) => status,
         Err(error) => return Ok(CallbackOutcome::Unconfirmed(error.to_string())),
@@ -321,11 +197,11 @@ pub async fn confirm(
 
 /// Moves a pending payment to `status`'s final state and queues the payer's notification, in
 /// one transaction; `false` when it was no longer pending (nothing changed).
-async fn settle_and_notify(
+pub(super) async fn settle_and_notify(
     pool: &PgPool,
-    config: &crate::config::Config,
+    config: &Config,
     payment: &store::Payment,
-    status: &crate::momo::Status,
+    status: &momo::Status,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let moved = store::settle(
@@ -346,118 +222,14 @@ async fn settle_and_notify(
     Ok(true)
 }
 
-/// Wakes the request sender when a flow has recorded a request to pay.
-pub static REQUESTS_WAITING: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-/// Sends the requests to pay flows recorded and MoMo has not accepted yet; returns each with
-/// what became of it. A timeout or server error leaves a request to be re-sent after
-/// `resend_after`, with the same reference id so MoMo cannot debit twice; 409 means an earlier
-/// attempt got through; any other refusal fails the payment (and tells the payer).
-pub async fn send_requests(
-    pool: &PgPool,
-    config: &crate::config::Config,
-    client: &crate::momo::Client,
-    resend_after: std::time::Duration,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let unsent = store::take_unsent(pool, resend_after.as_secs_f64(), 20).await?;
-    let mut sent = Vec::with_capacity(unsent.len());
-    for payment in &unsent {
-        if payment.age_secs > GIVE_UP_AFTER.as_secs_f64() {
-            // An approval prompt hours after the purchase helps nobody: stop sending.
-            let why = "MoMo did not answer the request to pay within an hour";
-            let outcome = fail_unless_known(pool, config, client, payment, "NOT_SENT", why).await?;
-            sent.push((payment.reference_id.clone(), outcome));
-            continue;
-        }
-        // MoMo refuses messages over 160 characters or with an apostrophe.
-        let note: String = format!("easyMO order {}", payment.external_id)
-            .replace('\'', "")
-            .chars()
-            .take(160)
-            .collect();
-        let body = json!({
-            "amount": payment.amount.to_string(),
-            "currency": payment.currency,
-            "externalId": payment.external_id,
-            "payer": {"partyIdType": "MSISDN", "partyId": payment.party},
-            "payerMessage": note,
-            "payeeNote": note,
-        });
-        let outcome = match client.request_to_pay(&payment.reference_id, &body).await {
-            Ok(crate::momo::Requested::Accepted) => {
-                store::note_request(pool, &payment.reference_id, None).await?;
-                "accepted".to_owned()
-            }
-            Ok(crate::momo::Requested::AlreadyAccepted) => {
-                store::note_request(pool, &payment.reference_id, None).await?;
-                "already_accepted".to_owned()
-            }
-            Ok(crate::momo::Requested::Rejected { status, body }) => {
-                let why = format!("{status}: {body}");
-                fail_unless_known(pool, config, client, payment, "REQUEST_REJECTED", &why).await?
-            }
-            Err(error) => {
-                store::note_request(pool, &payment.reference_id, Some(&error.to_string())).await?;
-                "unanswered".to_owned()
-            }
-        };
-        tracing::info!(event = "momo.request_to_pay", reference_id = %payment.reference_id, outcome = %outcome, "Request to pay sent.");
-        sent.push((payment.reference_id.clone(), outcome));
-    }
-    Ok(sent)
-}
-
-/// How long an unanswered request to pay is re-sent.
-const GIVE_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Fails a request to pay (and tells the payer) unless MoMo knows it: a refusal or a silence
-/// may follow an earlier attempt that did get through, and only MoMo's own "not found" proves
-/// the payer will not be debited. Returns what became of it.
-async fn fail_unless_known(
-    pool: &PgPool,
-    config: &crate::config::Config,
-    client: &crate::momo::Client,
-    payment: &store::Payment,
-    code: &str,
-    why: &str,
-) -> Result<String, sqlx::Error> {
-    match client
-        .status(crate::momo::Product::Collection, &payment.reference_id)
-        .await
-    {
-        Err(crate::momo::MomoError::Refused { status: 404, .. }) => {}
-        Ok(_) => {
-            // MoMo has it: from here the callback or the poller settles it.
-            store::note_request(pool, &payment.reference_id, None).await?;
-            return Ok("known_to_momo".to_owned());
-        }
-        Err(error) => {
-            store::note_request(pool, &payment.reference_id, Some(&error.to_string())).await?;
-            return Ok("unanswered".to_owned());
-        }
-    }
-    let failed = crate::momo::Status {
-        status: "FAILED".into(),
-        amount: Some(payment.amount),
-        currency: Some(payment.currency.clone()),
-        external_id: Some(payment.external_id.clone()),
-        party: Some(payment.party.clone()),
-        financial_transaction_id: None,
-        reason: Some(json!({"code": code, "message": why})),
-    };
-    store::note_request(pool, &payment.reference_id, Some(why)).await?;
-    settle_and_notify(pool, config, payment, &failed).await?;
-    Ok(format!("failed: {code}"))
-}
-
 async fn notify(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    config: &crate::config::Config,
+    config: &Config,
     payment: &store::Payment,
-    status: &crate::momo::Status,
+    status: &momo::Status,
 ) -> Result<(), sqlx::Error> {
     // The templates speak to a payer; a payout's payee is not told yet.
-    if payment.product != crate::momo::Product::Collection.as_str() {
+    if payment.product != momo::Product::Collection.as_str() {
         return Ok(());
     }
     let name = if status.status == "SUCCESSFUL" {
@@ -512,8 +284,8 @@ async fn notify(
 /// outcome. Several engine processes may poll at once: each payment is taken by one.
 pub async fn poll_overdue(
     pool: &PgPool,
-    config: &crate::config::Config,
-    client: &crate::momo::Client,
+    config: &Config,
+    client: &momo::Client,
     poll_after: std::time::Duration,
 ) -> Result<Vec<(String, &'static str)>, sqlx::Error> {
     let overdue = store::take_overdue(pool, poll_after.as_secs_f64(), 50).await?;
@@ -523,15 +295,4 @@ pub async fn poll_overdue(
         polled.push((payment.reference_id.clone(), outcome.as_str()));
     }
     Ok(polled)
-}
-
-/// Records an SMS the rate limit dropped, unread, for review: the forwarder was answered 200
-/// and will not send it again.
-pub async fn keep_dropped_sms(
-    pool: &PgPool,
-    endpoint: &str,
-    body: &[u8],
-) -> Result<(), sqlx::Error> {
-    let id = store::record_sms(pool, endpoint, body, None, None).await?;
-    store::finish_sms(pool, id, "rate_limited", None).await
 }
