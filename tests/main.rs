@@ -23,3 +23,7 @@ mod processes;
 mod sms;
 // MoMo callbacks confirmed against a fake of the MoMo API.
 mod momo;
+// docs/api.md, played against the real engine.
+mod api_docs;
+// The server embedded as a library: stopped by the future it is given.
+mod embedded;

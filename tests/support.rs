@@ -404,13 +404,7 @@ impl Engine {
 
     /// A request to this engine.
     pub fn request(&self, method: &str, path: &str) -> HttpRequest {
-        HttpRequest {
-            addr: self.addr,
-            method: method.to_owned(),
-            path: path.to_owned(),
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+        http(self.addr, method, path)
     }
 
     /// A signed WhatsApp POST of `body` to the shipped endpoint.
@@ -431,6 +425,17 @@ impl Drop for Engine {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A request to whatever listens at `addr`.
+pub fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> HttpRequest {
+    HttpRequest {
+        addr,
+        method: method.to_owned(),
+        path: path.to_owned(),
+        headers: Vec::new(),
+        body: Vec::new(),
     }
 }
 

@@ -1,4 +1,12 @@
-//! The command line: `easymo lint | explain | schema`.
+//! The command line: `easymo lint | serve | migrate | seed | simulate | explain | schema`.
+//!
+//! - `lint`: check routes.yaml and its flows, print every diagnostic, exit 1 on problems.
+//! - `serve`: run the webhooks ([`crate::server`]) until SIGTERM or SIGINT.
+//! - `migrate`: apply the embedded migrations (optionally creating the database).
+//! - `seed`: load the demo data.
+//! - `simulate`: play one message through a flow against a database.
+//! - `explain`: say which route a text takes, and why.
+//! - `schema`: print the JSON Schema of routes.yaml.
 //!
 //! Owns: argument parsing (clap) and dispatch to the commands. Together with `main.rs`, the only
 //! place that uses anyhow: everything below returns typed errors.
@@ -156,7 +164,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 listen,
                 drain,
             };
-            match runtime.block_on(crate::server::run(options, Env::from_process())) {
+            match runtime.block_on(async {
+                crate::server::run(
+                    options,
+                    Env::from_process(),
+                    crate::server::shutdown_signal(),
+                )
+                .await
+            }) {
                 Ok(()) => Ok(0),
                 Err(crate::server::ServeError::Load(error)) => {
                     eprintln!("error: the engine did not start: {error}");

@@ -15,6 +15,7 @@ use sqlx::{Postgres, Transaction};
 
 use crate::config::Config;
 use crate::payments;
+use crate::reload::Caches;
 use crate::render::{self, Rendered};
 use crate::store::{self, conversation::Session, Shape};
 
@@ -89,16 +90,6 @@ pub struct Turn<'a> {
     /// The savepoint taken before this turn's first database statement, so a failure undoes
     /// only this turn's writes: its name while not yet taken, and whether it was.
     pub savepoint: Savepoint,
-}
-
-/// What the runtime keeps for as long as one config serves: a reload starts with empty ones, so
-/// an edited query or template is never answered from what the old one gave.
-#[derive(Debug, Default)]
-pub struct Caches {
-    /// Results of `cached for` flow queries.
-    pub queries: crate::query_cache::QueryCache,
-    /// Replies rendered before.
-    pub replies: crate::render_cache::RenderCache,
 }
 
 /// A savepoint a turn takes lazily: a turn that never touches the database (a cached menu, a
@@ -302,8 +293,7 @@ impl Turn<'_> {
         else {
             return Ok(());
         };
-        sqlx::query(&format!("savepoint {name}"))
-            .execute(&mut **tx)
+        store::savepoint(tx, name)
             .await
             .map_err(|source| FlowError::Query {
                 flow: flow.to_owned(),

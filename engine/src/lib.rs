@@ -4,28 +4,29 @@
 //! hand-written webhook functions behind easyMO's WhatsApp services.
 //!
 //! # Layout
-//! Data flows one way: request → auth → limit → route → flow → store/outbox → response. No
-//! module reaches back up.
-//! - [`config`]: routes.yaml + flows → a validated [`config::Config`], or every diagnostic. The
-//!   one load path shared by lint, serve and reload.
-//! - [`reload`]: the live [`reload::Snapshot`] behind an `ArcSwap`; [`watch`] says when to reload.
-//! - [`server`]: `easymo serve`: router, error boundary, reload loop, graceful shutdown.
-//! - [`gateway`]: one webhook request: endpoint → auth → limit → route → response.
-//! - [`auth`]: signatures over the raw body, client IPs behind trusted proxies.
-//! - [`ratelimit`]: governor limiters kept across reloads.
-//! - [`whatsapp`]: the Cloud API delivery envelope.
-//! - [`batcher`]: group commit: messages arriving together share a transaction.
-//! - [`process`]: a batch of messages: dedupe, route, flow, outbox, session.
-//! - [`flow`]: the flow interpreter; [`query_cache`]: results of `cached for` queries;
-//!   [`render_cache`]: replies rendered before.
-//! - [`sms`]: reading forwarded MoMo SMS; [`payments`]: what SMS and MoMo callbacks settle;
-//!   [`momo`]: the MoMo Open API client.
-//! - [`http_error`]: the JSON error bodies; [`logging`]: JSON log lines, masked phone numbers.
-//! - [`router`]: message text → flow (pure).
-//! - [`limits`]: WhatsApp's message limits.
-//! - [`lint`]: the `easymo lint` command: load, render diagnostics, pick the exit code.
-//! - [`explain`]: the `easymo explain` command.
-//! - [`cli`]: argument parsing and dispatch; the only place besides `main.rs` that uses anyhow.
+//! Data flows one way: request → auth → limit → route → flow → store/outbox → response. A
+//! module uses only modules listed after it here (`scripts/layout-report` checks that no two
+//! top-level modules import each other, directly or round a cycle).
+//! - [`cli`]: argument parsing and dispatch; with `main.rs`, the only user of anyhow.
+//! - [`lint`], [`explain`], [`simulate`]: the `easymo lint`, `explain` and `simulate` commands.
+//! - [`server`]: `easymo serve`: router, error boundary, reload loop, graceful shutdown;
+//!   [`watch`] says when to reload.
+//! - [`gateway`]: one webhook request: endpoint → auth → limit → hand over → HTTP answer.
+//! - [`http_error`]: the JSON error bodies; [`auth`]: signatures over the raw body, client IPs
+//!   behind trusted proxies.
+//! - [`inbound`]: a WhatsApp delivery's lifecycle: recorded, batched, processed, recovered.
+//! - [`flow`]: the flow interpreter.
+//! - [`payments`]: MoMo SMS, callbacks, requests to pay, their workers and the MoMo client.
+//! - [`reload`]: the live [`reload::Snapshot`] (config, limiters, caches) behind an `ArcSwap`.
+//! - [`ratelimit`]: governor limiters kept across reloads; [`query_cache`] and
+//!   [`render_cache`]: what flows keep per config.
+//! - [`render`]: templates → Graph API message bodies.
+//! - [`config`]: routes.yaml + flows → a validated, immutable [`config::Config`], or every
+//!   diagnostic. The one load path shared by lint, serve and reload.
+//! - [`router`]: message text → flow (pure); [`limits`]: WhatsApp's message limits.
+//! - [`store`]: Postgres: pool, migrations, and every query on the engine's tables.
+//! - [`whatsapp`]: the Cloud API delivery envelope; [`logging`]: JSON log lines, masked phone
+//!   numbers.
 
 pub mod auth;
 pub mod cli;

@@ -193,7 +193,7 @@ where
             if i > 0 {
                 line.push(',');
             }
-            push_json_string(&mut line, key);
+            line.push_str(&json_string(key));
             line.push(':');
             line.push_str(value);
         }
@@ -223,29 +223,10 @@ impl Fields {
     }
 }
 
+/// `text` as a JSON string literal.
 fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    push_json_string(&mut out, text);
-    out
-}
-
-fn push_json_string(out: &mut String, text: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c < ' ' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    // Serializing a `str` cannot fail; the fallback only keeps the line valid JSON.
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
 impl Visit for Fields {

@@ -18,8 +18,17 @@ use easymo_dsl::diagnostic::render_human;
 use sha2::{Digest, Sha256};
 
 use crate::config::{self, Config, EnvPolicy};
-use crate::flow::Caches;
 use crate::ratelimit::{Limiter, Registry};
+
+/// What the runtime keeps for as long as one config serves: a reload starts with empty ones, so
+/// an edited query or template is never answered from what the old one gave.
+#[derive(Debug, Default)]
+pub struct Caches {
+    /// Results of `cached for` flow queries.
+    pub queries: crate::query_cache::QueryCache,
+    /// Replies rendered before.
+    pub replies: crate::render_cache::RenderCache,
+}
 
 /// One loaded configuration and what serving derives from it.
 #[derive(Debug)]

@@ -132,8 +132,13 @@ async fn boundary(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// Runs the server until SIGTERM or SIGINT.
-pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
+/// Runs the server until `shutdown` resolves (for `easymo serve`, [`shutdown_signal`]), then
+/// stops accepting connections and lets requests in flight finish within `options.drain`.
+pub async fn run(
+    options: Options,
+    env: Env,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
     let config_path = options.config.clone();
     let reloader =
         tokio::task::spawn_blocking(move || Reloader::start(&config_path, EnvPolicy::Resolve(env)))
@@ -165,7 +170,6 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { address, source })?;
-    let stopping = shutdown_signal();
     // Take over SIGHUP before saying we listen: its default action ends the process, and a
     // reload requested right after start must not.
     let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -232,8 +236,8 @@ pub async fn run(options: Options, env: Env) -> Result<(), ServeError> {
                 Err(e) => Err(ServeError::Runtime(e.to_string())),
             };
         }
-        signal = stopping => {
-            tracing::info!(event = "server.shutting_down", signal = signal, drain_ms = options.drain.as_millis() as u64, "Shutting down: no new connections, finishing requests in flight.");
+        () = shutdown => {
+            tracing::info!(event = "server.shutting_down", drain_ms = options.drain.as_millis() as u64, "Shutting down: no new connections, finishing requests in flight.");
         }
     }
     let _ = stop_tx.send(true);
@@ -297,9 +301,9 @@ async fn reload_loop(
     }
 }
 
-/// Resolves on SIGTERM or SIGINT. Both are taken over when this is called, so call it before
-/// announcing that the server listens.
-fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
+/// Resolves on SIGTERM or SIGINT, saying which in the log. Both are taken over when this is
+/// called (not when it is first polled), so call it before the server announces that it listens.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let terminate = signal(SignalKind::terminate());
     let interrupt = signal(SignalKind::interrupt());
@@ -312,10 +316,11 @@ fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
                 Err(_) => std::future::pending::<()>().await,
             }
         };
-        tokio::select! {
+        let signal = tokio::select! {
             () = wait(interrupt) => "SIGINT",
             () = wait(terminate) => "SIGTERM",
-        }
+        };
+        tracing::info!(event = "server.signal", signal = signal, "Signal received.");
     }
 }
 

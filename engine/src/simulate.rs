@@ -114,7 +114,7 @@ pub async fn run(
         pool,
         process::Inbound {
             config,
-            caches: &crate::flow::Caches::default(),
+            caches: &crate::reload::Caches::default(),
             endpoint,
             delivery: record,
             value: &value,

@@ -21,8 +21,9 @@ use serde_json::{json, Map, Value};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::config::{Config, Endpoint};
-use crate::flow::{Caches, FlowError, Savepoint, Turn};
+use crate::flow::{FlowError, Savepoint, Turn};
 use crate::logging::mask;
+use crate::reload::Caches;
 use crate::render::{Rendered, MORE_ROW_PREFIX};
 use crate::store::conversation::{
     self as store, Arrival, Contact, MessageRow, Session, Started, Writes,
@@ -263,8 +264,7 @@ async fn run_round(
                 // Undo this message's writes only: its neighbours keep theirs, and every
                 // sender's lock stays held.
                 let undone = match (&savepoint.name, savepoint.taken) {
-                    (Some(name), true) => sqlx::query(&format!("rollback to savepoint {name}"))
-                        .execute(&mut *tx)
+                    (Some(name), true) => crate::store::rollback_to_savepoint(&mut tx, name)
                         .await
                         .is_ok(),
                     // Nothing reached the database, so nothing is to undo.

@@ -192,3 +192,23 @@ fn arguments(
     }
     Ok(out)
 }
+
+/// Takes the savepoint `name` in `tx`. Names are made by the runtime (`m0`, `m1`, …), never
+/// from input: a savepoint name cannot be a bind parameter.
+pub async fn savepoint(tx: &mut Transaction<'_, Postgres>, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("savepoint {name}"))
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+}
+
+/// Undoes everything `tx` did since the savepoint `name`; the transaction and its locks stay.
+pub async fn rollback_to_savepoint(
+    tx: &mut Transaction<'_, Postgres>,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("rollback to savepoint {name}"))
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+}
