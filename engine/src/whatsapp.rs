@@ -216,10 +216,11 @@ impl Message {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn corpus(name: &str) -> Envelope {
+    /// A delivery from `tests/fixtures/whatsapp`, parsed.
+    pub(crate) fn corpus(name: &str) -> Envelope {
         let path = format!(
             "{}/../tests/fixtures/whatsapp/{name}",
             env!("CARGO_MANIFEST_DIR")

@@ -249,15 +249,7 @@ pub async fn recover(pool: PgPool, reloader: Arc<Reloader>, payments: Wake) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Envelope {
-        let path = format!(
-            "{}/../tests/fixtures/whatsapp/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
-    }
+    use crate::whatsapp::tests::corpus as fixture;
 
     #[test]
     fn only_a_delivery_of_one_message_and_nothing_else_is_single() {
