@@ -231,31 +231,35 @@ fn lower_stmt(pair: Pair<'_, Rule>) -> Spanned<Stmt> {
     if rule == Rule::if_stmt {
         return lower_if(pair);
     }
-    let mut inner = pair.into_inner().filter(|p| !is_keyword(p.as_rule()));
-    let stmt = match rule {
-        Rule::let_stmt => {
-            let name = inner.next().map(|p| ident(&p));
-            let query = inner.next().map(lower_query);
-            match (name, query) {
-                (Some(name), Some(query)) => Stmt::Let { name, query },
-                _ => Stmt::End,
-            }
-        }
+    let inner = pair.into_inner().filter(|p| !is_keyword(p.as_rule()));
+    // A statement with a missing part only comes from a grammar change; `End` keeps the tree
+    // whole and the checker never sees it from a parsed file.
+    let stmt = lower_simple_stmt(rule, inner).unwrap_or(Stmt::End);
+    Spanned::new(stmt, span)
+}
+
+/// Every statement but `if`, from its parts with keywords removed.
+fn lower_simple_stmt<'i>(
+    rule: Rule,
+    mut inner: impl Iterator<Item = Pair<'i, Rule>>,
+) -> Option<Stmt> {
+    Some(match rule {
+        Rule::let_stmt => Stmt::Let {
+            name: ident(&inner.next()?),
+            query: lower_query(inner.next()?),
+        },
         Rule::exec_stmt => {
-            let sql = inner.next().map(|p| string(&p));
+            let sql = string(&inner.next()?);
             let args = inner.next().map(lower_args).unwrap_or_default();
-            match sql {
-                Some(sql) => Stmt::Exec(Query {
-                    kind: QueryKind::Exec,
-                    sql,
-                    args,
-                    cache: None,
-                }),
-                None => Stmt::End,
-            }
+            Stmt::Exec(Query {
+                kind: QueryKind::Exec,
+                sql,
+                args,
+                cache: None,
+            })
         }
         Rule::reply_stmt => {
-            let template = inner.next().map(|p| ident(&p));
+            let template = ident(&inner.next()?);
             let bindings = inner
                 .next()
                 .map(|b| {
@@ -265,69 +269,51 @@ fn lower_stmt(pair: Pair<'_, Rule>) -> Spanned<Stmt> {
                         .collect()
                 })
                 .unwrap_or_default();
-            match template {
-                Some(template) => Stmt::Reply { template, bindings },
-                None => Stmt::End,
-            }
+            Stmt::Reply { template, bindings }
         }
         Rule::await_stmt => {
-            let kind = inner.next().map(|p| {
-                let kind = match p.as_str() {
-                    "text" => InputKind::Text,
-                    "choice" => InputKind::Choice,
-                    _ => InputKind::Location,
-                };
-                Spanned::new(kind, span_of(&p))
-            });
-            let next = inner.next().map(|p| ident(&p));
-            match (kind, next) {
-                (Some(kind), Some(next)) => Stmt::Await { kind, next },
-                _ => Stmt::End,
+            let p = inner.next()?;
+            let kind = match p.as_str() {
+                "text" => InputKind::Text,
+                "choice" => InputKind::Choice,
+                _ => InputKind::Location,
+            };
+            Stmt::Await {
+                kind: Spanned::new(kind, span_of(&p)),
+                next: ident(&inner.next()?),
             }
         }
-        Rule::set_stmt => {
-            let name = inner.next().map(|p| ident(&p));
-            let value = inner.next().map(lower_expr);
-            match (name, value) {
-                (Some(name), Some(value)) => Stmt::Set { name, value },
-                _ => Stmt::End,
-            }
-        }
-        Rule::clear_stmt => match inner.next() {
-            Some(p) => Stmt::Clear { name: ident(&p) },
-            None => Stmt::End,
+        Rule::set_stmt => Stmt::Set {
+            name: ident(&inner.next()?),
+            value: lower_expr(inner.next()?),
+        },
+        Rule::clear_stmt => Stmt::Clear {
+            name: ident(&inner.next()?),
         },
         Rule::request_payment_stmt => {
             let parts: Vec<Pair<'_, Rule>> = inner.filter(|p| p.as_rule() != Rule::comma).collect();
-            let exprs: Vec<Spanned<Expr>> = parts
+            let next = parts
                 .iter()
+                .find(|p| p.as_rule() == Rule::ident)
+                .map(ident)?;
+            let mut exprs = parts
+                .into_iter()
                 .filter(|p| p.as_rule() == Rule::expr)
-                .cloned()
-                .map(lower_expr)
-                .collect();
-            let next = parts.iter().find(|p| p.as_rule() == Rule::ident).map(ident);
-            let mut exprs = exprs.into_iter();
-            match (exprs.next(), exprs.next(), next) {
-                (Some(amount), Some(phone), Some(next)) => Stmt::RequestPayment {
-                    amount,
-                    phone,
-                    external_id: exprs.next(),
-                    next,
-                },
-                _ => Stmt::End,
+                .map(lower_expr);
+            Stmt::RequestPayment {
+                amount: exprs.next()?,
+                phone: exprs.next()?,
+                external_id: exprs.next(),
+                next,
             }
         }
         Rule::call_stmt => {
-            let flow = inner.next().map(|p| ident(&p));
+            let flow = ident(&inner.next()?);
             let args = inner.next().map(lower_args).unwrap_or_default();
-            match flow {
-                Some(flow) => Stmt::Call { flow, args },
-                None => Stmt::End,
-            }
+            Stmt::Call { flow, args }
         }
-        _ => Stmt::End,
-    };
-    Spanned::new(stmt, span)
+        _ => return None,
+    })
 }
 
 fn lower_if(pair: Pair<'_, Rule>) -> Spanned<Stmt> {

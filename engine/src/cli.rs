@@ -11,7 +11,7 @@
 //! Owns: argument parsing (clap) and dispatch to the commands. Together with `main.rs`, the only
 //! place that uses anyhow: everything below returns typed errors.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -134,161 +134,37 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             format,
             deny_warnings,
             env,
-        } => {
-            let policy = env.then(|| EnvPolicy::Resolve(Env::from_process()));
-            let outcome = lint::run(
-                &config,
-                &lint::Options {
-                    format,
-                    deny_warnings,
-                    policy,
-                },
-            );
-            write_out(&outcome.output);
-            eprint!("{}", outcome.error);
-            Ok(outcome.exit_code)
-        }
+        } => Ok(lint_command(&config, format, deny_warnings, env)),
         Command::Serve {
             config,
             listen,
             drain,
             log_format,
-        } => {
-            let _flush_logs_on_exit: crate::logging::LogGuard =
-                crate::logging::init(log_format.map(|f| matches!(f, LogFormat::Json)));
-            let drain = easymo_dsl::parser::parse_duration(&drain)
-                .map_err(|e| anyhow::anyhow!("--drain {drain:?}: {e}"))?;
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let options = crate::server::Options {
-                config,
-                listen,
-                drain,
-            };
-            match runtime.block_on(async {
-                crate::server::run(
-                    options,
-                    Env::from_process(),
-                    crate::server::shutdown_signal(),
-                )
-                .await
-            }) {
-                Ok(()) => Ok(0),
-                Err(crate::server::ServeError::Load(error)) => {
-                    eprintln!("error: the engine did not start: {error}");
-                    Ok(1)
-                }
-                Err(error) => Err(error).context("serving"),
-            }
-        }
+        } => serve(config, listen, &drain, log_format),
         Command::Explain {
             text,
-            config: path,
+            config,
             endpoint,
-        } => {
-            let loaded = config::load(&path, &EnvPolicy::Unchecked)
-                .with_context(|| format!("loading {}", path.display()))?;
-            let Some(config) = &loaded.config else {
-                let outcome = lint::report(&loaded, &lint::Options::default());
-                eprint!("{}", outcome.output);
-                return Ok(1);
-            };
-            write_out(&crate::explain::explain(
-                config,
-                endpoint.as_deref(),
-                &text,
-            )?);
-            Ok(0)
-        }
+        } => explain(&config, endpoint.as_deref(), &text),
         Command::Migrate {
             database_url,
             create,
-        } => {
-            let url = database_url_or_env(database_url)?;
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(async {
-                if create {
-                    crate::store::create_database(&url)
-                        .await
-                        .context("creating the database")?;
-                }
-                let pool = crate::store::connect(&url, 2)
-                    .await
-                    .context("connecting to Postgres")?;
-                let applied = crate::store::migrate(&pool).await.context("migrating")?;
-                eprintln!("migrate: {applied} migration(s) applied; the schema is current");
-                anyhow::Ok(0)
-            })
-        }
+        } => migrate(database_url, create),
         Command::Seed {
             demo: _,
             database_url,
-        } => {
-            let url = database_url_or_env(database_url)?;
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(async {
-                let pool = crate::store::connect(&url, 2)
-                    .await
-                    .context("connecting to Postgres")?;
-                crate::store::check_schema(&pool).await?;
-                let loaded = crate::store::seed_demo(&pool)
-                    .await
-                    .context("loading the demo data")?;
-                eprintln!(
-                    "seed: {}",
-                    if loaded {
-                        "demo data loaded"
-                    } else {
-                        "demo data already present; nothing changed"
-                    }
-                );
-                anyhow::Ok(0)
-            })
-        }
+        } => seed(database_url),
         Command::Simulate {
             text,
             from,
             choice,
             location,
             name,
-            config: path,
+            config,
             database_url,
         } => {
-            let input = match (text, choice, location) {
-                (Some(text), None, None) => crate::simulate::Input::Text(text),
-                (None, Some(choice), None) => crate::simulate::Input::Choice(choice),
-                (None, None, Some(location)) => {
-                    let (lat, lon) = location
-                        .split_once(',')
-                        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
-                        .ok_or_else(|| {
-                            anyhow::anyhow!("--location takes LAT,LON, e.g. -1.9536,30.0606")
-                        })?;
-                    crate::simulate::Input::Location(lat, lon)
-                }
-                _ => anyhow::bail!("give the message text, or --choice ID, or --location LAT,LON"),
-            };
-            let loaded = config::load(&path, &EnvPolicy::Unchecked)
-                .with_context(|| format!("loading {}", path.display()))?;
-            let Some(config) = loaded.config.as_ref() else {
-                eprint!(
-                    "{}",
-                    lint::report(&loaded, &lint::Options::default()).output
-                );
-                return Ok(1);
-            };
-            let url = database_url_or_env(database_url)?;
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let printed = runtime.block_on(async {
-                let pool = crate::store::connect(&url, 2)
-                    .await
-                    .context("connecting to Postgres")?;
-                crate::store::check_schema(&pool).await?;
-                anyhow::Ok(
-                    crate::simulate::run(&pool, config, &from, name.as_deref(), &input).await?,
-                )
-            })?;
-            write_out(&printed);
-            Ok(0)
+            let input = simulated_input(text, choice, location)?;
+            simulate(&config, database_url, &from, name.as_deref(), &input)
         }
         Command::Schema => {
             let schema = config::schema();
@@ -297,6 +173,161 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+fn lint_command(config: &Path, format: lint::Format, deny_warnings: bool, env: bool) -> u8 {
+    let policy = env.then(|| EnvPolicy::Resolve(Env::from_process()));
+    let outcome = lint::run(
+        config,
+        &lint::Options {
+            format,
+            deny_warnings,
+            policy,
+        },
+    );
+    write_out(&outcome.output);
+    eprint!("{}", outcome.error);
+    outcome.exit_code
+}
+
+fn serve(
+    config: PathBuf,
+    listen: Option<std::net::SocketAddr>,
+    drain: &str,
+    log_format: Option<LogFormat>,
+) -> anyhow::Result<u8> {
+    let _flush_logs_on_exit: crate::logging::LogGuard =
+        crate::logging::init(log_format.map(|f| matches!(f, LogFormat::Json)));
+    let drain = easymo_dsl::parser::parse_duration(drain)
+        .map_err(|e| anyhow::anyhow!("--drain {drain:?}: {e}"))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let options = crate::server::Options {
+        config,
+        listen,
+        drain,
+    };
+    // Signal handlers register with the runtime: the shutdown future is made inside it.
+    let served = runtime.block_on(async {
+        crate::server::run(
+            options,
+            Env::from_process(),
+            crate::server::shutdown_signal(),
+        )
+        .await
+    });
+    match served {
+        Ok(()) => Ok(0),
+        Err(crate::server::ServeError::Load(error)) => {
+            eprintln!("error: the engine did not start: {error}");
+            Ok(1)
+        }
+        Err(error) => Err(error).context("serving"),
+    }
+}
+
+fn explain(path: &Path, endpoint: Option<&str>, text: &str) -> anyhow::Result<u8> {
+    let Some(config) = load_or_report(path)? else {
+        return Ok(1);
+    };
+    write_out(&crate::explain::explain(&config, endpoint, text)?);
+    Ok(0)
+}
+
+fn migrate(database_url: Option<String>, create: bool) -> anyhow::Result<u8> {
+    let url = database_url_or_env(database_url)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        if create {
+            crate::store::create_database(&url)
+                .await
+                .context("creating the database")?;
+        }
+        let pool = crate::store::connect(&url, 2)
+            .await
+            .context("connecting to Postgres")?;
+        let applied = crate::store::migrate(&pool).await.context("migrating")?;
+        eprintln!("migrate: {applied} migration(s) applied; the schema is current");
+        anyhow::Ok(0)
+    })
+}
+
+fn seed(database_url: Option<String>) -> anyhow::Result<u8> {
+    let url = database_url_or_env(database_url)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let pool = crate::store::connect(&url, 2)
+            .await
+            .context("connecting to Postgres")?;
+        crate::store::check_schema(&pool).await?;
+        let loaded = crate::store::seed_demo(&pool)
+            .await
+            .context("loading the demo data")?;
+        eprintln!(
+            "seed: {}",
+            if loaded {
+                "demo data loaded"
+            } else {
+                "demo data already present; nothing changed"
+            }
+        );
+        anyhow::Ok(0)
+    })
+}
+
+/// Exactly one of the message text, `--choice` or `--location`.
+fn simulated_input(
+    text: Option<String>,
+    choice: Option<String>,
+    location: Option<String>,
+) -> anyhow::Result<crate::simulate::Input> {
+    Ok(match (text, choice, location) {
+        (Some(text), None, None) => crate::simulate::Input::Text(text),
+        (None, Some(choice), None) => crate::simulate::Input::Choice(choice),
+        (None, None, Some(location)) => {
+            let (lat, lon) = location
+                .split_once(',')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+                .ok_or_else(|| anyhow::anyhow!("--location takes LAT,LON, e.g. -1.9536,30.0606"))?;
+            crate::simulate::Input::Location(lat, lon)
+        }
+        _ => anyhow::bail!("give the message text, or --choice ID, or --location LAT,LON"),
+    })
+}
+
+fn simulate(
+    path: &Path,
+    database_url: Option<String>,
+    from: &str,
+    name: Option<&str>,
+    input: &crate::simulate::Input,
+) -> anyhow::Result<u8> {
+    let Some(config) = load_or_report(path)? else {
+        return Ok(1);
+    };
+    let url = database_url_or_env(database_url)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let printed = runtime.block_on(async {
+        let pool = crate::store::connect(&url, 2)
+            .await
+            .context("connecting to Postgres")?;
+        crate::store::check_schema(&pool).await?;
+        anyhow::Ok(crate::simulate::run(&pool, &config, from, name, input).await?)
+    })?;
+    write_out(&printed);
+    Ok(0)
+}
+
+/// The compiled config, or `None` after printing why it does not compile.
+fn load_or_report(path: &Path) -> anyhow::Result<Option<config::Config>> {
+    let loaded = config::load(path, &EnvPolicy::Unchecked)
+        .with_context(|| format!("loading {}", path.display()))?;
+    if loaded.config.is_none() {
+        eprint!(
+            "{}",
+            lint::report(&loaded, &lint::Options::default()).output
+        );
+    }
+    Ok(loaded.config)
 }
 
 /// Writes to stdout; a closed pipe (`easymo schema | head`) is not an error worth a panic.

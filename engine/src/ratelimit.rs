@@ -226,4 +226,21 @@ mod tests {
         registry.sweep(&[("wa".into(), limit(2, Duration::from_secs(60)))]);
         assert!(!Arc::ptr_eq(&registry.get("wa", &def), &first));
     }
+
+    #[test]
+    fn shrinking_forgets_only_keys_whose_budget_is_full_again() {
+        let quick = Limiter::new(limit(1, Duration::from_millis(5)));
+        let slow = Limiter::new(limit(1, Duration::from_secs(60)));
+        for n in 0..50 {
+            let key = Key::Sender(format!("2507880000{n:02}"));
+            quick.check(&key);
+            slow.check(&key);
+        }
+        assert_eq!((quick.tracked_keys(), slow.tracked_keys()), (50, 50));
+        std::thread::sleep(Duration::from_millis(30));
+        quick.shrink();
+        slow.shrink();
+        assert_eq!(quick.tracked_keys(), 0, "refilled keys are forgotten");
+        assert_eq!(slow.tracked_keys(), 50, "a key still owed budget is kept");
+    }
 }

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::reply::{Row, Shape, Text};
+use crate::config::reply::{ButtonsTemplate, ListTemplate, Row, Shape, Text};
 use crate::limits;
 
 /// The id of the "More" row; the offset of the next page follows the colon.
@@ -53,172 +53,30 @@ pub fn render(
     to: &str,
     page_offset: usize,
 ) -> Result<Rendered, RenderError> {
-    // Fills `{{ }}` in a plain string (ids) and cuts the result to `limit`. Most strings have
-    // no placeholder and skip the template engine.
-    let fill_plain = |source: &str, ctx: &Context, limit: usize| -> Result<String, RenderError> {
-        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
-            return Ok(cut(source.trim(), limit));
-        }
-        let filled = compiled()
-            .get_template(source)
-            .and_then(|template| template.render(ctx))
-            .map_err(|source| RenderError::Template {
-                template: name.to_owned(),
-                source,
-            })?;
-        Ok(cut(filled.trim(), limit))
+    let filler = Filler {
+        template: name,
+        language,
+        // Converted once: every string of the reply (a list has dozens) reads the same context.
+        context: Context::from_serialize(vars),
     };
-    // The same for localized text, in the contact's language.
-    let fill =
-        |text: &Text, ctx: &Context, limit: usize| fill_plain(pick(text, language), ctx, limit);
-    // Converted once: every string of the reply (a list has dozens) reads the same context.
-    let vars_map = vars;
-    let vars = &Context::from_serialize(vars_map);
     let (message, preview) = match template {
         Shape::Text(t) => {
-            let body = fill(&t.body, vars, limits::TEXT_BODY)?;
+            let body = filler.text(&t.body, limits::TEXT_BODY)?;
             (
                 json!({"type": "text", "text": {"preview_url": t.preview_url, "body": body}}),
                 body,
             )
         }
         Shape::LocationRequest(t) => {
-            let body = fill(&t.body, vars, limits::LOCATION_BODY)?;
+            let body = filler.text(&t.body, limits::LOCATION_BODY)?;
             let preview = format!("{body}\n[ 📍 Send location ]");
             (
                 json!({"type": "interactive", "interactive": {"type": "location_request_message", "body": {"text": body}, "action": {"name": "send_location"}}}),
                 preview,
             )
         }
-        Shape::Buttons(t) => {
-            let mut interactive = Map::new();
-            interactive.insert("type".into(), json!("button"));
-            let mut preview = frame(
-                &mut interactive,
-                &fill,
-                vars,
-                t.header.as_ref(),
-                (&t.body, limits::BUTTONS_BODY),
-                t.footer.as_ref(),
-            )?;
-            let mut buttons = Vec::new();
-            for button in &t.buttons {
-                let title = fill(&button.title, vars, limits::BUTTON_TITLE)?;
-                let id = fill_plain(&button.id, vars, limits::BUTTON_ID)?;
-                preview.push_str(&format!("\n[ {title} ]"));
-                buttons.push(json!({"type": "reply", "reply": {"id": id, "title": title}}));
-            }
-            interactive.insert("action".into(), json!({"buttons": buttons}));
-            (
-                json!({"type": "interactive", "interactive": interactive}),
-                preview,
-            )
-        }
-        Shape::List(t) => {
-            let mut interactive = Map::new();
-            interactive.insert("type".into(), json!("list"));
-            let mut preview = frame(
-                &mut interactive,
-                &fill,
-                vars,
-                t.header.as_ref(),
-                (&t.body, limits::LIST_BODY),
-                t.footer.as_ref(),
-            )?;
-            // Every row of every section, in order, then one page of at most ten.
-            let mut all: Vec<(usize, Value)> = Vec::new();
-            for (s, section) in t.sections.iter().enumerate() {
-                for row in &section.rows {
-                    all.push((s, render_row(row, vars, None, &fill, &fill_plain)?));
-                }
-                if let (Some(from), Some(row)) = (&section.rows_from, &section.row) {
-                    let items = vars_map
-                        .get(from)
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    for item in items {
-                        all.push((s, render_row(row, vars, Some(item), &fill, &fill_plain)?));
-                    }
-                }
-            }
-            let total = all.len();
-            let start = page_offset.min(total);
-            let more = total - start > limits::MAX_ROWS;
-            let take = if more {
-                limits::MAX_ROWS - 1
-            } else {
-                limits::MAX_ROWS
-            };
-            let page: Vec<(usize, Value)> = all.into_iter().skip(start).take(take).collect();
-            if page.is_empty() {
-                return Err(RenderError::EmptyList(name.to_owned()));
-            }
-            let button = fill(&t.button, vars, limits::LIST_BUTTON)?;
-            let mut sections: Vec<Value> = Vec::new();
-            let mut last_section = None;
-            for (number, (s, row)) in page.iter().enumerate() {
-                let title = row["title"].as_str().unwrap_or_default();
-                let line = match row.get("description").and_then(Value::as_str) {
-                    Some(d) => format!("\n{}. {title} — {d}", number + 1),
-                    None => format!("\n{}. {title}", number + 1),
-                };
-                preview.push_str(&line);
-                if last_section != Some(*s) {
-                    let mut section = Map::new();
-                    if let Some(title) = &t.sections[*s].title {
-                        section.insert(
-                            "title".into(),
-                            json!(fill(title, vars, limits::SECTION_TITLE)?),
-                        );
-                    }
-                    section.insert("rows".into(), json!([]));
-                    sections.push(Value::Object(section));
-                    last_section = Some(*s);
-                }
-                if let Some(rows) = sections
-                    .last_mut()
-                    .and_then(|s| s.get_mut("rows"))
-                    .and_then(Value::as_array_mut)
-                {
-                    rows.push(row.clone());
-                }
-            }
-            if more {
-                let more_title = match language {
-                    "rw" => "Ibindi…",
-                    "fr" => "Plus…",
-                    _ => "More…",
-                };
-                let row = json!({"id": format!("{MORE_ROW_PREFIX}{}", start + take), "title": more_title});
-                preview.push_str(&format!("\n{}. {more_title}", page.len() + 1));
-                if let Some(rows) = sections
-                    .last_mut()
-                    .and_then(|s| s.get_mut("rows"))
-                    .and_then(Value::as_array_mut)
-                {
-                    rows.push(row);
-                }
-            }
-            // WhatsApp wants a title on every section once there are several.
-            if sections.len() > 1 {
-                for (i, section) in sections.iter_mut().enumerate() {
-                    if let Some(map) = section.as_object_mut() {
-                        map.entry("title")
-                            .or_insert_with(|| json!(format!("{}", i + 1)));
-                    }
-                }
-            }
-            preview.push_str(&format!("\n[ ☰ {button} ]"));
-            interactive.insert(
-                "action".into(),
-                json!({"button": button, "sections": sections}),
-            );
-            (
-                json!({"type": "interactive", "interactive": interactive}),
-                preview,
-            )
-        }
+        Shape::Buttons(t) => buttons(&filler, t)?,
+        Shape::List(t) => list(&filler, t, vars, page_offset)?,
     };
     let mut body =
         json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": to});
@@ -230,6 +88,189 @@ pub fn render(
         body,
         preview,
     })
+}
+
+/// What templates read: the reply's bindings, `contact`, `session` and `message`.
+type Context = minijinja::Value;
+
+/// Fills the strings of one reply: one template name for errors, one language, one context.
+struct Filler<'a> {
+    template: &'a str,
+    language: &'a str,
+    context: Context,
+}
+
+impl Filler<'_> {
+    /// Fills `{{ }}` in a plain string (ids) and cuts the result to `limit`. Most strings have
+    /// no placeholder and skip the template engine.
+    fn plain(&self, source: &str, limit: usize) -> Result<String, RenderError> {
+        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
+            return Ok(cut(source.trim(), limit));
+        }
+        let filled = compiled()
+            .get_template(source)
+            .and_then(|template| template.render(&self.context))
+            .map_err(|source| RenderError::Template {
+                template: self.template.to_owned(),
+                source,
+            })?;
+        Ok(cut(filled.trim(), limit))
+    }
+
+    /// The same for localized text, in the contact's language.
+    fn text(&self, text: &Text, limit: usize) -> Result<String, RenderError> {
+        self.plain(pick(text, self.language), limit)
+    }
+
+    /// A filler for one row of a dynamic list: the same context plus `row`.
+    fn with_row(&self, item: &Value) -> Self {
+        Filler {
+            template: self.template,
+            language: self.language,
+            context: minijinja::context! { row => Context::from_serialize(item), ..self.context.clone() },
+        }
+    }
+}
+
+/// Reply buttons under a header, body and footer.
+fn buttons(filler: &Filler<'_>, t: &ButtonsTemplate) -> Result<(Value, String), RenderError> {
+    let mut interactive = Map::new();
+    interactive.insert("type".into(), json!("button"));
+    let mut preview = frame(
+        &mut interactive,
+        filler,
+        t.header.as_ref(),
+        (&t.body, limits::BUTTONS_BODY),
+        t.footer.as_ref(),
+    )?;
+    let mut buttons = Vec::new();
+    for button in &t.buttons {
+        let title = filler.text(&button.title, limits::BUTTON_TITLE)?;
+        let id = filler.plain(&button.id, limits::BUTTON_ID)?;
+        preview.push_str(&format!("\n[ {title} ]"));
+        buttons.push(json!({"type": "reply", "reply": {"id": id, "title": title}}));
+    }
+    interactive.insert("action".into(), json!({"buttons": buttons}));
+    Ok((
+        json!({"type": "interactive", "interactive": interactive}),
+        preview,
+    ))
+}
+
+/// A list message: every row of every section (fixed rows, then rows from a variable), one
+/// page of at most ten, with a "More" row when more follow.
+fn list(
+    filler: &Filler<'_>,
+    t: &ListTemplate,
+    vars: &Map<String, Value>,
+    page_offset: usize,
+) -> Result<(Value, String), RenderError> {
+    let mut interactive = Map::new();
+    interactive.insert("type".into(), json!("list"));
+    let mut preview = frame(
+        &mut interactive,
+        filler,
+        t.header.as_ref(),
+        (&t.body, limits::LIST_BODY),
+        t.footer.as_ref(),
+    )?;
+    let all = list_rows(filler, t, vars)?;
+    let total = all.len();
+    let start = page_offset.min(total);
+    let more = total - start > limits::MAX_ROWS;
+    let take = if more {
+        limits::MAX_ROWS - 1
+    } else {
+        limits::MAX_ROWS
+    };
+    let page: Vec<(usize, Value)> = all.into_iter().skip(start).take(take).collect();
+    if page.is_empty() {
+        return Err(RenderError::EmptyList(filler.template.to_owned()));
+    }
+    let button = filler.text(&t.button, limits::LIST_BUTTON)?;
+    let mut sections: Vec<Value> = Vec::new();
+    let mut last_section = None;
+    for (number, (s, row)) in page.iter().enumerate() {
+        let title = row["title"].as_str().unwrap_or_default();
+        let line = match row.get("description").and_then(Value::as_str) {
+            Some(d) => format!("\n{}. {title} — {d}", number + 1),
+            None => format!("\n{}. {title}", number + 1),
+        };
+        preview.push_str(&line);
+        if last_section != Some(*s) {
+            let mut section = Map::new();
+            if let Some(title) = &t.sections[*s].title {
+                section.insert(
+                    "title".into(),
+                    json!(filler.text(title, limits::SECTION_TITLE)?),
+                );
+            }
+            section.insert("rows".into(), json!([]));
+            sections.push(Value::Object(section));
+            last_section = Some(*s);
+        }
+        push_row(&mut sections, row.clone());
+    }
+    if more {
+        let more_title = match filler.language {
+            "rw" => "Ibindi…",
+            "fr" => "Plus…",
+            _ => "More…",
+        };
+        let row = json!({"id": format!("{MORE_ROW_PREFIX}{}", start + take), "title": more_title});
+        preview.push_str(&format!("\n{}. {more_title}", page.len() + 1));
+        push_row(&mut sections, row);
+    }
+    // WhatsApp wants a title on every section once there are several.
+    if sections.len() > 1 {
+        for (i, section) in sections.iter_mut().enumerate() {
+            if let Some(map) = section.as_object_mut() {
+                map.entry("title")
+                    .or_insert_with(|| json!(format!("{}", i + 1)));
+            }
+        }
+    }
+    preview.push_str(&format!("\n[ ☰ {button} ]"));
+    interactive.insert(
+        "action".into(),
+        json!({"button": button, "sections": sections}),
+    );
+    Ok((
+        json!({"type": "interactive", "interactive": interactive}),
+        preview,
+    ))
+}
+
+/// Every row of the list with its section's index, in order.
+fn list_rows(
+    filler: &Filler<'_>,
+    t: &ListTemplate,
+    vars: &Map<String, Value>,
+) -> Result<Vec<(usize, Value)>, RenderError> {
+    let mut all = Vec::new();
+    for (s, section) in t.sections.iter().enumerate() {
+        for row in &section.rows {
+            all.push((s, render_row(row, filler)?));
+        }
+        if let (Some(from), Some(row)) = (&section.rows_from, &section.row) {
+            let items = vars.get(from).and_then(Value::as_array);
+            for item in items.into_iter().flatten() {
+                all.push((s, render_row(row, &filler.with_row(item))?));
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Appends `row` to the last section.
+fn push_row(sections: &mut [Value], row: Value) {
+    if let Some(rows) = sections
+        .last_mut()
+        .and_then(|s| s.get_mut("rows"))
+        .and_then(Value::as_array_mut)
+    {
+        rows.push(row);
+    }
 }
 
 /// Every template string rendered so far, compiled once. A template's name is its source, so
@@ -248,56 +289,36 @@ fn compiled() -> &'static minijinja::Environment<'static> {
     })
 }
 
-/// What templates read: the reply's bindings, `contact`, `session` and `message`.
-type Context = minijinja::Value;
-type FillPlain<'a> = dyn Fn(&str, &Context, usize) -> Result<String, RenderError> + 'a;
-type Fill<'a> = dyn Fn(&Text, &Context, usize) -> Result<String, RenderError> + 'a;
-
 /// Header, body and footer of an interactive message; returns the preview so far.
 fn frame(
     interactive: &mut Map<String, Value>,
-    fill: &Fill<'_>,
-    vars: &Context,
+    filler: &Filler<'_>,
     header: Option<&Text>,
     (body, body_limit): (&Text, usize),
     footer: Option<&Text>,
 ) -> Result<String, RenderError> {
     let mut preview = String::new();
     if let Some(header) = header {
-        let text = fill(header, vars, limits::HEADER)?;
+        let text = filler.text(header, limits::HEADER)?;
         preview.push_str(&format!("*{text}*\n"));
         interactive.insert("header".into(), json!({"type": "text", "text": text}));
     }
-    let text = fill(body, vars, body_limit)?;
+    let text = filler.text(body, body_limit)?;
     preview.push_str(&text);
     interactive.insert("body".into(), json!({"text": text}));
     if let Some(footer) = footer {
-        let text = fill(footer, vars, limits::FOOTER)?;
+        let text = filler.text(footer, limits::FOOTER)?;
         preview.push_str(&format!("\n_{text}_"));
         interactive.insert("footer".into(), json!({"text": text}));
     }
     Ok(preview)
 }
 
-fn render_row(
-    row: &Row,
-    vars: &Context,
-    item: Option<Value>,
-    fill: &Fill<'_>,
-    fill_plain: &FillPlain<'_>,
-) -> Result<Value, RenderError> {
-    let ctx;
-    let vars = match item {
-        Some(item) => {
-            ctx = minijinja::context! { row => Context::from_serialize(&item), ..vars.clone() };
-            &ctx
-        }
-        None => vars,
-    };
-    let id = fill_plain(&row.id, vars, limits::ROW_ID)?;
-    let mut out = json!({"id": id, "title": fill(&row.title, vars, limits::ROW_TITLE)?});
+fn render_row(row: &Row, filler: &Filler<'_>) -> Result<Value, RenderError> {
+    let id = filler.plain(&row.id, limits::ROW_ID)?;
+    let mut out = json!({"id": id, "title": filler.text(&row.title, limits::ROW_TITLE)?});
     if let Some(description) = &row.description {
-        let text = fill(description, vars, limits::ROW_DESCRIPTION)?;
+        let text = filler.text(description, limits::ROW_DESCRIPTION)?;
         if !text.is_empty() {
             out["description"] = json!(text);
         }

@@ -172,13 +172,7 @@ pub async fn run(
         .map_err(|source| ServeError::Bind { address, source })?;
     // Take over SIGHUP before saying we listen: its default action ends the process, and a
     // reload requested right after start must not.
-    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(error) => {
-            tracing::warn!(event = "config.sighup_unavailable", error = %error, "SIGHUP reloads are unavailable.");
-            None
-        }
-    };
+    let hangup = hangup_signal();
     tracing::info!(
         event = "server.listening",
         address = %local,
@@ -187,9 +181,42 @@ pub async fn run(
         "Listening."
     );
 
+    spawn_reloading(&reloader, &snapshot.files, hangup);
+
+    let batcher =
+        crate::inbound::batcher::Batcher::start(pool.clone(), MESSAGE_WORKERS, payments.clone());
+    let momo = crate::payments::Connection::new()
+        .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
+    crate::payments::workers::start(pool.clone(), reloader.clone(), momo.clone(), payments);
+    let state = Arc::new(AppState {
+        reloader,
+        pool,
+        batcher,
+        momo,
+    });
+    serve_until(listener, state, shutdown, options.drain).await
+}
+
+/// SIGHUP, taken over so that it reloads instead of ending the process.
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(event = "config.sighup_unavailable", error = %error, "SIGHUP reloads are unavailable.");
+            None
+        }
+    }
+}
+
+/// Reloads on file changes and SIGHUP, and sweeps idle limiter keys.
+fn spawn_reloading(
+    reloader: &Arc<Reloader>,
+    files: &[PathBuf],
+    hangup: Option<tokio::signal::unix::Signal>,
+) {
     let (reload_tx, reload_rx) = mpsc::channel(4);
     // Without a watcher, SIGHUP still reloads: a watch failure is worth a warning, not an outage.
-    let watcher = watch::spawn(&snapshot.files, reload_tx.clone())
+    let watcher = watch::spawn(files, reload_tx.clone())
         .map_err(|error| tracing::warn!(event = "config.watch_failed", error = %error, "Not watching the config files; SIGHUP still reloads."))
         .ok();
     tokio::spawn(reload_loop(
@@ -207,18 +234,15 @@ pub async fn run(
             sweeper.sweep_limiters();
         }
     });
+}
 
-    let batcher =
-        crate::inbound::batcher::Batcher::start(pool.clone(), MESSAGE_WORKERS, payments.clone());
-    let momo = crate::payments::Connection::new()
-        .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
-    crate::payments::workers::start(pool.clone(), reloader.clone(), momo.clone(), payments);
-    let state = Arc::new(AppState {
-        reloader,
-        pool,
-        batcher,
-        momo,
-    });
+/// Serves until `shutdown`, then stops accepting and gives requests in flight `drain` to finish.
+async fn serve_until(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) -> Result<(), ServeError> {
     let (stop_tx, mut stop_rx) = tokio_watch::channel(false);
     let server = axum::serve(
         listener,
@@ -237,11 +261,11 @@ pub async fn run(
             };
         }
         () = shutdown => {
-            tracing::info!(event = "server.shutting_down", drain_ms = options.drain.as_millis() as u64, "Shutting down: no new connections, finishing requests in flight.");
+            tracing::info!(event = "server.shutting_down", drain_ms = drain.as_millis() as u64, "Shutting down: no new connections, finishing requests in flight.");
         }
     }
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(options.drain, serving).await {
+    match tokio::time::timeout(drain, serving).await {
         Ok(_) => tracing::info!(event = "server.stopped", "All requests finished; stopped."),
         Err(_) => tracing::warn!(
             event = "server.stopped",

@@ -53,46 +53,7 @@ pub async fn run(
         .find(|e| e.kind == EndpointKind::Whatsapp && e.router.is_some() && e.deprecated.is_none())
         .ok_or(Error::NoEndpoint)?;
     let id = format!("sim.{}", uuid::Uuid::new_v4());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut message = whatsapp::Message {
-        from: Some(from.to_owned()),
-        id: id.clone(),
-        timestamp: now.to_string(),
-        ..Default::default()
-    };
-    let said = match input {
-        Input::Text(text) => {
-            message.kind = "text".into();
-            message.text = Some(whatsapp::Text { body: text.clone() });
-            text.clone()
-        }
-        Input::Choice(choice) => {
-            message.kind = "interactive".into();
-            message.interactive = Some(whatsapp::Interactive {
-                kind: "list_reply".into(),
-                list_reply: Some(whatsapp::Reply {
-                    id: choice.clone(),
-                    title: choice.clone(),
-                    description: None,
-                }),
-                button_reply: None,
-            });
-            format!("(chose {choice})")
-        }
-        Input::Location(latitude, longitude) => {
-            message.kind = "location".into();
-            message.location = Some(whatsapp::Location {
-                latitude: *latitude,
-                longitude: *longitude,
-                name: None,
-                address: None,
-            });
-            format!("(shared location {latitude}, {longitude})")
-        }
-    };
+    let (message, said) = phone_message(from, &id, input);
     let value = whatsapp::Value {
         contacts: vec![whatsapp::Contact {
             wa_id: Some(from.to_owned()),
@@ -155,6 +116,51 @@ pub async fn run(
         }
     }
     Ok(out)
+}
+
+/// The message a phone would send for `input`, and how the transcript shows it.
+fn phone_message(from: &str, id: &str, input: &Input) -> (whatsapp::Message, String) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut message = whatsapp::Message {
+        from: Some(from.to_owned()),
+        id: id.to_owned(),
+        timestamp: now.to_string(),
+        ..Default::default()
+    };
+    let said = match input {
+        Input::Text(text) => {
+            message.kind = "text".into();
+            message.text = Some(whatsapp::Text { body: text.clone() });
+            text.clone()
+        }
+        Input::Choice(choice) => {
+            message.kind = "interactive".into();
+            message.interactive = Some(whatsapp::Interactive {
+                kind: "list_reply".into(),
+                list_reply: Some(whatsapp::Reply {
+                    id: choice.clone(),
+                    title: choice.clone(),
+                    description: None,
+                }),
+                button_reply: None,
+            });
+            format!("(chose {choice})")
+        }
+        Input::Location(latitude, longitude) => {
+            message.kind = "location".into();
+            message.location = Some(whatsapp::Location {
+                latitude: *latitude,
+                longitude: *longitude,
+                name: None,
+                address: None,
+            });
+            format!("(shared location {latitude}, {longitude})")
+        }
+    };
+    (message, said)
 }
 
 /// `id=title` for every row or button of an interactive reply.

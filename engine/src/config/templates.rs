@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use easymo_dsl::check::{TemplateInfo, IMPLICIT_VARIABLES};
 use easymo_dsl::{codes, Diagnostic, FileId};
 
-use super::reply::{Row, Shape, Text};
+use super::reply::{ButtonsTemplate, ListTemplate, Row, Shape, Text};
 use super::yaml::{Path, YamlIndex};
 use crate::limits;
 
@@ -360,6 +360,7 @@ fn check_languages(
     }
 }
 
+/// Counts WhatsApp limits: sections, rows and buttons, and ids that must be unique.
 fn check_counts(
     name: &str,
     template: &Shape,
@@ -369,135 +370,156 @@ fn check_counts(
     out: &mut Vec<Diagnostic>,
 ) {
     match template {
-        Shape::List(list) => {
-            let lp = base.key("list");
-            if list.sections.is_empty() || list.sections.len() > limits::MAX_SECTIONS {
-                out.push(
-                    Diagnostic::error(
-                        codes::TOO_MANY_ITEMS,
-                        format!(
-                            "list `{name}` has {} sections; WhatsApp allows 1 to {}",
-                            list.sections.len(),
-                            limits::MAX_SECTIONS
-                        ),
-                    )
-                    .at(file, index.key(&lp.key("sections")), ""),
-                );
-            }
-            let fixed_rows: usize = list.sections.iter().map(|s| s.rows.len()).sum();
-            if fixed_rows > limits::MAX_ROWS {
-                out.push(
-                    Diagnostic::error(
-                        codes::TOO_MANY_ITEMS,
-                        format!(
-                            "list `{name}` has {fixed_rows} rows; WhatsApp allows {} in total",
-                            limits::MAX_ROWS
-                        ),
-                    )
-                    .at(
-                        file,
-                        index.key(&lp.key("sections")),
-                        "rows are counted across all sections",
-                    )
-                    .help("split the list, or move rarely used rows behind a \"More\" row"),
-                );
-            }
-            for (i, section) in list.sections.iter().enumerate() {
-                let sp = lp.key("sections").index(i);
-                let dynamic = section.rows_from.is_some() || section.row.is_some();
-                let problem = match (
-                    section.rows.is_empty(),
-                    dynamic,
-                    section.rows_from.is_some() && section.row.is_some(),
-                ) {
-                    (true, false, _) => Some("a section needs `rows`, or `rows_from` with `row`"),
-                    (false, true, _) => Some(
-                        "a section has either fixed `rows` or `rows_from` with `row`, not both",
-                    ),
-                    (true, true, false) => Some("`rows_from` and `row` go together"),
-                    _ => None,
-                };
-                if let Some(problem) = problem {
-                    out.push(Diagnostic::error(codes::INVALID_VALUE, problem).at(
-                        file,
-                        index.value(&sp),
-                        "",
-                    ));
-                }
-                if list.sections.len() > 1 && section.title.is_none() {
-                    out.push(
-                        Diagnostic::error(codes::MISSING_FIELD, "missing field `title`: a list with several sections needs a title on each")
-                            .at(file, index.value(&sp), ""),
-                    );
-                }
-            }
-            duplicates(
-                list.sections.iter().enumerate().flat_map(|(i, s)| {
-                    let sp = lp.key("sections").index(i);
-                    s.rows
-                        .iter()
-                        .enumerate()
-                        .map(move |(j, r)| (sp.key("rows").index(j).key("id"), r.id.as_str()))
-                }),
-                "row id",
-                name,
-                index,
-                file,
-                out,
-            );
-        }
+        Shape::List(list) => list_counts(name, list, &base.key("list"), index, file, out),
         Shape::Buttons(buttons) => {
-            let bp = base.key("buttons");
-            if buttons.buttons.is_empty() || buttons.buttons.len() > limits::MAX_BUTTONS {
-                out.push(
-                    Diagnostic::error(
-                        codes::TOO_MANY_ITEMS,
-                        format!(
-                            "template `{name}` has {} reply buttons; WhatsApp allows 1 to {}",
-                            buttons.buttons.len(),
-                            limits::MAX_BUTTONS
-                        ),
-                    )
-                    .at(file, index.key(&bp.key("buttons")), "")
-                    .help("use a list template for more choices"),
-                );
-            }
-            let items = || {
-                buttons
-                    .buttons
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| (bp.key("buttons").index(i), b))
-            };
-            duplicates(
-                items().map(|(p, b)| (p.key("id"), b.id.as_str())),
-                "button id",
-                name,
-                index,
-                file,
-                out,
-            );
-            for lang in LANGUAGES {
-                duplicates(
-                    items().filter_map(|(p, b)| {
-                        let title = b.title.0.get(*lang)?;
-                        let localized = p.key("title").key(lang);
-                        let path = if index.contains(&localized) {
-                            localized
-                        } else {
-                            p.key("title")
-                        };
-                        Some((path, title.as_str()))
-                    }),
-                    "button title",
-                    name,
-                    index,
-                    file,
-                    out,
-                );
-            }
+            button_counts(name, buttons, &base.key("buttons"), index, file, out)
         }
         Shape::Text(_) | Shape::LocationRequest(_) => {}
+    }
+}
+
+fn list_counts(
+    name: &str,
+    list: &ListTemplate,
+    lp: &Path,
+    index: &YamlIndex,
+    file: FileId,
+    out: &mut Vec<Diagnostic>,
+) {
+    if list.sections.is_empty() || list.sections.len() > limits::MAX_SECTIONS {
+        out.push(
+            Diagnostic::error(
+                codes::TOO_MANY_ITEMS,
+                format!(
+                    "list `{name}` has {} sections; WhatsApp allows 1 to {}",
+                    list.sections.len(),
+                    limits::MAX_SECTIONS
+                ),
+            )
+            .at(file, index.key(&lp.key("sections")), ""),
+        );
+    }
+    let fixed_rows: usize = list.sections.iter().map(|s| s.rows.len()).sum();
+    if fixed_rows > limits::MAX_ROWS {
+        out.push(
+            Diagnostic::error(
+                codes::TOO_MANY_ITEMS,
+                format!(
+                    "list `{name}` has {fixed_rows} rows; WhatsApp allows {} in total",
+                    limits::MAX_ROWS
+                ),
+            )
+            .at(
+                file,
+                index.key(&lp.key("sections")),
+                "rows are counted across all sections",
+            )
+            .help("split the list, or move rarely used rows behind a \"More\" row"),
+        );
+    }
+    for (i, section) in list.sections.iter().enumerate() {
+        let sp = lp.key("sections").index(i);
+        let dynamic = section.rows_from.is_some() || section.row.is_some();
+        let problem = match (
+            section.rows.is_empty(),
+            dynamic,
+            section.rows_from.is_some() && section.row.is_some(),
+        ) {
+            (true, false, _) => Some("a section needs `rows`, or `rows_from` with `row`"),
+            (false, true, _) => {
+                Some("a section has either fixed `rows` or `rows_from` with `row`, not both")
+            }
+            (true, true, false) => Some("`rows_from` and `row` go together"),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            out.push(Diagnostic::error(codes::INVALID_VALUE, problem).at(
+                file,
+                index.value(&sp),
+                "",
+            ));
+        }
+        if list.sections.len() > 1 && section.title.is_none() {
+            out.push(
+                Diagnostic::error(
+                    codes::MISSING_FIELD,
+                    "missing field `title`: a list with several sections needs a title on each",
+                )
+                .at(file, index.value(&sp), ""),
+            );
+        }
+    }
+    duplicates(
+        list.sections.iter().enumerate().flat_map(|(i, s)| {
+            let sp = lp.key("sections").index(i);
+            s.rows
+                .iter()
+                .enumerate()
+                .map(move |(j, r)| (sp.key("rows").index(j).key("id"), r.id.as_str()))
+        }),
+        "row id",
+        name,
+        index,
+        file,
+        out,
+    );
+}
+
+fn button_counts(
+    name: &str,
+    buttons: &ButtonsTemplate,
+    bp: &Path,
+    index: &YamlIndex,
+    file: FileId,
+    out: &mut Vec<Diagnostic>,
+) {
+    if buttons.buttons.is_empty() || buttons.buttons.len() > limits::MAX_BUTTONS {
+        out.push(
+            Diagnostic::error(
+                codes::TOO_MANY_ITEMS,
+                format!(
+                    "template `{name}` has {} reply buttons; WhatsApp allows 1 to {}",
+                    buttons.buttons.len(),
+                    limits::MAX_BUTTONS
+                ),
+            )
+            .at(file, index.key(&bp.key("buttons")), "")
+            .help("use a list template for more choices"),
+        );
+    }
+    let items = || {
+        buttons
+            .buttons
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (bp.key("buttons").index(i), b))
+    };
+    duplicates(
+        items().map(|(p, b)| (p.key("id"), b.id.as_str())),
+        "button id",
+        name,
+        index,
+        file,
+        out,
+    );
+    for lang in LANGUAGES {
+        duplicates(
+            items().filter_map(|(p, b)| {
+                let title = b.title.0.get(*lang)?;
+                let localized = p.key("title").key(lang);
+                let path = if index.contains(&localized) {
+                    localized
+                } else {
+                    p.key("title")
+                };
+                Some((path, title.as_str()))
+            }),
+            "button title",
+            name,
+            index,
+            file,
+            out,
+        );
     }
 }
 

@@ -25,6 +25,7 @@ use crate::flow::{FlowError, Savepoint, Turn};
 use crate::logging::mask;
 use crate::reload::Caches;
 use crate::render::{Rendered, MORE_ROW_PREFIX};
+use crate::router::Router;
 use crate::store::conversation::{
     self as store, Arrival, Contact, MessageRow, Session, Started, Writes,
 };
@@ -287,53 +288,65 @@ async fn run_round(
             done.push(d);
         }
 
-        let mut writes = Writes::default();
-        for (&i, d) in round.iter().zip(&done) {
-            let item = &items[i];
-            let raw = match item.delivery {
-                Delivery::Record(raw) => Some(raw),
-                Delivery::Recorded(_) => None,
-            };
-            if d.seen {
-                // The repeated delivery stays on record; the message has no second effect.
-                if let Some(raw) = raw {
-                    writes.delivery(raw);
-                }
-                continue;
-            }
-            writes.message(MessageRow {
-                id: &item.message.id,
-                delivery_id: d.delivery_id,
-                delivery: raw,
-                contact_id: d.contact.as_ref().map(|c| c.id),
-                kind: &item.message.kind,
-                payload: identities[i].payload.as_ref(),
-                sent_at: identities[i].sent_at,
-                outcome: d.handled.outcome.as_str(),
-                flow: d.handled.flow.as_deref(),
-            });
-            let Some(contact) = &d.contact else {
-                continue;
-            };
-            if item.replies == Replies::ToOutbox {
-                for reply in &d.handled.replies {
-                    writes.reply(
-                        contact,
-                        &item.value.metadata.phone_number_id,
-                        &item.message.id,
-                        &reply.template,
-                        &reply.body,
-                    );
-                }
-            }
-            if let Some(session) = &d.session {
-                writes.session(contact.id, session, d.session_ttl);
-            }
-        }
+        let writes = writes_of(items, identities, round, &done);
         store::finish_batch(&mut tx, &writes).await?;
         tx.commit().await?;
         return Ok(done.into_iter().map(|d| d.handled).collect());
     }
+}
+
+/// The rows one round writes: messages with their outcomes, replies, sessions, and the
+/// deliveries that arrived again.
+fn writes_of<'a>(
+    items: &'a [Inbound<'_>],
+    identities: &'a [Identity],
+    round: &[usize],
+    done: &'a [Done],
+) -> Writes<'a> {
+    let mut writes = Writes::default();
+    for (&i, d) in round.iter().zip(done) {
+        let item = &items[i];
+        let raw = match item.delivery {
+            Delivery::Record(raw) => Some(raw),
+            Delivery::Recorded(_) => None,
+        };
+        if d.seen {
+            // The repeated delivery stays on record; the message has no second effect.
+            if let Some(raw) = raw {
+                writes.delivery(raw);
+            }
+            continue;
+        }
+        writes.message(MessageRow {
+            id: &item.message.id,
+            delivery_id: d.delivery_id,
+            delivery: raw,
+            contact_id: d.contact.as_ref().map(|c| c.id),
+            kind: &item.message.kind,
+            payload: identities[i].payload.as_ref(),
+            sent_at: identities[i].sent_at,
+            outcome: d.handled.outcome.as_str(),
+            flow: d.handled.flow.as_deref(),
+        });
+        let Some(contact) = &d.contact else {
+            continue;
+        };
+        if item.replies == Replies::ToOutbox {
+            for reply in &d.handled.replies {
+                writes.reply(
+                    contact,
+                    &item.value.metadata.phone_number_id,
+                    &item.message.id,
+                    &reply.template,
+                    &reply.body,
+                );
+            }
+        }
+        if let Some(session) = &d.session {
+            writes.session(contact.id, session, d.session_ttl);
+        }
+    }
+    writes
 }
 
 /// Processes every message and status of a recorded delivery (`body`, parsed as `envelope`).
@@ -518,44 +531,8 @@ async fn turn(
         // Reactions, system notices, `unsupported`, unknown types: recorded, not answered.
         None => (MessageOutcome::Ignored, None),
         Some((kind, input, text)) => {
-            let awaiting = turn
-                .session
-                .awaiting_flow
-                .clone()
-                .filter(|_| turn.session.awaiting_kind.as_deref() == Some(kind));
-            let more = input
-                .get("id")
-                .and_then(Value::as_str)
-                .and_then(|id| id.strip_prefix(MORE_ROW_PREFIX))
-                .and_then(|n| n.parse::<usize>().ok());
-            if let (Some(offset), Some(_), None) = (more, &awaiting, failed) {
-                // "More" on a paged list: show the next page, keep waiting for a choice.
-                page(&mut turn, offset);
-                (MessageOutcome::Answered, awaiting)
-            } else {
-                let (flow, args) = match (router.global(&text), awaiting) {
-                    (Some(global), _) => (global.flow.clone(), Vec::new()),
-                    (None, Some(flow)) => (flow, vec![input]),
-                    (None, None) => (router.route(&text).flow().to_owned(), Vec::new()),
-                };
-                turn.session.context.remove(PAGER_KEY);
-                if let Some(error) = failed {
-                    report_failure(
-                        &mut turn,
-                        error,
-                        &flow,
-                        endpoint,
-                        item.request_id,
-                        &message.id,
-                    );
-                    (MessageOutcome::Failed, Some(flow))
-                } else {
-                    let ran = turn.run(tx, &flow, args).await;
-                    *savepoint = std::mem::take(&mut turn.savepoint);
-                    ran?;
-                    (MessageOutcome::Answered, Some(flow))
-                }
-            }
+            let asked = Asked { kind, input, text };
+            answer(&mut turn, tx, item, router, asked, failed, savepoint).await?
         }
     };
     remember_paged_list(&mut turn);
@@ -568,6 +545,66 @@ async fn turn(
     done.session = Some(turn.session);
     done.session_ttl = router.session_ttl.as_secs() as i64;
     Ok(done)
+}
+
+/// What a message asks of its flows: its kind, the input a waiting flow receives, the text
+/// routing reads.
+struct Asked {
+    kind: &'static str,
+    input: Value,
+    text: String,
+}
+
+/// Routes a message that carries input (a global keyword, the flow waiting for it, or the
+/// router's match) and runs that flow; after a failed attempt, only reports the failure.
+async fn answer(
+    turn: &mut Turn<'_>,
+    tx: &mut Transaction<'_, Postgres>,
+    item: &Inbound<'_>,
+    router: &Router,
+    asked: Asked,
+    failed: Option<&str>,
+    savepoint: &mut Savepoint,
+) -> Result<(MessageOutcome, Option<String>), FlowError> {
+    let awaiting = turn
+        .session
+        .awaiting_flow
+        .clone()
+        .filter(|_| turn.session.awaiting_kind.as_deref() == Some(asked.kind));
+    let more = asked
+        .input
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| id.strip_prefix(MORE_ROW_PREFIX))
+        .and_then(|n| n.parse::<usize>().ok());
+    if let (Some(offset), Some(_), None) = (more, &awaiting, failed) {
+        // "More" on a paged list: show the next page, keep waiting for a choice.
+        page(turn, offset);
+        Ok((MessageOutcome::Answered, awaiting))
+    } else {
+        let (flow, args) = match (router.global(&asked.text), awaiting) {
+            (Some(global), _) => (global.flow.clone(), Vec::new()),
+            (None, Some(flow)) => (flow, vec![asked.input]),
+            (None, None) => (router.route(&asked.text).flow().to_owned(), Vec::new()),
+        };
+        turn.session.context.remove(PAGER_KEY);
+        if let Some(error) = failed {
+            report_failure(
+                turn,
+                error,
+                &flow,
+                item.endpoint,
+                item.request_id,
+                &item.message.id,
+            );
+            Ok((MessageOutcome::Failed, Some(flow)))
+        } else {
+            let ran = turn.run(tx, &flow, args).await;
+            *savepoint = std::mem::take(&mut turn.savepoint);
+            ran?;
+            Ok((MessageOutcome::Answered, Some(flow)))
+        }
+    }
 }
 
 /// Times a message is redone after a deadlock, a serialization failure or a cancelled statement.

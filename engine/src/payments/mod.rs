@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 
 pub use callbacks::{intake_callback, poll_overdue, Callback, CallbackOutcome};
 pub use credits::{describe, intake_sms, keep_dropped_sms, SmsIntake, SmsOutcome};
-pub use requests::{request, send_requests, Ask, RequestError};
+pub use requests::{request, send_requests, Ask, RequestError, RequestOutcome};
 
 /// Wakes the request sender when a transaction that recorded requests to pay has committed,
 /// so they go out at once instead of at the next check.

@@ -24,7 +24,7 @@ pub async fn send_requests(
     config: &Config,
     client: &momo::Client,
     resend_after: std::time::Duration,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
+) -> Result<Vec<(String, RequestOutcome)>, sqlx::Error> {
     let unsent = store::take_unsent(pool, resend_after.as_secs_f64(), 20).await?;
     let mut sent = Vec::with_capacity(unsent.len());
     for payment in &unsent {
@@ -52,11 +52,11 @@ pub async fn send_requests(
         let outcome = match client.request_to_pay(&payment.reference_id, &body).await {
             Ok(momo::Requested::Accepted) => {
                 store::note_request(pool, &payment.reference_id, None).await?;
-                "accepted".to_owned()
+                RequestOutcome::Accepted
             }
             Ok(momo::Requested::AlreadyAccepted) => {
                 store::note_request(pool, &payment.reference_id, None).await?;
-                "already_accepted".to_owned()
+                RequestOutcome::AlreadyAccepted
             }
             Ok(momo::Requested::Rejected { status, body }) => {
                 let why = format!("{status}: {body}");
@@ -64,13 +64,52 @@ pub async fn send_requests(
             }
             Err(error) => {
                 store::note_request(pool, &payment.reference_id, Some(&error.to_string())).await?;
-                "unanswered".to_owned()
+                RequestOutcome::Unanswered
             }
         };
-        tracing::info!(event = "momo.request_to_pay", reference_id = %payment.reference_id, outcome = %outcome, "Request to pay sent.");
+        tracing::info!(event = "momo.request_to_pay", reference_id = %payment.reference_id, outcome = outcome.as_str(), code = outcome.code(), "Request to pay sent.");
         sent.push((payment.reference_id.clone(), outcome));
     }
     Ok(sent)
+}
+
+/// What became of one attempt to send a request to pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// MoMo took it; the callback or the poller settles it.
+    Accepted,
+    /// MoMo had it from an earlier attempt (409).
+    AlreadyAccepted,
+    /// No answer (timeout, 5xx): sent again later with the same reference id.
+    Unanswered,
+    /// Refused or given up on, but MoMo knows the reference: it settles from there.
+    KnownToMomo,
+    /// Failed, and the payer told; `code` is the reason recorded on the payment.
+    Failed {
+        /// `REQUEST_REJECTED` or `NOT_SENT`.
+        code: &'static str,
+    },
+}
+
+impl RequestOutcome {
+    /// The outcome's name in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::AlreadyAccepted => "already_accepted",
+            Self::Unanswered => "unanswered",
+            Self::KnownToMomo => "known_to_momo",
+            Self::Failed { .. } => "failed",
+        }
+    }
+
+    /// The failure code, for a failed request.
+    pub fn code(self) -> Option<&'static str> {
+        match self {
+            Self::Failed { code } => Some(code),
+            _ => None,
+        }
+    }
 }
 
 /// How long an unanswered request to pay is re-sent.
@@ -84,9 +123,9 @@ async fn fail_unless_known(
     config: &Config,
     client: &momo::Client,
     payment: &store::Payment,
-    code: &str,
+    code: &'static str,
     why: &str,
-) -> Result<String, sqlx::Error> {
+) -> Result<RequestOutcome, sqlx::Error> {
     match client
         .status(momo::Product::Collection, &payment.reference_id)
         .await
@@ -95,11 +134,11 @@ async fn fail_unless_known(
         Ok(_) => {
             // MoMo has it: from here the callback or the poller settles it.
             store::note_request(pool, &payment.reference_id, None).await?;
-            return Ok("known_to_momo".to_owned());
+            return Ok(RequestOutcome::KnownToMomo);
         }
         Err(error) => {
             store::note_request(pool, &payment.reference_id, Some(&error.to_string())).await?;
-            return Ok("unanswered".to_owned());
+            return Ok(RequestOutcome::Unanswered);
         }
     }
     let failed = momo::Status {
@@ -113,7 +152,7 @@ async fn fail_unless_known(
     };
     store::note_request(pool, &payment.reference_id, Some(why)).await?;
     settle_and_notify(pool, config, payment, &failed).await?;
-    Ok(format!("failed: {code}"))
+    Ok(RequestOutcome::Failed { code })
 }
 
 /// What a flow asks for with `request_payment`, as its expressions gave it.

@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path as FsPath, PathBuf};
 
-use easymo_dsl::check::SourceFlows;
+use easymo_dsl::check::{self, Context, SourceFlows};
 use easymo_dsl::parser::parse_flow_file;
 use easymo_dsl::{codes, Diagnostic, Sources};
 
@@ -89,6 +89,24 @@ pub(super) fn load_flows(
         }
     }
     (parsed, failed)
+}
+
+/// Checks the parsed flows against each other and the templates, and indexes them.
+pub(super) fn check_flows(
+    cx: &mut Cx<'_>,
+    flows: Vec<SourceFlows>,
+    context: &Context,
+    sources: &Sources,
+) -> Flows {
+    let (flow_index, flow_diagnostics) = check::check(&flows, context);
+    cx.out.extend(flow_diagnostics);
+    Flows::new(
+        flows
+            .into_iter()
+            .map(|s| (sources.name(s.file).to_owned(), s.ast))
+            .collect(),
+        flow_index,
+    )
 }
 
 /// Resolves `.` and `..` lexically, so `cases/x/../base/a.flow` shows as `cases/base/a.flow`.

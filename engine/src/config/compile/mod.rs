@@ -21,7 +21,7 @@ mod templates;
 use std::collections::BTreeSet;
 use std::path::Path as FsPath;
 
-use easymo_dsl::check::{self, Context};
+use easymo_dsl::check::Context;
 use easymo_dsl::diagnostic::did_you_mean;
 use easymo_dsl::{codes, Diagnostic, FileId, Sources, Span};
 use serde_yaml::Value;
@@ -30,11 +30,11 @@ use super::env::EnvPolicy;
 use super::raw::{self};
 use super::yaml::{deserialize_at, Path, YamlIndex};
 use super::ReplyTemplate;
-use super::{Config, FileSource, Flows};
+use super::{Config, FileSource};
 use alerts::{alerts_section, compile_alerts};
 use context::Cx;
 use endpoints::compile_endpoints;
-use flows::{check_reachability, load_flows};
+use flows::{check_flows, check_reachability, load_flows};
 use server::{compile_momo, compile_server};
 use templates::{check_runtime_templates, check_templates, templates_section};
 
@@ -61,7 +61,6 @@ pub(super) fn compile(
         policy: input.policy,
         out: Vec::new(),
     };
-    let root = Path::root();
     let Value::Mapping(mut top) = value else {
         cx.out.push(
             Diagnostic::error(
@@ -74,41 +73,14 @@ pub(super) fn compile(
     };
 
     // Top level: every unknown key at once, then each section on its own.
-    let mut misspelt_sections: BTreeSet<&str> = BTreeSet::new();
-    // Keys come from serde's view of the document (complete even where the position index
-    // gave up); the index only supplies where they are.
-    let unknown: Vec<String> = top
-        .keys()
-        .map(|k| match k {
-            Value::String(s) => s.clone(),
-            other => serde_yaml::to_string(other)
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
-        })
-        .filter(|k| !raw::TOP_LEVEL_KEYS.contains(&k.as_str()))
-        .collect();
-    for key in unknown {
-        misspelt_sections.extend(
-            raw::TOP_LEVEL_KEYS
-                .iter()
-                .copied()
-                .filter(|k| !top.contains_key(*k) && did_you_mean(&key, [*k]).is_some()),
-        );
-        let span = cx.index.key(&root.key(&key));
-        cx.out.push(
-            Diagnostic::error(codes::UNKNOWN_FIELD, format!("unknown field `{key}`"))
-                .at(file, span, "not a known top-level section")
-                .maybe_help(did_you_mean(&key, raw::TOP_LEVEL_KEYS.iter().copied())),
-        );
-    }
+    let misspelt_sections = unknown_sections(&mut cx, &top);
     let mut take = |key: &str| top.remove(key);
     let version: Option<u32> = section(&mut cx, take("version"), "version", true);
     if let Some(v) = version.filter(|v| *v != 1) {
         cx.error(
             codes::INVALID_VALUE,
             format!("unsupported version {v}"),
-            &root.key("version"),
+            &Path::root().key("version"),
             "this engine reads version 1",
         );
     }
@@ -116,7 +88,7 @@ pub(super) fn compile(
     let flow_paths: Option<Vec<String>> = section(&mut cx, take("flows"), "flows", true);
     let errors_before = cx.out.len();
     let endpoints: Vec<(usize, raw::Endpoint)> =
-        items(&mut cx, take("endpoints"), &root.key("endpoints"));
+        items(&mut cx, take("endpoints"), &Path::root().key("endpoints"));
     let incomplete_endpoints = cx.out.len() > errors_before;
     let errors_before = cx.out.len();
     let templates_value = take("templates");
@@ -143,15 +115,7 @@ pub(super) fn compile(
         incomplete_templates,
         incomplete_flows,
     };
-    let (flow_index, flow_diagnostics) = check::check(&flows, &context);
-    cx.out.extend(flow_diagnostics);
-    let flows = Flows::new(
-        flows
-            .into_iter()
-            .map(|s| (sources.name(s.file).to_owned(), s.ast))
-            .collect(),
-        flow_index,
-    );
+    let flows = check_flows(&mut cx, flows, &context, sources);
     let endpoints = compile_endpoints(&mut cx, &endpoints, &flows, incomplete_flows, &context);
     check_runtime_templates(&mut cx, &endpoints, &context);
     let (channels, alerts) = compile_alerts(&mut cx, alerts);
@@ -166,10 +130,7 @@ pub(super) fn compile(
             endpoints,
             templates: templates
                 .into_iter()
-                .map(|(name, shape)| {
-                    let compiled = ReplyTemplate::new(&name, shape);
-                    (name, compiled)
-                })
+                .map(|(name, shape)| (name.clone(), ReplyTemplate::new(&name, shape)))
                 .collect(),
             flows,
             channels,
@@ -179,6 +140,39 @@ pub(super) fn compile(
         _ => None,
     };
     (config, cx.out)
+}
+
+/// Reports every unknown top-level key; returns the known sections they look like misspellings
+/// of, whose absence must then not be read as "none declared".
+fn unknown_sections(cx: &mut Cx<'_>, top: &serde_yaml::Mapping) -> BTreeSet<&'static str> {
+    let mut misspelt_sections = BTreeSet::new();
+    // Keys come from serde's view of the document (complete even where the position index
+    // gave up); the index only supplies where they are.
+    let unknown = top
+        .keys()
+        .map(|k| match k {
+            Value::String(s) => s.clone(),
+            other => serde_yaml::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        })
+        .filter(|k| !raw::TOP_LEVEL_KEYS.contains(&k.as_str()));
+    for key in unknown {
+        misspelt_sections.extend(
+            raw::TOP_LEVEL_KEYS
+                .iter()
+                .copied()
+                .filter(|k| !top.contains_key(*k) && did_you_mean(&key, [*k]).is_some()),
+        );
+        let span = cx.index.key(&Path::root().key(&key));
+        cx.out.push(
+            Diagnostic::error(codes::UNKNOWN_FIELD, format!("unknown field `{key}`"))
+                .at(cx.file, span, "not a known top-level section")
+                .maybe_help(did_you_mean(&key, raw::TOP_LEVEL_KEYS.iter().copied())),
+        );
+    }
+    misspelt_sections
 }
 
 fn yaml_syntax_error(
