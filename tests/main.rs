@@ -27,3 +27,5 @@ mod momo;
 mod api_docs;
 // The server embedded as a library: stopped by the future it is given.
 mod embedded;
+// Replies sent to a fake of the WhatsApp Cloud API: requests, error classes, order.
+mod sending;

@@ -50,6 +50,7 @@ pub const SECRET_VARS: &[&str] = &[
     "EASYMO_ADMIN_TOKEN",
     "WHATSAPP_VERIFY_TOKEN",
     "WHATSAPP_APP_SECRET",
+    "WHATSAPP_ACCESS_TOKEN",
     "MOMO_WEBHOOK_SECRET",
     "MOMO_SUBSCRIPTION_KEY",
     "MOMO_API_USER",
@@ -75,6 +76,12 @@ pub const CORPUS_APP_SECRET: &str = "easymo-test-app-secret";
 pub const CORPUS_VERIFY_TOKEN: &str = "easymo-verify-token";
 /// The admin token the test engines get.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The Graph API access token test engines send with.
+pub const GRAPH_TOKEN: &str = "test-graph-token";
+/// Where a test engine sends replies unless the test points it at a [`FakeGraph`]: a port
+/// nothing listens on, so that no test ever reaches Meta (replies fail to connect and are
+/// retried, then die as expired or exhausted).
+pub const NO_GRAPH_API: &str = "http://127.0.0.1:9";
 
 /// The `X-Hub-Signature-256` value SIGNATURES.txt gives for a corpus file.
 pub fn corpus_signature(file: &str) -> String {
@@ -112,9 +119,11 @@ impl ConfigDir {
                 .expect("copy flow");
         }
         let config = ConfigDir { dir };
-        config.write(&edit(
-            &std::fs::read_to_string(repo_path("routes.yaml")).expect("routes.yaml"),
-        ));
+        let shipped = std::fs::read_to_string(repo_path("routes.yaml")).expect("routes.yaml");
+        config.write(&edit(&shipped.replace(
+            "    sending:\n",
+            &format!("    sending:\n      base_url: {NO_GRAPH_API}\n"),
+        )));
         config
     }
 
@@ -159,6 +168,7 @@ pub fn engine_env() -> Vec<(&'static str, &'static str)> {
         ("EASYMO_ADMIN_TOKEN", ADMIN_TOKEN),
         ("WHATSAPP_VERIFY_TOKEN", CORPUS_VERIFY_TOKEN),
         ("WHATSAPP_APP_SECRET", CORPUS_APP_SECRET),
+        ("WHATSAPP_ACCESS_TOKEN", GRAPH_TOKEN),
         ("MOMO_WEBHOOK_SECRET", "momo-test-secret"),
         ("MOMO_SUBSCRIPTION_KEY", "momo-test-subscription-key"),
         ("MOMO_API_USER", "momo-test-user"),
@@ -409,16 +419,21 @@ impl Engine {
 
     /// A signed WhatsApp POST of `body` to the shipped endpoint.
     pub fn whatsapp(&self, body: &[u8]) -> HttpResponse {
-        let signature = format!(
-            "sha256={}",
-            easymo_engine::auth::signature::sign_hex(CORPUS_APP_SECRET.as_bytes(), body)
-        );
-        self.request("POST", "/webhooks/whatsapp")
-            .header("content-type", "application/json")
-            .header("x-hub-signature-256", &signature)
-            .body(body)
-            .send()
+        signed_whatsapp(self.addr, body)
     }
+}
+
+/// Posts a WhatsApp delivery signed with the corpus app secret to the engine at `addr`.
+pub fn signed_whatsapp(addr: std::net::SocketAddr, body: &[u8]) -> HttpResponse {
+    let signature = format!(
+        "sha256={}",
+        easymo_engine::auth::signature::sign_hex(CORPUS_APP_SECRET.as_bytes(), body)
+    );
+    http(addr, "POST", "/webhooks/whatsapp")
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", &signature)
+        .body(body)
+        .send()
 }
 
 impl Drop for Engine {
@@ -692,28 +707,14 @@ impl FakeMomo {
     }
 
     fn serve(mut stream: std::net::TcpStream, state: &std::sync::Mutex<FakeMomoState>) {
-        use std::io::{BufRead as _, Read as _, Write as _};
+        use std::io::Write as _;
         let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
-        let mut head = Vec::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                break;
-            }
-            head.push(line.trim_end().to_owned());
-        }
-        let header = |name: &str| {
-            head.iter()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-                })
-                .unwrap_or_default()
+        let Some(request) = FakeRequest::read(&mut reader) else {
+            return;
         };
-        let length: usize = header("content-length").parse().unwrap_or(0);
-        let mut body = vec![0; length];
-        let _ = reader.read_exact(&mut body);
-        let request_line = head.first().cloned().unwrap_or_default();
+        let header = |name: &str| request.header(name);
+        let body = request.body.clone();
+        let request_line = request.line.clone();
         let mut parts = request_line.split_whitespace();
         let (method, path) = (
             parts.next().unwrap_or_default().to_owned(),
@@ -783,5 +784,236 @@ impl FakeMomo {
             answer.len()
         );
         let _ = stream.write_all(response.as_bytes());
+    }
+}
+
+/// How the fake Graph API answers one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GraphAnswer {
+    /// 200 with a fresh wamid.
+    Accept,
+    /// A Graph error body with this HTTP status and `error.code`.
+    Error(u16, i64),
+    /// This HTTP status and an empty body (a proxy's answer).
+    Bare(u16),
+    /// No answer for this long, then the connection closes.
+    Hang(std::time::Duration),
+    /// The connection closes as soon as the request is read.
+    Drop,
+}
+
+/// One request the fake Graph API received.
+#[derive(Debug, Clone)]
+pub struct GraphRequest {
+    /// `POST /v25.0/123/messages`.
+    pub line: String,
+    /// The `Authorization` header.
+    pub authorization: String,
+    /// The body.
+    pub body: serde_json::Value,
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// The answer it got.
+    pub answer: GraphAnswer,
+    /// The wamid it was given, when accepted.
+    pub wamid: Option<String>,
+}
+
+/// A real HTTP server on 127.0.0.1 standing in for the WhatsApp Cloud API: records every
+/// request and answers as scripted per recipient (`to`), else with 200 and a wamid.
+pub struct FakeGraph {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<FakeGraphState>>,
+}
+
+#[derive(Default)]
+struct FakeGraphState {
+    scripts: std::collections::HashMap<String, std::collections::VecDeque<GraphAnswer>>,
+    /// The answer for recipients without a script (default: accept).
+    otherwise: Option<GraphAnswer>,
+    requests: Vec<GraphRequest>,
+    accepted: u64,
+}
+
+impl FakeGraph {
+    /// Starts the server; it stops with the test process.
+    pub fn start() -> FakeGraph {
+        Self::start_on("127.0.0.1:0")
+    }
+
+    /// Starts the server on `address`.
+    pub fn start_on(address: &str) -> FakeGraph {
+        let listener = std::net::TcpListener::bind(address).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = std::sync::Arc::new(std::sync::Mutex::new(FakeGraphState::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || Self::serve(stream, &state));
+            }
+        });
+        FakeGraph { addr, state }
+    }
+
+    /// The base URL to put in `sending.base_url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The next answers for messages to `to`, in turn (then the default).
+    pub fn script(&self, to: &str, answers: &[GraphAnswer]) {
+        if let Ok(mut state) = self.state.lock() {
+            state
+                .scripts
+                .entry(to.to_owned())
+                .or_default()
+                .extend(answers.iter().cloned());
+        }
+    }
+
+    /// The answer for every recipient without a script, from now on.
+    pub fn otherwise(&self, answer: GraphAnswer) {
+        if let Ok(mut state) = self.state.lock() {
+            state.otherwise = Some(answer);
+        }
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<GraphRequest> {
+        self.state
+            .lock()
+            .map(|s| s.requests.clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits until `n` requests arrived (or `timeout` passed); returns them all.
+    pub fn wait_for(&self, n: usize, timeout: std::time::Duration) -> Vec<GraphRequest> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let requests = self.requests();
+            if requests.len() >= n || std::time::Instant::now() > deadline {
+                return requests;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn serve(stream: std::net::TcpStream, state: &std::sync::Mutex<FakeGraphState>) {
+        use std::io::Write as _;
+        let mut writer = match stream.try_clone() {
+            Ok(writer) => writer,
+            Err(_) => return,
+        };
+        let mut reader = std::io::BufReader::new(stream);
+        // Keep-alive: one request after another on the connection, as reqwest sends them.
+        loop {
+            let Some(request) = FakeRequest::read(&mut reader) else {
+                return;
+            };
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            let to = body["to"].as_str().unwrap_or_default().to_owned();
+            let (answer, wamid) = {
+                let Ok(mut state) = state.lock() else { return };
+                let answer = state
+                    .scripts
+                    .get_mut(&to)
+                    .and_then(|queue| queue.pop_front())
+                    .or_else(|| state.otherwise.clone())
+                    .unwrap_or(GraphAnswer::Accept);
+                let wamid = (answer == GraphAnswer::Accept).then(|| {
+                    state.accepted += 1;
+                    format!("wamid.fake{:06}", state.accepted)
+                });
+                state.requests.push(GraphRequest {
+                    line: request.line.clone(),
+                    authorization: request.header("authorization"),
+                    body: body.clone(),
+                    at: std::time::Instant::now(),
+                    answer: answer.clone(),
+                    wamid: wamid.clone(),
+                });
+                (answer, wamid)
+            };
+            let (status, text) = match &answer {
+                GraphAnswer::Accept => (
+                    200,
+                    serde_json::json!({
+                        "messaging_product": "whatsapp",
+                        "contacts": [{"input": to, "wa_id": to}],
+                        "messages": [{"id": wamid.unwrap_or_default()}],
+                    })
+                    .to_string(),
+                ),
+                GraphAnswer::Error(status, code) => (
+                    *status,
+                    serde_json::json!({"error": {
+                        "message": format!("(#{code}) scripted by the test"),
+                        "type": "OAuthException",
+                        "code": code,
+                        "error_data": {"messaging_product": "whatsapp", "details": format!("scripted error {code}")},
+                        "fbtrace_id": "AbCdEf"}})
+                    .to_string(),
+                ),
+                GraphAnswer::Bare(status) => (*status, String::new()),
+                GraphAnswer::Hang(wait) => {
+                    std::thread::sleep(*wait);
+                    return;
+                }
+                GraphAnswer::Drop => return,
+            };
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            if writer.write_all(response.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 request as the fakes read it: request line, headers, body.
+struct FakeRequest {
+    line: String,
+    headers: Vec<String>,
+    body: Vec<u8>,
+}
+
+impl FakeRequest {
+    /// The next request on the connection; `None` once it is closed.
+    fn read(reader: &mut impl std::io::BufRead) -> Option<FakeRequest> {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line.trim_end().to_owned());
+        }
+        let mut request = FakeRequest {
+            line: head.first().cloned().unwrap_or_default(),
+            headers: head.into_iter().skip(1).collect(),
+            body: Vec::new(),
+        };
+        let length: usize = request.header("content-length").parse().unwrap_or(0);
+        request.body = vec![0; length];
+        reader.read_exact(&mut request.body).ok()?;
+        Some(request)
+    }
+
+    /// A header's value, or empty.
+    fn header(&self, name: &str) -> String {
+        self.headers
+            .iter()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default()
     }
 }

@@ -1,4 +1,4 @@
-//! The command line: `easymo lint | serve | migrate | seed | simulate | explain | schema`.
+//! The command line: `easymo lint | serve | migrate | seed | simulate | explain | schema | dlq`.
 //!
 //! - `lint`: check routes.yaml and its flows, print every diagnostic, exit 1 on problems.
 //! - `serve`: run the webhooks ([`crate::server`]) until SIGTERM or SIGINT.
@@ -7,6 +7,8 @@
 //! - `simulate`: play one message through a flow against a database.
 //! - `explain`: say which route a text takes, and why.
 //! - `schema`: print the JSON Schema of routes.yaml.
+//! - `dlq list | show | retry | discard | stats`: the dead-letter queue of replies that could
+//!   not be sent ([`crate::outbound::dlq`]).
 //!
 //! Owns: argument parsing (clap) and dispatch to the commands. Together with `main.rs`, the only
 //! place that uses anyhow: everything below returns typed errors.
@@ -115,6 +117,102 @@ pub enum Command {
     },
     /// Print the JSON Schema of routes.yaml (for editor autocompletion).
     Schema,
+    /// The dead-letter queue: replies that could not be sent, and why.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: DlqCommand,
+        /// Postgres URL (default: $DATABASE_URL).
+        #[arg(long, global = true)]
+        database_url: Option<String>,
+        /// Output: aligned text, or JSON for scripts.
+        #[arg(long, global = true, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
+}
+
+/// `easymo dlq` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Dead rows, oldest first.
+    List {
+        /// Which rows.
+        #[command(flatten)]
+        filter: DeadArgs,
+    },
+    /// One row: its body and every attempt.
+    Show {
+        /// The outbox row id.
+        id: i64,
+    },
+    /// Re-queue dead rows: the running engine sends them in outbox order, at each number's
+    /// throughput cap, with `deliver_within` counted from now.
+    Retry {
+        /// Which rows.
+        #[command(flatten)]
+        rows: ChosenRows,
+    },
+    /// Give up on dead rows: they leave the queue and are never sent.
+    Discard {
+        /// Which rows.
+        #[command(flatten)]
+        rows: ChosenRows,
+    },
+    /// Dead rows by reason.
+    Stats,
+}
+
+/// The dead rows a retry or discard acts on.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChosenRows {
+    /// Row ids (or use a filter).
+    ids: Vec<i64>,
+    /// Which rows, when no ids are given.
+    #[command(flatten)]
+    filter: DeadArgs,
+    /// Every dead row, when neither ids nor a filter are given.
+    #[arg(long)]
+    all: bool,
+    /// Say which rows, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Which dead rows.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeadArgs {
+    /// Reason class: expired, window_closed, rejected, retries_exhausted, paused,
+    /// unauthorized, failed.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Meta's error code, e.g. 131047.
+    #[arg(long)]
+    code: Option<i32>,
+    /// Dead within this long (`2h`) or since this time (`2026-12-01T08:00:00Z`).
+    #[arg(long)]
+    since: Option<String>,
+    /// To this WhatsApp number.
+    #[arg(long)]
+    recipient: Option<String>,
+}
+
+impl DeadArgs {
+    fn is_empty(&self) -> bool {
+        self.reason.is_none()
+            && self.code.is_none()
+            && self.since.is_none()
+            && self.recipient.is_none()
+    }
+}
+
+/// Text for people, JSON for scripts.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    #[default]
+    Text,
+    /// JSON.
+    Json,
 }
 
 /// Log line format.
@@ -166,6 +264,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let input = simulated_input(text, choice, location)?;
             simulate(&config, database_url, &from, name.as_deref(), &input)
         }
+        Command::Dlq {
+            command,
+            database_url,
+            format,
+        } => dlq(command, database_url, format),
         Command::Schema => {
             let schema = config::schema();
             let text = serde_json::to_string_pretty(&schema).context("serializing the schema")?;
@@ -328,6 +431,106 @@ fn load_or_report(path: &Path) -> anyhow::Result<Option<config::Config>> {
         );
     }
     Ok(loaded.config)
+}
+
+fn dlq(
+    command: DlqCommand,
+    database_url: Option<String>,
+    format: OutputFormat,
+) -> anyhow::Result<u8> {
+    use crate::outbound::dlq::{self, Output};
+    let output = match format {
+        OutputFormat::Text => Output::Text,
+        OutputFormat::Json => Output::Json,
+    };
+    let url = database_url_or_env(database_url)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let pool = crate::store::connect(&url, 2)
+            .await
+            .context("connecting to Postgres")?;
+        crate::store::check_schema(&pool).await?;
+        let printed = match command {
+            DlqCommand::List { filter } => {
+                let filter = dead_filter(&pool, Vec::new(), &filter).await?;
+                dlq::list(&pool, &filter, output).await?
+            }
+            DlqCommand::Show { id } => match dlq::show(&pool, id, output).await? {
+                Some(text) => text,
+                None => {
+                    eprintln!("error: no outbox row {id}");
+                    return anyhow::Ok(1);
+                }
+            },
+            DlqCommand::Retry { rows } => {
+                let filter = chosen_rows(&pool, &rows, "retry").await?;
+                let ids = crate::store::outbox::requeue(&pool, &filter, rows.dry_run).await?;
+                dlq::acted("re-queued", &ids, rows.dry_run, output)
+            }
+            DlqCommand::Discard { rows } => {
+                let filter = chosen_rows(&pool, &rows, "discard").await?;
+                let ids = crate::store::outbox::discard(&pool, &filter, rows.dry_run).await?;
+                dlq::acted("discarded", &ids, rows.dry_run, output)
+            }
+            DlqCommand::Stats => dlq::stats(&pool, output).await?,
+        };
+        write_out(&printed);
+        anyhow::Ok(0)
+    })
+}
+
+/// The rows a retry or discard acts on: ids, a filter, or `--all`, never by accident.
+async fn chosen_rows(
+    pool: &sqlx::PgPool,
+    rows: &ChosenRows,
+    verb: &str,
+) -> anyhow::Result<crate::store::outbox::DeadFilter> {
+    if rows.ids.is_empty() && rows.filter.is_empty() && !rows.all {
+        anyhow::bail!(
+            "`dlq {verb}` needs row ids, a filter (--reason, --code, --since, --recipient) or --all"
+        );
+    }
+    dead_filter(pool, rows.ids.clone(), &rows.filter).await
+}
+
+async fn dead_filter(
+    pool: &sqlx::PgPool,
+    ids: Vec<i64>,
+    args: &DeadArgs,
+) -> anyhow::Result<crate::store::outbox::DeadFilter> {
+    if let Some(reason) = &args.reason {
+        if crate::config::DeadReason::parse(reason).is_none() {
+            let known: Vec<&str> = crate::config::DeadReason::ALL
+                .iter()
+                .map(|r| r.as_str())
+                .collect();
+            anyhow::bail!(
+                "--reason {reason:?} is not a dead-letter reason; use one of {}",
+                known.join(", ")
+            );
+        }
+    }
+    let since = match &args.since {
+        None => None,
+        Some(text) => Some(match easymo_dsl::parser::parse_duration(text) {
+            Ok(ago) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                now.saturating_sub(ago).as_secs_f64()
+            }
+            Err(_) => crate::store::outbox::epoch_of(pool, text)
+                .await
+                .map_err(|e| anyhow::anyhow!("--since {text:?} is neither a duration (`2h`) nor a time (`2026-12-01T08:00:00Z`): {e}"))?,
+        }),
+    };
+    Ok(crate::store::outbox::DeadFilter {
+        ids,
+        reason: args.reason.clone(),
+        code: args.code,
+        since,
+        recipient: args.recipient.clone(),
+    })
 }
 
 /// Writes to stdout; a closed pipe (`easymo schema | head`) is not an error worth a panic.

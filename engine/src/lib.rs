@@ -17,6 +17,8 @@
 //! - [`inbound`]: a WhatsApp delivery's lifecycle: recorded, batched, processed, recovered.
 //! - [`flow`]: the flow interpreter.
 //! - [`payments`]: MoMo SMS, callbacks, requests to pay, their workers and the MoMo client.
+//! - [`outbound`]: sending: outbox rows to the WhatsApp Cloud API, retries, pauses, the
+//!   dead-letter queue and its re-drive.
 //! - [`reload`]: the live [`reload::Snapshot`] (config, limiters, caches) behind an `ArcSwap`.
 //! - [`ratelimit`]: governor limiters kept across reloads; [`query_cache`] and
 //!   [`render_cache`]: what flows keep per config.
@@ -39,6 +41,7 @@ pub mod inbound;
 pub mod limits;
 pub mod lint;
 pub mod logging;
+pub mod outbound;
 pub mod payments;
 pub mod query_cache;
 pub mod ratelimit;

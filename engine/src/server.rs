@@ -156,10 +156,13 @@ pub async fn run(
     let pool = crate::store::connect(&database_url, DATABASE_CONNECTIONS).await?;
     crate::store::check_schema(&pool).await?;
     let payments = crate::payments::Wake::default();
+    let handoff = crate::outbound::start(pool.clone(), reloader.clone())
+        .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
     tokio::spawn(crate::inbound::recover(
         pool.clone(),
         reloader.clone(),
         payments.clone(),
+        handoff.clone(),
     ));
 
     tokio::spawn(crate::store::stats::keep_current(pool.clone()));
@@ -183,8 +186,12 @@ pub async fn run(
 
     spawn_reloading(&reloader, &snapshot.files, hangup);
 
-    let batcher =
-        crate::inbound::batcher::Batcher::start(pool.clone(), MESSAGE_WORKERS, payments.clone());
+    let batcher = crate::inbound::batcher::Batcher::start(
+        pool.clone(),
+        MESSAGE_WORKERS,
+        payments.clone(),
+        handoff,
+    );
     let momo = crate::payments::Connection::new()
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
     crate::payments::workers::start(pool.clone(), reloader.clone(), momo.clone(), payments);

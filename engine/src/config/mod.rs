@@ -18,6 +18,7 @@ mod compile;
 pub mod env;
 mod raw;
 pub mod reply;
+pub mod sending;
 pub mod templates;
 pub mod yaml;
 
@@ -38,6 +39,7 @@ pub use raw::{
     SmsKind,
 };
 pub use reply::{ReplyTemplate, Shape};
+pub use sending::{DeadReason, Sending};
 
 use crate::router::Router;
 
@@ -58,6 +60,23 @@ pub struct Config {
     pub alerts: Vec<AlertRule>,
     /// The MoMo API account, when payments are configured.
     pub momo: Option<Momo>,
+}
+
+impl Config {
+    /// The sending section that sends from `phone_number_id`: the one naming that number, else
+    /// the one that sends from whichever number a message came to. Retired endpoints send too:
+    /// their conversations' replies are still owed.
+    pub fn sending_for(&self, phone_number_id: &str) -> Option<&Sending> {
+        let sections = || self.endpoints.iter().filter_map(|e| e.sending.as_ref());
+        sections()
+            .find(|s| s.phone_number_id.as_deref() == Some(phone_number_id))
+            .or_else(|| sections().find(|s| s.phone_number_id.is_none()))
+    }
+
+    /// Every sending section.
+    pub fn sendings(&self) -> impl Iterator<Item = &Sending> {
+        self.endpoints.iter().filter_map(|e| e.sending.as_ref())
+    }
 }
 
 /// The MTN MoMo Open API account.
@@ -119,6 +138,8 @@ pub struct Endpoint {
     pub sms: Option<SmsRules>,
     /// Set for retired endpoints.
     pub deprecated: Option<Deprecation>,
+    /// How replies are sent (WhatsApp endpoints).
+    pub sending: Option<Sending>,
 }
 
 /// Authentication of one endpoint.

@@ -144,6 +144,102 @@ pub struct Endpoint {
     /// Marks a retired endpoint: it answers 410 Gone with this message.
     #[serde(default)]
     pub deprecated: Option<Deprecation>,
+    /// How replies to this endpoint's messages are sent (WhatsApp only). Without it, replies
+    /// stay in the outbox.
+    #[serde(default)]
+    pub sending: Option<Sending>,
+}
+
+/// The sending side of a WhatsApp endpoint: the Cloud API number replies go out from.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sending {
+    /// A system-user access token with `whatsapp_business_messaging`; an environment reference.
+    pub access_token: String,
+    /// The business phone number id replies are sent from. Default: the number each message
+    /// came to (Meta names it in every delivery).
+    #[serde(default)]
+    pub phone_number_id: Option<String>,
+    /// Graph API base URL (`http://` only for tests).
+    #[serde(default = "default_graph_base_url")]
+    pub base_url: String,
+    /// Graph API version, e.g. `v25.0`.
+    #[serde(default = "default_graph_api_version")]
+    pub api_version: String,
+    /// How long one call to the Graph API may take, e.g. `10s`.
+    #[serde(default = "default_sending_timeout")]
+    pub timeout: String,
+    /// The number's throughput: messages per second (Meta's default is 80, up to 1,000).
+    #[serde(default = "default_throughput")]
+    pub throughput: u32,
+    /// Retries of a send that failed for a passing reason.
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    /// How long a reply stays worth sending; after this it is dead as `expired`, never sent
+    /// late. Well inside WhatsApp's 24-hour customer-service window, e.g. `15m`.
+    #[serde(default = "default_deliver_within")]
+    pub deliver_within: String,
+    /// How long a paused number (or token) waits before one message is sent as a probe;
+    /// doubled after each failed probe, up to ten minutes.
+    #[serde(default = "default_probe_after")]
+    pub probe_after: String,
+    /// Dead-letter reasons the engine re-drives by itself once sending works again, e.g.
+    /// `[paused, unauthorized]`.
+    #[serde(default)]
+    pub redrive: Vec<DeadReason>,
+}
+
+/// Retry policy: exponential backoff with jitter, up to a ceiling.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts in all, the first included.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// The first wait, doubled after each failure, e.g. `1s`.
+    #[serde(default = "default_backoff")]
+    pub backoff: String,
+    /// The longest wait between two attempts, e.g. `5m`.
+    #[serde(default = "default_backoff_ceiling")]
+    pub backoff_ceiling: String,
+}
+
+pub use super::sending::DeadReason;
+
+fn default_graph_base_url() -> String {
+    "https://graph.facebook.com".to_owned()
+}
+
+fn default_graph_api_version() -> String {
+    "v25.0".to_owned()
+}
+
+fn default_sending_timeout() -> String {
+    "10s".to_owned()
+}
+
+fn default_throughput() -> u32 {
+    80
+}
+
+fn default_probe_after() -> String {
+    "30s".to_owned()
+}
+
+fn default_deliver_within() -> String {
+    "15m".to_owned()
+}
+
+pub(crate) fn default_attempts() -> u32 {
+    8
+}
+
+pub(crate) fn default_backoff() -> String {
+    "1s".to_owned()
+}
+
+pub(crate) fn default_backoff_ceiling() -> String {
+    "5m".to_owned()
 }
 
 /// What an endpoint receives.

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::process::{self, Delivery, Handled, Inbound, Replies};
 use super::Single;
+use crate::outbound::Handoff;
 use crate::payments::Wake;
 use crate::reload::Snapshot;
 
@@ -76,25 +77,41 @@ struct Queued {
 pub struct Batcher {
     queues: Vec<mpsc::Sender<Queued>>,
     payments: Wake,
+    handoff: Handoff,
 }
 
 impl Batcher {
     /// Starts `workers` workers on `pool`. Each holds one connection while it runs a batch,
-    /// and wakes `payments` after a commit that recorded requests to pay.
-    pub fn start(pool: PgPool, workers: usize, payments: Wake) -> Self {
+    /// wakes `payments` after a commit that recorded requests to pay, and hands the replies it
+    /// committed to the sender through `handoff`.
+    pub fn start(pool: PgPool, workers: usize, payments: Wake, handoff: Handoff) -> Self {
         let queues = (0..workers.max(1))
             .map(|_| {
                 let (queue, receiver) = mpsc::channel(QUEUE);
-                tokio::spawn(work(pool.clone(), receiver, payments.clone()));
+                tokio::spawn(work(
+                    pool.clone(),
+                    receiver,
+                    payments.clone(),
+                    handoff.clone(),
+                ));
                 queue
             })
             .collect();
-        Batcher { queues, payments }
+        Batcher {
+            queues,
+            payments,
+            handoff,
+        }
     }
 
     /// What the workers wake when requests to pay are committed.
     pub fn payments(&self) -> &Wake {
         &self.payments
+    }
+
+    /// Where committed replies go to be sent.
+    pub fn handoff(&self) -> &Handoff {
+        &self.handoff
     }
 
     /// Processes a one-message delivery with whatever else is queued, and returns what
@@ -121,7 +138,12 @@ impl Batcher {
     }
 }
 
-async fn work(pool: PgPool, mut receiver: mpsc::Receiver<Queued>, payments: Wake) {
+async fn work(
+    pool: PgPool,
+    mut receiver: mpsc::Receiver<Queued>,
+    payments: Wake,
+    handoff: Handoff,
+) {
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
         let mut yields = GATHER_YIELDS;
@@ -135,7 +157,7 @@ async fn work(pool: PgPool, mut receiver: mpsc::Receiver<Queued>, payments: Wake
                 Err(_) => break,
             }
         }
-        if run(&pool, batch).await {
+        if run(&pool, batch, &handoff).await {
             payments.requests_committed();
         }
     }
@@ -144,10 +166,10 @@ async fn work(pool: PgPool, mut receiver: mpsc::Receiver<Queued>, payments: Wake
 /// Runs a batch and answers every submitter; says whether requests to pay were committed. A
 /// failure or a panic of the batch is never its neighbours' problem: each message is then tried
 /// on its own, a panic caught each time, so a worker survives any one message.
-async fn run(pool: &PgPool, batch: Vec<Queued>) -> bool {
+async fn run(pool: &PgPool, batch: Vec<Queued>, handoff: &Handoff) -> bool {
     let jobs: Vec<&Job> = batch.iter().map(|q| &q.job).collect();
     let mut payments = false;
-    let error = match guarded(pool, &jobs).await {
+    let error = match guarded(pool, &jobs, handoff).await {
         Ok(handled) => {
             for (queued, handled) in batch.into_iter().zip(handled) {
                 payments |= handled.payments_requested > 0;
@@ -165,7 +187,7 @@ async fn run(pool: &PgPool, batch: Vec<Queued>) -> bool {
     }
     tracing::warn!(event = "batch.retried_alone", size = batch.len(), error = %error, "A batch failed; its messages are processed one by one.");
     for queued in batch {
-        let result = guarded(pool, &[&queued.job])
+        let result = guarded(pool, &[&queued.job], handoff)
             .await
             .map(|mut handled| handled.remove(0));
         payments |= result.as_ref().is_ok_and(|h| h.payments_requested > 0);
@@ -175,8 +197,12 @@ async fn run(pool: &PgPool, batch: Vec<Queued>) -> bool {
 }
 
 /// [`process_jobs`] with a panic turned into an error.
-async fn guarded(pool: &PgPool, jobs: &[&Job]) -> Result<Vec<Handled>, BatchError> {
-    match std::panic::AssertUnwindSafe(process_jobs(pool, jobs))
+async fn guarded(
+    pool: &PgPool,
+    jobs: &[&Job],
+    handoff: &Handoff,
+) -> Result<Vec<Handled>, BatchError> {
+    match std::panic::AssertUnwindSafe(process_jobs(pool, jobs, handoff))
         .catch_unwind()
         .await
     {
@@ -193,7 +219,11 @@ async fn guarded(pool: &PgPool, jobs: &[&Job]) -> Result<Vec<Handled>, BatchErro
 }
 
 /// Processes jobs as one batch; one result per job, in order.
-async fn process_jobs(pool: &PgPool, jobs: &[&Job]) -> Result<Vec<Handled>, BatchError> {
+async fn process_jobs(
+    pool: &PgPool,
+    jobs: &[&Job],
+    handoff: &Handoff,
+) -> Result<Vec<Handled>, BatchError> {
     let mut items = Vec::with_capacity(jobs.len());
     for job in jobs {
         let endpoint = job
@@ -217,7 +247,7 @@ async fn process_jobs(pool: &PgPool, jobs: &[&Job]) -> Result<Vec<Handled>, Batc
             // The delivery is the message: its raw body is kept.
             payload: None,
             request_id: &job.request_id,
-            replies: Replies::ToOutbox,
+            replies: Replies::ToOutbox(handoff),
         });
     }
     let handled = process::batch(pool, &items).await?;

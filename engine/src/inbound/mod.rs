@@ -25,6 +25,7 @@ use axum::body::Bytes;
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::outbound::Handoff;
 use crate::payments::Wake;
 use crate::reload::{Reloader, Snapshot};
 use crate::store::conversation as store;
@@ -164,6 +165,7 @@ pub async fn accept(
         (delivery_id, &body),
         &envelope,
         request_id,
+        batcher.handoff(),
     )
     .await
     {
@@ -187,7 +189,7 @@ pub async fn accept(
 /// Processes deliveries recorded before a crash or restart but never processed, with the
 /// config that serves now. One that can no longer be processed (its endpoint is gone, its body
 /// does not parse) is closed with the reason; one whose processing fails stays for next time.
-pub async fn recover(pool: PgPool, reloader: Arc<Reloader>, payments: Wake) {
+pub async fn recover(pool: PgPool, reloader: Arc<Reloader>, payments: Wake, handoff: Handoff) {
     let pending = match store::unprocessed_deliveries(&pool, RECOVERY_BATCH).await {
         Ok(pending) => pending,
         Err(error) => {
@@ -230,6 +232,7 @@ pub async fn recover(pool: PgPool, reloader: Arc<Reloader>, payments: Wake) {
             (id, &pending.body),
             &envelope,
             &request_id,
+            &handoff,
         )
         .await
         {

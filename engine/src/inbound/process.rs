@@ -23,6 +23,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::config::{Config, Endpoint};
 use crate::flow::{FlowError, Savepoint, Turn};
 use crate::logging::mask;
+use crate::outbound::{self, Handoff};
 use crate::reload::Caches;
 use crate::render::{Rendered, MORE_ROW_PREFIX};
 use crate::router::Router;
@@ -38,12 +39,19 @@ const PAGER_KEY: &str = "__pager";
 pub use crate::store::conversation::Delivery;
 
 /// Where a message's replies go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replies {
-    /// To the outbox, to be sent to WhatsApp.
-    ToOutbox,
+#[derive(Debug, Clone, Copy)]
+pub enum Replies<'a> {
+    /// To the outbox, to be sent to WhatsApp; once committed, rows this process sends are
+    /// handed to its sender in memory.
+    ToOutbox(&'a Handoff),
     /// Only back to the caller (`easymo simulate`): nothing reaches a real phone.
     ToCallerOnly,
+}
+
+impl Replies<'_> {
+    fn to_outbox(self) -> bool {
+        matches!(self, Replies::ToOutbox(_))
+    }
 }
 
 /// What processing a delivery did.
@@ -125,7 +133,7 @@ pub struct Inbound<'a> {
     /// For logs.
     pub request_id: &'a str,
     /// Where replies go.
-    pub replies: Replies,
+    pub replies: Replies<'a>,
 }
 
 /// Who sent a message, and what is kept of it.
@@ -289,8 +297,16 @@ async fn run_round(
         }
 
         let writes = writes_of(items, identities, round, &done);
-        store::finish_batch(&mut tx, &writes).await?;
+        let handoff = round.first().and_then(|&i| match items[i].replies {
+            Replies::ToOutbox(handoff) => Some(handoff),
+            Replies::ToCallerOnly => None,
+        });
+        let lease = handoff.and_then(Handoff::lease);
+        let ids = store::finish_batch(&mut tx, &writes, lease).await?;
         tx.commit().await?;
+        if let Some(handoff) = handoff {
+            hand_over(handoff, &writes, &ids);
+        }
         return Ok(done.into_iter().map(|d| d.handled).collect());
     }
 }
@@ -331,14 +347,19 @@ fn writes_of<'a>(
         let Some(contact) = &d.contact else {
             continue;
         };
-        if item.replies == Replies::ToOutbox {
+        if let Replies::ToOutbox(handoff) = item.replies {
+            let number = &item.value.metadata.phone_number_id;
+            // Leased to this process only when its sender will send them: otherwise any
+            // process's sweeper may take them at once.
+            let leased = handoff.lease().is_some() && item.config.sending_for(number).is_some();
             for reply in &d.handled.replies {
                 writes.reply(
                     contact,
-                    &item.value.metadata.phone_number_id,
+                    number,
                     &item.message.id,
                     &reply.template,
                     &reply.body,
+                    leased,
                 );
             }
         }
@@ -349,6 +370,23 @@ fn writes_of<'a>(
     writes
 }
 
+/// Hands the replies a committed round leased to this process to its sender.
+fn hand_over(handoff: &Handoff, writes: &Writes<'_>, ids: &[i64]) {
+    let now = std::time::Instant::now();
+    let rows = writes
+        .leased_replies(ids)
+        .map(|(id, recipient, phone_number_id, body)| outbound::Queued {
+            id,
+            recipient: recipient.to_owned(),
+            phone_number_id: phone_number_id.to_owned(),
+            body: std::sync::Arc::new(body.clone()),
+            queued_at: now,
+            attempts: 0,
+        })
+        .collect();
+    handoff.hand(rows);
+}
+
 /// Processes every message and status of a recorded delivery (`body`, parsed as `envelope`).
 pub async fn delivery(
     pool: &PgPool,
@@ -357,6 +395,7 @@ pub async fn delivery(
     (delivery_id, body): (i64, &[u8]),
     envelope: &Envelope,
     request_id: &str,
+    handoff: &Handoff,
 ) -> Result<Summary, sqlx::Error> {
     let mut summary = Summary::default();
     let payloads = whatsapp::message_json(body);
@@ -397,7 +436,7 @@ pub async fn delivery(
                 message,
                 payload: payloads.get(&message.id),
                 request_id,
-                replies: Replies::ToOutbox,
+                replies: Replies::ToOutbox(handoff),
             }));
         }
     }
@@ -515,7 +554,7 @@ async fn turn(
         trace: Vec::new(),
         pager_vars: None,
         business_number: item.value.metadata.phone_number_id.clone(),
-        effects: item.replies == Replies::ToOutbox,
+        effects: item.replies.to_outbox(),
         payments_requested: 0,
         savepoint: std::mem::take(savepoint),
     };

@@ -124,7 +124,9 @@ pub async fn session_of(pool: &PgPool, wa_id: &str) -> Result<Session, sqlx::Err
 }
 
 /// Records a status webhook and moves the matching outbox row forward (never back: statuses
-/// arrive out of order, and `read` may come without `delivered`).
+/// arrive out of order, and `read` may come without `delivered`). A `failed` status makes the
+/// row dead with reason `failed` and Meta's code. A status that arrives before the sender has
+/// stored the wamid is applied when it does ([`super::outbox::mark`]).
 pub async fn record_status(
     tx: &mut Transaction<'_, Postgres>,
     provider_message_id: &str,
@@ -138,7 +140,11 @@ pub async fn record_status(
              insert into message_statuses (provider_message_id, status, recipient, at, payload)
              values ($1, $2, $3, to_timestamp($4), $5)
          )
-         update outbox set status = $2, updated_at = now(),
+         update outbox set updated_at = now(),
+             status = case when $2 = 'failed' then 'dead' else $2 end,
+             dead_reason = case when $2 = 'failed' then 'failed' else dead_reason end,
+             error_code = case when $2 = 'failed'
+                 then ($5::jsonb -> 'errors' -> 0 ->> 'code')::int else error_code end,
              last_error = case when $2 = 'failed' then $5::jsonb ->> 'errors' else last_error end
          where provider_message_id = $1
            and array_position(array['pending','sending','sent','delivered','read'], status)
@@ -370,6 +376,8 @@ struct OutboxRow<'a> {
     template: &'a str,
     body: &'a Value,
     inbound_id: &'a str,
+    /// Written leased to this process, whose sender takes it from memory.
+    leased: bool,
 }
 
 impl<'a> Writes<'a> {
@@ -392,6 +400,7 @@ impl<'a> Writes<'a> {
         inbound_id: &'a str,
         template: &'a str,
         body: &'a Value,
+        leased: bool,
     ) {
         self.outbox.push(OutboxRow {
             contact_id: contact.id,
@@ -400,7 +409,21 @@ impl<'a> Writes<'a> {
             template,
             body,
             inbound_id,
+            leased,
         });
+    }
+
+    /// The leased replies with the ids [`finish_batch`] returned: (id, recipient, number,
+    /// body).
+    pub fn leased_replies<'s>(
+        &'s self,
+        ids: &'s [i64],
+    ) -> impl Iterator<Item = (i64, &'a str, &'a str, &'a Value)> + 's {
+        self.outbox
+            .iter()
+            .zip(ids)
+            .filter(|(row, _)| row.leased)
+            .map(|(row, id)| (*id, row.recipient, row.phone_number_id, row.body))
     }
 
     /// Stores a contact's session, live for `ttl_secs` more.
@@ -415,7 +438,8 @@ impl<'a> Writes<'a> {
 pub async fn finish_batch(
     tx: &mut Transaction<'_, Postgres>,
     writes: &Writes<'_>,
-) -> Result<(), sqlx::Error> {
+    lease: Option<(&str, std::time::Duration)>,
+) -> Result<Vec<i64>, sqlx::Error> {
     use sqlx::types::Json;
     let d = &writes.deliveries;
     let m = &writes.messages;
@@ -446,18 +470,25 @@ pub async fn finish_batch(
              on conflict (provider_message_id) do nothing
          ),
          o as (
-             insert into outbox (contact_id, recipient, phone_number_id, template, body, inbound_message_id)
-             select c, r, p, t, b, m
-             from unnest($12::bigint[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::text[])
-                 with ordinality as o(c, r, p, t, b, m, n)
+             insert into outbox (contact_id, recipient, phone_number_id, template, body,
+                 inbound_message_id, leased_by, lease_until)
+             select c, r, p, t, b, m, case when l then $23 end,
+                 case when l then now() + make_interval(secs => $24) end
+             from unnest($12::bigint[], $13::text[], $14::text[], $15::text[], $16::jsonb[],
+                 $17::text[], $25::bool[])
+                 with ordinality as o(c, r, p, t, b, m, l, n)
              order by n
+             returning id
+         ),
+         s as (
+             insert into sessions (contact_id, awaiting_flow, awaiting_kind, context, expires_at)
+             select c, f, k, x, now() + make_interval(secs => t)
+             from unnest($18::bigint[], $19::text[], $20::text[], $21::jsonb[], $22::float8[]) as s(c, f, k, x, t)
+             on conflict (contact_id) do update set awaiting_flow = excluded.awaiting_flow,
+                 awaiting_kind = excluded.awaiting_kind, context = excluded.context,
+                 expires_at = excluded.expires_at, updated_at = now()
          )
-         insert into sessions (contact_id, awaiting_flow, awaiting_kind, context, expires_at)
-         select c, f, k, x, now() + make_interval(secs => t)
-         from unnest($18::bigint[], $19::text[], $20::text[], $21::jsonb[], $22::float8[]) as s(c, f, k, x, t)
-         on conflict (contact_id) do update set awaiting_flow = excluded.awaiting_flow,
-             awaiting_kind = excluded.awaiting_kind, context = excluded.context,
-             expires_at = excluded.expires_at, updated_at = now()",
+         select id from o order by id",
     )
     .bind(m.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(m.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
@@ -481,7 +512,16 @@ pub async fn finish_batch(
     .bind(s.iter().map(|r| r.1.awaiting_kind.as_deref()).collect::<Vec<_>>())
     .bind(s.iter().map(|r| Json(&r.1.context)).collect::<Vec<_>>())
     .bind(s.iter().map(|r| r.2 as f64).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await
-    .map(drop)
+    .bind(lease.map(|(process, _)| process))
+    .bind(lease.map_or(0.0, |(_, lease)| lease.as_secs_f64()))
+    .bind(
+        o.iter()
+            .map(|r| r.leased && lease.is_some())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|row| row.try_get::<i64, _>(0))
+    .collect()
 }

@@ -7,6 +7,7 @@
 //! one round trip whose rows come back as JSON. Must not decide what a message means.
 
 pub mod conversation;
+pub mod outbox;
 pub mod payments;
 pub mod stats;
 

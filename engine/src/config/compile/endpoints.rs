@@ -9,6 +9,7 @@ use easymo_dsl::{codes, Diagnostic};
 
 use super::context::Cx;
 use super::routing::compile_routing;
+use super::sending::compile_sending;
 use super::sms::compile_sms;
 use crate::config::env::Secret;
 use crate::config::raw::{self, EndpointKind, LimitKey, OnLimit};
@@ -77,7 +78,39 @@ pub(super) fn compile_endpoints(
             out.push(endpoint);
         }
     }
+    check_senders_distinct(cx, endpoints);
     out
+}
+
+/// Each outbox row is sent by the one `sending` section for its number: two sections for the
+/// same number (or two for "whichever number the message came to") leave that unclear.
+fn check_senders_distinct(cx: &mut Cx<'_>, endpoints: &[(usize, raw::Endpoint)]) {
+    let list = Path::root().key("endpoints");
+    let mut numbers: HashMap<Option<&str>, usize> = HashMap::new();
+    for (i, raw) in endpoints {
+        let Some(sending) = &raw.sending else {
+            continue;
+        };
+        let number = sending.phone_number_id.as_deref();
+        if let Some(first) = numbers.insert(number, *i) {
+            let first_span = cx.index.key(&list.index(first).key("sending"));
+            let file = cx.file;
+            let what = match number {
+                Some(id) => format!("phone number id `{id}`"),
+                None => "the number each message came to".to_owned(),
+            };
+            let d = cx.error_at_key(
+                codes::INVALID_VALUE,
+                format!("two endpoints send from {what}"),
+                &list.index(*i).key("sending"),
+                "sends again here",
+            );
+            *d = d
+                .clone()
+                .also(file, first_span, "first sends here")
+                .help("give each `sending` its own `phone_number_id`");
+        }
+    }
 }
 
 pub(super) fn compile_endpoint(
@@ -107,6 +140,10 @@ pub(super) fn compile_endpoint(
         .sms
         .as_ref()
         .map(|s| compile_sms(cx, s, &at.key("sms"), flows, incomplete_flows));
+    let sending = raw
+        .sending
+        .as_ref()
+        .and_then(|s| compile_sending(cx, &raw.name, s, &at.key("sending")));
     Some(Endpoint {
         name: raw.name.clone(),
         path: raw.path.clone(),
@@ -117,6 +154,7 @@ pub(super) fn compile_endpoint(
         router,
         sms,
         deprecated: raw.deprecated.clone(),
+        sending,
     })
 }
 
@@ -142,6 +180,7 @@ fn check_kind_fields(cx: &mut Cx<'_>, raw: &raw::Endpoint, at: &Path) {
     );
     only_for(cx, raw.routing.is_some(), "routing", EndpointKind::Whatsapp);
     only_for(cx, raw.sms.is_some(), "sms", EndpointKind::Sms);
+    only_for(cx, raw.sending.is_some(), "sending", EndpointKind::Whatsapp);
     let active = raw.deprecated.is_none();
     if active && kind == EndpointKind::Whatsapp {
         if raw.verify_token.is_none() {

@@ -14,6 +14,7 @@ mod context;
 mod endpoints;
 mod flows;
 mod routing;
+mod sending;
 mod server;
 mod sms;
 mod templates;

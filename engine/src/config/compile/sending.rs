@@ -1,0 +1,141 @@
+//! `endpoints[].sending`: the Cloud API number, token, pace and retry policy of replies.
+
+use easymo_dsl::codes;
+
+use super::context::Cx;
+use crate::config::raw;
+use crate::config::sending::Sending;
+use crate::config::yaml::Path;
+
+/// Meta's ceiling for one number's throughput, in messages per second.
+const MAX_THROUGHPUT: u32 = 1_000;
+
+/// WhatsApp's customer-service window: a free-form reply later than this is refused (131047).
+const SERVICE_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+pub(super) fn compile_sending(
+    cx: &mut Cx<'_>,
+    endpoint: &str,
+    raw: &raw::Sending,
+    at: &Path,
+) -> Option<Sending> {
+    let access_token = cx.secret(
+        &raw.access_token,
+        &at.key("access_token"),
+        "the Graph API access token",
+    );
+    let base_url = raw.base_url.trim_end_matches('/').to_owned();
+    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+        cx.error(
+            codes::INVALID_VALUE,
+            format!("`{}` is not an http(s) URL", raw.base_url),
+            &at.key("base_url"),
+            "",
+        )
+        .help = Some("leave it out for Meta's `https://graph.facebook.com`".to_owned());
+    }
+    let version_ok = raw
+        .api_version
+        .strip_prefix('v')
+        .and_then(|v| v.split_once('.'))
+        .is_some_and(|(major, minor)| {
+            !major.is_empty()
+                && !minor.is_empty()
+                && major
+                    .bytes()
+                    .chain(minor.bytes())
+                    .all(|b| b.is_ascii_digit())
+        });
+    if !version_ok {
+        cx.error(
+            codes::INVALID_VALUE,
+            format!("`{}` is not a Graph API version", raw.api_version),
+            &at.key("api_version"),
+            "",
+        )
+        .help = Some("write it as Meta does, e.g. `v25.0`".to_owned());
+    }
+    if let Some(id) = &raw.phone_number_id {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            cx.error(
+                codes::INVALID_VALUE,
+                format!("`{id}` is not a phone number id"),
+                &at.key("phone_number_id"),
+                "",
+            )
+            .help = Some(
+                "the numeric id from the WhatsApp Manager (not the phone number itself); leave it out to reply from the number each message came to"
+                    .to_owned(),
+            );
+        }
+    }
+    if raw.throughput == 0 || raw.throughput > MAX_THROUGHPUT {
+        cx.error(
+            codes::INVALID_VALUE,
+            format!(
+                "throughput {} is outside Meta's 1 to {MAX_THROUGHPUT} messages per second",
+                raw.throughput
+            ),
+            &at.key("throughput"),
+            "",
+        )
+        .help = Some("a new number sends 80 a second; Meta raises it to 1,000".to_owned());
+    }
+    let retry = raw.retry.clone().unwrap_or(raw::Retry {
+        attempts: raw::default_attempts(),
+        backoff: raw::default_backoff(),
+        backoff_ceiling: raw::default_backoff_ceiling(),
+    });
+    let retry_at = at.key("retry");
+    if retry.attempts == 0 {
+        cx.error(
+            codes::INVALID_VALUE,
+            "attempts counts the first one: at least 1",
+            &retry_at.key("attempts"),
+            "",
+        );
+    }
+    let timeout = cx.duration(&raw.timeout, &at.key("timeout"));
+    let backoff = cx.duration(&retry.backoff, &retry_at.key("backoff"));
+    let backoff_ceiling = cx.duration(&retry.backoff_ceiling, &retry_at.key("backoff_ceiling"));
+    if let (Some(backoff), Some(ceiling)) = (backoff, backoff_ceiling) {
+        if ceiling < backoff {
+            cx.error(
+                codes::INVALID_VALUE,
+                "the backoff ceiling is shorter than the first backoff",
+                &retry_at.key("backoff_ceiling"),
+                "",
+            );
+        }
+    }
+    let probe_after = cx.duration(&raw.probe_after, &at.key("probe_after"));
+    let deliver_within = cx.duration(&raw.deliver_within, &at.key("deliver_within"));
+    if deliver_within.is_some_and(|d| d > SERVICE_WINDOW) {
+        cx.error(
+            codes::INVALID_VALUE,
+            format!(
+                "deliver_within `{}` is longer than WhatsApp's 24-hour service window",
+                raw.deliver_within
+            ),
+            &at.key("deliver_within"),
+            "Meta refuses a free-form reply after 24 hours (131047)",
+        )
+        .help =
+            Some("a reply hours late is rarely wanted: `15m` to `1h` suits most flows".to_owned());
+    }
+    Some(Sending {
+        endpoint: endpoint.to_owned(),
+        access_token: access_token?,
+        phone_number_id: raw.phone_number_id.clone(),
+        base_url,
+        api_version: raw.api_version.clone(),
+        timeout: timeout?,
+        throughput: raw.throughput,
+        attempts: retry.attempts.max(1),
+        backoff: backoff?,
+        backoff_ceiling: backoff_ceiling?,
+        deliver_within: deliver_within?,
+        probe_after: probe_after?,
+        redrive: raw.redrive.clone(),
+    })
+}

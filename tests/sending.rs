@@ -1,0 +1,502 @@
+//! Sending through the real engine to a real HTTP fake of the WhatsApp Cloud API: the exact
+//! requests Meta would receive, and what each class of answer does to an outbox row.
+
+use std::time::Duration;
+
+use crate::support::{
+    text_delivery, ConfigDir, Engine, FakeGraph, GraphAnswer, GRAPH_TOKEN, NO_GRAPH_API,
+};
+
+/// The shipped config sending to `graph`, with the shipped endpoint limit lifted and the
+/// sending settings edited by `edit`.
+fn config(graph: &FakeGraph, edit: impl Fn(String) -> String + 'static) -> ConfigDir {
+    let url = graph.url();
+    ConfigDir::shipped(move |text| {
+        edit(crate::support::unlimited(text).replace(NO_GRAPH_API, &url))
+    })
+}
+
+fn message(engine: &Engine, from: &str, id: &str, text: &str) {
+    let response = engine.whatsapp(&text_delivery(from, id, text));
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+fn settled(rows: &serde_json::Value) -> bool {
+    rows.as_array().is_some_and(|rows| {
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|r| !matches!(r["status"].as_str(), Some("pending" | "sending")))
+    })
+}
+
+#[test]
+fn replies_reach_the_graph_api_exactly_as_stored() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| text);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    // One message each for a list, reply buttons, a location request and a text reply.
+    for (n, text) in ["menu", "help", "book ride", "cancel"].iter().enumerate() {
+        message(
+            &engine,
+            &format!("25078800010{n}"),
+            &format!("wamid.in.exact.{n}"),
+            text,
+        );
+    }
+    let rows = engine.rows_when(
+        "select id, recipient, status, provider_message_id, body from outbox order by id",
+        Duration::from_secs(20),
+        "every reply sent",
+        settled,
+    );
+    let requests = graph.requests();
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    assert_eq!(requests.len(), rows.len(), "one request per reply");
+    let mut report = String::new();
+    for row in &rows {
+        let request = requests
+            .iter()
+            .find(|r| r.wamid.as_deref() == row["provider_message_id"].as_str())
+            .unwrap_or_else(|| panic!("no request was answered with the wamid of {row}"));
+        assert_eq!(row["status"], "sent", "{row}");
+        assert_eq!(request.body, row["body"], "the body exactly as stored");
+        assert_eq!(request.authorization, format!("Bearer {GRAPH_TOKEN}"));
+        report.push_str(&format!(
+            "{}\n{}\n\n",
+            request.line,
+            serde_json::to_string_pretty(&request.body).unwrap_or_default()
+        ));
+    }
+    insta::assert_snapshot!(report);
+}
+
+#[test]
+fn each_class_of_graph_error_does_what_it_says() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| {
+        text.replace(
+            "        attempts: 8\n        backoff: 1s\n",
+            "        attempts: 3\n        backoff: 100ms\n",
+        )
+    });
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    let cases: &[(&str, &[GraphAnswer])] = &[
+        // Passing failures, then accepted.
+        (
+            "250788000201",
+            &[GraphAnswer::Error(400, 130429), GraphAnswer::Bare(503)],
+        ),
+        (
+            "250788000202",
+            &[GraphAnswer::Error(500, 131000), GraphAnswer::Drop],
+        ),
+        // Passing failures beyond the policy's three attempts.
+        (
+            "250788000203",
+            &[
+                GraphAnswer::Bare(500),
+                GraphAnswer::Bare(502),
+                GraphAnswer::Error(400, 2),
+            ],
+        ),
+        // Refused for good, at the first answer.
+        ("250788000204", &[GraphAnswer::Error(400, 131026)]),
+        ("250788000205", &[GraphAnswer::Error(400, 100)]),
+        ("250788000206", &[GraphAnswer::Error(400, 132001)]),
+        // The customer-service window closed.
+        ("250788000207", &[GraphAnswer::Error(400, 131047)]),
+    ];
+    for (n, (to, answers)) in cases.iter().enumerate() {
+        graph.script(to, answers);
+        message(&engine, to, &format!("wamid.in.class.{n}"), "cancel");
+    }
+    let rows = engine.rows_when(
+        "select recipient, status, dead_reason, error_code, attempts from outbox order by recipient",
+        Duration::from_secs(30),
+        "every reply sent or dead",
+        settled,
+    );
+    insta::assert_snapshot!(serde_json::to_string_pretty(&rows).unwrap_or_default());
+    let attempts = engine.rows(
+        "select o.recipient, a.attempt, a.http_status, a.error_code, a.finished_at is not null as finished
+         from outbox_attempts a join outbox o on o.id = a.outbox_id order by o.recipient, a.attempt",
+    );
+    insta::assert_snapshot!(
+        "attempts",
+        serde_json::to_string_pretty(&attempts).unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_pair_rate_limit_delays_only_its_recipient() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| text);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    graph.script("250788000301", &[GraphAnswer::Error(400, 131056)]);
+    message(&engine, "250788000301", "wamid.in.pair.1", "cancel");
+    message(&engine, "250788000302", "wamid.in.pair.2", "cancel");
+    let requests = graph.wait_for(3, Duration::from_secs(20));
+    let to =
+        |r: &crate::support::GraphRequest| r.body["to"].as_str().unwrap_or_default().to_owned();
+    let limited: Vec<_> = requests
+        .iter()
+        .filter(|r| to(r) == "250788000301")
+        .collect();
+    let other: Vec<_> = requests
+        .iter()
+        .filter(|r| to(r) == "250788000302")
+        .collect();
+    assert_eq!(limited.len(), 2, "{requests:?}");
+    assert_eq!(other.len(), 1, "{requests:?}");
+    let waited = limited[1].at.duration_since(limited[0].at);
+    assert!(
+        waited >= Duration::from_secs(5),
+        "the limited recipient waits about six seconds, waited {waited:?}"
+    );
+    assert!(
+        other[0].at < limited[1].at,
+        "the other recipient is not held back"
+    );
+    engine.rows_when(
+        "select status from outbox order by id",
+        Duration::from_secs(10),
+        "both sent",
+        |rows| {
+            rows.as_array()
+                .is_some_and(|r| r.iter().all(|r| r["status"] == "sent"))
+        },
+    );
+}
+
+#[test]
+fn a_reply_that_cannot_go_out_in_time_expires_unsent() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| {
+        text.replace("      deliver_within: 15m\n", "      deliver_within: 2s\n")
+            .replace("      timeout: 10s\n", "      timeout: 1s\n")
+    });
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    graph.otherwise(GraphAnswer::Hang(Duration::from_secs(3)));
+    message(&engine, "250788000401", "wamid.in.expire.1", "cancel");
+    let rows = engine.rows_when(
+        "select status, dead_reason from outbox",
+        Duration::from_secs(15),
+        "the reply dead as expired",
+        settled,
+    );
+    assert_eq!(rows[0]["status"], "dead", "{rows}");
+    assert_eq!(rows[0]["dead_reason"], "expired", "{rows}");
+    let requests = graph.requests();
+    assert!(
+        !requests.is_empty()
+            && requests
+                .iter()
+                .all(|r| matches!(r.answer, GraphAnswer::Hang(_))),
+        "{requests:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        graph.requests().len(),
+        requests.len(),
+        "nothing is sent after it expired"
+    );
+}
+
+#[test]
+fn replies_to_one_recipient_keep_their_order_under_fifty_conversations() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| {
+        text.replace("        backoff: 1s\n", "        backoff: 50ms\n")
+    });
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    // Every recipient's first send fails once: a retry must not let a later reply overtake.
+    for n in 0..50 {
+        graph.script(&format!("2507881{n:05}"), &[GraphAnswer::Bare(500)]);
+    }
+    let senders: Vec<_> = (0..50)
+        .map(|n| {
+            let url = engine.addr;
+            std::thread::spawn(move || {
+                let from = format!("2507881{n:05}");
+                for (k, text) in ["menu", "help", "cancel"].iter().enumerate() {
+                    let body = text_delivery(&from, &format!("wamid.in.order.{n}.{k}"), text);
+                    let response = crate::support::signed_whatsapp(url, &body);
+                    assert_eq!(response.status, 200);
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().expect("sender thread");
+    }
+    engine.rows_when(
+        "select status from outbox",
+        Duration::from_secs(60),
+        "every reply sent",
+        |rows| {
+            settled(rows)
+                && rows
+                    .as_array()
+                    .is_some_and(|r| r.iter().all(|r| r["status"] == "sent"))
+        },
+    );
+    let sent =
+        engine.rows("select recipient, provider_message_id from outbox order by recipient, id");
+    let requests = graph.requests();
+    let mut checked = 0;
+    for pair in sent.as_array().cloned().unwrap_or_default().windows(2) {
+        if pair[0]["recipient"] != pair[1]["recipient"] {
+            continue;
+        }
+        let at = |row: &serde_json::Value| {
+            requests
+                .iter()
+                .find(|r| r.wamid.as_deref() == row["provider_message_id"].as_str())
+                .map(|r| r.at)
+                .unwrap_or_else(|| panic!("no accepted request for {row}"))
+        };
+        assert!(
+            at(&pair[0]) < at(&pair[1]),
+            "{} got a later reply first",
+            pair[0]["recipient"]
+        );
+        checked += 1;
+    }
+    assert!(checked >= 100, "pairs checked: {checked}");
+}
+
+#[test]
+fn status_webhooks_move_sent_rows_and_a_failed_one_makes_it_dead() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| text);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    message(&engine, "250788000501", "wamid.in.status.1", "cancel");
+    message(&engine, "250788000502", "wamid.in.status.2", "cancel");
+    let rows = engine.rows_when(
+        "select recipient, provider_message_id from outbox order by recipient",
+        Duration::from_secs(20),
+        "both sent",
+        |rows| {
+            rows.as_array().is_some_and(|r| {
+                r.len() == 2 && r.iter().all(|r| r["provider_message_id"].is_string())
+            })
+        },
+    );
+    let status = |wamid: &serde_json::Value, to: &str, state: &str, errors: serde_json::Value| {
+        let mut status = serde_json::json!({
+            "id": wamid, "status": state, "timestamp": crate::support::now_unix().to_string(),
+            "recipient_id": to,
+        });
+        if !errors.is_null() {
+            status["errors"] = errors;
+        }
+        serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+            "field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "250788000000", "phone_number_id": "106540352242922"},
+            "statuses": [status]}}]}]})
+        .to_string()
+        .into_bytes()
+    };
+    let delivered = status(
+        &rows[0]["provider_message_id"],
+        "250788000501",
+        "delivered",
+        serde_json::Value::Null,
+    );
+    assert_eq!(engine.whatsapp(&delivered).status, 200);
+    let failed = status(
+        &rows[1]["provider_message_id"],
+        "250788000502",
+        "failed",
+        serde_json::json!([{"code": 131047, "title": "Re-engagement message"}]),
+    );
+    assert_eq!(engine.whatsapp(&failed).status, 200);
+    let rows = engine.rows_when(
+        "select recipient, status, dead_reason, error_code from outbox order by recipient",
+        Duration::from_secs(10),
+        "the statuses applied",
+        |rows| rows[0]["status"] == "delivered" && rows[1]["status"] == "dead",
+    );
+    assert_eq!(rows[1]["dead_reason"], "failed", "{rows}");
+    assert_eq!(rows[1]["error_code"], 131047, "{rows}");
+}
+
+/// `easymo dlq …` against the engine's database, with times, processes and latencies masked
+/// so the output can be pinned.
+fn dlq(engine: &Engine, args: &[&str]) -> String {
+    let mut all = vec!["dlq"];
+    all.extend_from_slice(args);
+    let output = crate::support::easymo(&all, &[("DATABASE_URL", &engine.database_url)]);
+    let text = format!(
+        "$ easymo dlq {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let times = regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z").expect("regex");
+    let processes = regex::Regex::new(r"\b(pid\d+|[\w.-]+-\d+)-[0-9a-f]{8}\b").expect("regex");
+    let text = times.replace_all(&text, "[time]");
+    let text = processes.replace_all(&text, "[process]");
+    // The latency column of `show`, and `latency_ms` in JSON.
+    let latency = regex::Regex::new(r"(?m)^(  \d+ +\[time\] +\S+ +\S+ +)\d+ ").expect("regex");
+    let text = latency.replace_all(&text, "${1}[ms] ");
+    let latency_json = regex::Regex::new(r#""latency_ms": \d+"#).expect("regex");
+    let text = latency_json.replace_all(&text, r#""latency_ms": "[ms]""#);
+    // Masked cells change column widths: pin the cells, not the padding (the alignment has
+    // its own unit test).
+    let padding = regex::Regex::new(r"(\S)   +").expect("regex");
+    padding.replace_all(&text, "$1  ").into_owned()
+}
+
+#[test]
+fn the_dead_letter_queue_lists_shows_retries_and_discards() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| text);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    let people: &[(&str, &[GraphAnswer])] = &[
+        ("250788000601", &[GraphAnswer::Error(400, 131047)]),
+        ("250788000602", &[GraphAnswer::Error(400, 131026)]),
+        ("250788000603", &[]),
+        ("250788000604", &[GraphAnswer::Error(400, 131047)]),
+    ];
+    // One at a time, so that row ids follow this order.
+    for (n, (to, answers)) in people.iter().enumerate() {
+        graph.script(to, answers);
+        message(&engine, to, &format!("wamid.in.dlq.{n}"), "cancel");
+        engine.rows_when(
+            "select status from outbox order by id",
+            Duration::from_secs(15),
+            "the reply settled",
+            |rows| settled(rows) && rows.as_array().is_some_and(|r| r.len() == n + 1),
+        );
+    }
+    let mut transcript = String::new();
+    for args in [
+        &["list"][..],
+        &["list", "--reason", "window_closed", "--since", "1h"],
+        &["list", "--code", "131026", "--format", "json"],
+        &["show", "2"],
+        &["stats"],
+        &["retry"],
+        &["retry", "--reason", "nonsense"],
+        &["retry", "--reason", "window_closed", "--dry-run"],
+    ] {
+        transcript.push_str(&dlq(&engine, args));
+        transcript.push('\n');
+    }
+    // The number's owner fixed the recipient: a retry sends it, once.
+    transcript.push_str(&dlq(&engine, &["retry", "2"]));
+    let rows = engine.rows_when(
+        "select id, status from outbox where id = 2",
+        Duration::from_secs(15),
+        "the re-queued row sent",
+        |rows| rows[0]["status"] == "sent",
+    );
+    assert_eq!(rows[0]["status"], "sent");
+    let to_602 = graph
+        .requests()
+        .iter()
+        .filter(|r| r.body["to"] == "250788000602")
+        .count();
+    assert_eq!(to_602, 2, "the first refusal, then the retry");
+    transcript.push('\n');
+    transcript.push_str(&dlq(&engine, &["discard", "--reason", "window_closed"]));
+    transcript.push('\n');
+    transcript.push_str(&dlq(&engine, &["stats", "--format", "json"]));
+    insta::assert_snapshot!(transcript);
+}
+
+#[test]
+fn a_restricted_number_pauses_its_sends_and_a_probe_resumes_them() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| {
+        text.replace(
+            "      timeout: 10s\n",
+            "      timeout: 10s\n      probe_after: 1s\n",
+        )
+    });
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    // The first send finds the number blocked (368); while it is paused nothing is sent;
+    // the probe after a second succeeds, the rest follow, and the dead row is re-driven.
+    graph.script("250788000701", &[GraphAnswer::Error(400, 368)]);
+    message(&engine, "250788000701", "wamid.in.pause.1", "cancel");
+    engine.rows_when(
+        "select status, dead_reason from outbox",
+        Duration::from_secs(10),
+        "the first reply dead as paused",
+        |rows| rows[0]["dead_reason"] == "paused",
+    );
+    let paused_at = std::time::Instant::now();
+    for n in 2..5 {
+        message(
+            &engine,
+            &format!("25078800070{n}"),
+            &format!("wamid.in.pause.{n}"),
+            "cancel",
+        );
+    }
+    let rows = engine.rows_when(
+        "select recipient, status, redrives from outbox order by id",
+        Duration::from_secs(40),
+        "every reply sent, the paused one re-driven",
+        |rows| {
+            rows.as_array()
+                .is_some_and(|r| r.len() == 4 && r.iter().all(|r| r["status"] == "sent"))
+        },
+    );
+    assert_eq!(rows[0]["redrives"], 1, "{rows}");
+    let requests = graph.requests();
+    let after_pause: Vec<_> = requests.iter().skip(1).collect();
+    assert!(
+        after_pause
+            .iter()
+            .all(|r| r.at.duration_since(paused_at) >= Duration::from_millis(500)),
+        "nothing was sent while the number was paused: {requests:?}"
+    );
+    assert!(
+        engine.wait_for_log("sending.paused", Duration::from_secs(5)),
+        "the pause is an error event the alert rules can see"
+    );
+    assert!(engine.wait_for_log("sending.resumed", Duration::from_secs(5)));
+    assert!(engine.wait_for_log("dlq.redriven", Duration::from_secs(5)));
+}
+
+#[test]
+fn the_throughput_cap_holds() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| {
+        text.replace("      throughput: 80 ", "      throughput: 20 ")
+    });
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let url = engine.addr;
+            std::thread::spawn(move || {
+                for n in 0..40 {
+                    let from = format!("25078820{t}{n:03}");
+                    let body = text_delivery(&from, &format!("wamid.in.cap.{t}.{n}"), "cancel");
+                    assert_eq!(crate::support::signed_whatsapp(url, &body).status, 200);
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().expect("sender thread");
+    }
+    let requests = graph.wait_for(160, Duration::from_secs(30));
+    assert_eq!(requests.len(), 160);
+    // No window of five seconds holds more than the cap allows, plus 10%.
+    let times: Vec<_> = requests.iter().map(|r| r.at).collect();
+    let most = times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| **t >= *start && t.duration_since(*start) < Duration::from_secs(5))
+                .count()
+        })
+        .max()
+        .unwrap_or_default();
+    assert!(most <= 110, "{most} sends in five seconds at a cap of 20/s");
+}
