@@ -500,3 +500,249 @@ fn the_throughput_cap_holds() {
         .unwrap_or_default();
     assert!(most <= 110, "{most} sends in five seconds at a cap of 20/s");
 }
+
+#[test]
+fn a_sender_over_the_limit_is_told_once_per_window_then_silence() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| {
+        text.replace(
+            "      requests: 100000\n      per: 1s\n      key: endpoint\n",
+            "      requests: 2\n      per: 3s\n      key: sender\n      on_limit: reply_once\n      reply_template: slow_down\n",
+        )
+        .replace(
+            "templates:\n",
+            "templates:\n  slow_down:\n    text:\n      body:\n        en: \"Slow down, {{ contact.name }}: try again in a minute.\"\n        rw: \"Buhoro, {{ contact.name }}: ongera mu munota.\"\n        fr: \"Doucement, {{ contact.name }} : réessayez dans une minute.\"\n",
+        )
+    });
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    // Two messages fit; the next four are dropped, and only the first of those is answered.
+    for n in 0..6 {
+        message(
+            &engine,
+            "250788000801",
+            &format!("wamid.in.limit.{n}"),
+            "cancel",
+        );
+    }
+    // Another sender has a budget of their own.
+    message(&engine, "250788000802", "wamid.in.limit.other", "cancel");
+    let rows = engine.rows_when(
+        "select recipient, template, status, body -> 'text' ->> 'body' as text from outbox order by id",
+        Duration::from_secs(15),
+        "four replies sent",
+        |rows| {
+            rows.as_array()
+                .is_some_and(|r| r.len() == 4 && r.iter().all(|r| r["status"] == "sent"))
+        },
+    );
+    let templates: Vec<_> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["recipient"].as_str().unwrap_or_default(),
+                r["template"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        templates,
+        [
+            "250788000801 cancelled",
+            "250788000801 cancelled",
+            "250788000801 slow_down",
+            "250788000802 cancelled"
+        ]
+    );
+    assert_eq!(
+        rows[2]["text"], "Slow down, Test User: try again in a minute.",
+        "{rows}"
+    );
+    // A new window: one more message gets through, and a new refusal is told again.
+    std::thread::sleep(Duration::from_secs(3));
+    for n in 6..9 {
+        message(
+            &engine,
+            "250788000801",
+            &format!("wamid.in.limit.{n}"),
+            "cancel",
+        );
+    }
+    let rows = engine.rows_when(
+        "select template from outbox where recipient = '250788000801' order by id",
+        Duration::from_secs(15),
+        "the next window's replies",
+        |rows| rows.as_array().is_some_and(|r| r.len() == 6),
+    );
+    let last: Vec<_> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(3)
+        .map(|r| r["template"].clone())
+        .collect();
+    assert_eq!(last, ["cancelled", "cancelled", "slow_down"], "{rows}");
+}
+
+#[test]
+fn a_killed_engine_loses_no_reply_and_duplicates_only_what_was_in_flight() {
+    let graph = FakeGraph::start();
+    graph.otherwise(GraphAnswer::Slow(Duration::from_millis(1500)));
+    let config = config(&graph, |text| {
+        text.replace("      timeout: 10s\n", "      timeout: 3s\n")
+    });
+    let database = crate::support::fresh_database();
+    let mut env: Vec<(&str, &str)> = crate::support::engine_env()
+        .into_iter()
+        .filter(|(k, _)| *k != "DATABASE_URL")
+        .collect();
+    env.push(("DATABASE_URL", &database));
+    let first = Engine::start_on(&config, "127.0.0.1:0", &env);
+    for n in 0..30 {
+        message(
+            &first,
+            &format!("2507889{n:05}"),
+            &format!("wamid.in.kill.{n}"),
+            "cancel",
+        );
+    }
+    let before = graph.wait_for(5, Duration::from_secs(10)).len();
+    assert!(before >= 5, "sends in flight before the kill");
+    first.signal("KILL");
+    let in_flight_at_kill = graph.requests().len();
+    drop(first);
+    // The replacement sends everything left, the rows the dead process held once their lease
+    // (three times the timeout) runs out.
+    graph.otherwise(GraphAnswer::Accept);
+    let second = Engine::start_on(&config, "127.0.0.1:0", &env);
+    let rows = second.rows_when(
+        "select status from outbox",
+        Duration::from_secs(60),
+        "every reply sent or dead after the restart",
+        |rows| rows.as_array().is_some_and(|r| r.len() == 30) && settled(rows),
+    );
+    assert!(
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .all(|r| r["status"] == "sent"),
+        "{rows}"
+    );
+    let requests = graph.requests();
+    let mut per_recipient = std::collections::HashMap::<String, usize>::new();
+    for request in &requests {
+        *per_recipient
+            .entry(request.body["to"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_recipient.len(), 30, "every recipient reached");
+    let abandoned =
+        second.rows("select count(*) as n from outbox_attempts where error like 'abandoned:%'");
+    assert!(
+        abandoned[0]["n"].as_i64().unwrap_or_default() > 0,
+        "the calls cut by the kill are on record as abandoned"
+    );
+    let duplicates: usize = per_recipient.values().map(|n| n - 1).sum();
+    assert!(
+        duplicates <= in_flight_at_kill,
+        "{duplicates} duplicates, {in_flight_at_kill} requests had arrived at the kill"
+    );
+}
+
+#[test]
+fn two_engines_on_one_database_never_send_a_row_twice() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| text);
+    let database = crate::support::fresh_database();
+    let mut env: Vec<(&str, &str)> = crate::support::engine_env()
+        .into_iter()
+        .filter(|(k, _)| *k != "DATABASE_URL")
+        .collect();
+    env.push(("DATABASE_URL", &database));
+    let a = Engine::start_on(&config, "127.0.0.1:0", &env);
+    let b = Engine::start_on(&config, "127.0.0.1:0", &env);
+    // Rows another process wrote without a sender: both sweepers race for them.
+    crate::support::exec(
+        &database,
+        "insert into outbox (recipient, phone_number_id, template, body)
+         select r, '106540352242922', 'cancelled',
+             jsonb_build_object('messaging_product', 'whatsapp', 'recipient_type', 'individual',
+                 'to', r, 'type', 'text', 'text', jsonb_build_object('body', 'queued elsewhere'))
+         from (select '2507887' || lpad(n::text, 5, '0') as r from generate_series(1, 300) n) s",
+    );
+    // And conversations through both.
+    for n in 0..40 {
+        let engine = if n % 2 == 0 { &a } else { &b };
+        message(
+            engine,
+            &format!("2507886{n:05}"),
+            &format!("wamid.in.two.{n}"),
+            "cancel",
+        );
+    }
+    a.rows_when(
+        "select status from outbox",
+        Duration::from_secs(60),
+        "every row sent",
+        |rows| {
+            rows.as_array()
+                .is_some_and(|r| r.len() == 340 && r.iter().all(|r| r["status"] == "sent"))
+        },
+    );
+    let requests = graph.requests();
+    let mut per_recipient = std::collections::HashMap::<String, usize>::new();
+    for request in &requests {
+        *per_recipient
+            .entry(request.body["to"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = per_recipient.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    assert_eq!(requests.len(), 340);
+    let senders = a.rows("select count(distinct process) as n from outbox_attempts");
+    assert_eq!(senders[0]["n"], 2, "both processes sent");
+}
+
+#[test]
+fn an_expired_token_pauses_sending_until_a_reload_brings_a_new_one() {
+    let graph = FakeGraph::start();
+    graph.expire_token(GRAPH_TOKEN);
+    let config = config(&graph, |text| text);
+    let mut env = crate::support::engine_env();
+    env.push(("WHATSAPP_ACCESS_TOKEN_NEXT", "test-graph-token-next"));
+    let engine = Engine::start_with(&config, "127.0.0.1:0", &env);
+    message(&engine, "250788000901", "wamid.in.token.1", "cancel");
+    engine.rows_when(
+        "select status, dead_reason from outbox",
+        Duration::from_secs(10),
+        "the reply dead as unauthorized",
+        |rows| rows[0]["dead_reason"] == "unauthorized",
+    );
+    assert!(engine.wait_for_log("sending.paused", Duration::from_secs(5)));
+    // While the token is refused, nothing else is tried with it.
+    message(&engine, "250788000902", "wamid.in.token.2", "cancel");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(graph.requests().len(), 1, "{:?}", graph.requests());
+    // The operator rotates the token: the reload resumes sending and re-drives the dead row.
+    config.write(&config.read().replace(
+        "access_token: ${WHATSAPP_ACCESS_TOKEN}",
+        "access_token: ${WHATSAPP_ACCESS_TOKEN_NEXT}",
+    ));
+    let rows = engine.rows_when(
+        "select recipient, status, redrives from outbox order by id",
+        Duration::from_secs(20),
+        "both replies sent with the new token",
+        |rows| {
+            rows.as_array()
+                .is_some_and(|r| r.len() == 2 && r.iter().all(|r| r["status"] == "sent"))
+        },
+    );
+    assert_eq!(rows[0]["redrives"], 1, "{rows}");
+    let requests = graph.requests();
+    assert!(requests
+        .iter()
+        .skip(1)
+        .all(|r| r.authorization == "Bearer test-graph-token-next"));
+}

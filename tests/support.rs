@@ -800,6 +800,8 @@ pub enum GraphAnswer {
     Hang(std::time::Duration),
     /// The connection closes as soon as the request is read.
     Drop,
+    /// Accepted, after this long.
+    Slow(std::time::Duration),
 }
 
 /// One request the fake Graph API received.
@@ -832,6 +834,8 @@ struct FakeGraphState {
     scripts: std::collections::HashMap<String, std::collections::VecDeque<GraphAnswer>>,
     /// The answer for recipients without a script (default: accept).
     otherwise: Option<GraphAnswer>,
+    /// Bearer tokens answered 401 with code 190 (expired), whatever the script says.
+    expired_tokens: Vec<String>,
     requests: Vec<GraphRequest>,
     accepted: u64,
 }
@@ -870,6 +874,13 @@ impl FakeGraph {
                 .entry(to.to_owned())
                 .or_default()
                 .extend(answers.iter().cloned());
+        }
+    }
+
+    /// Answers every request with this bearer token 401, code 190 (an expired token).
+    pub fn expire_token(&self, token: &str) {
+        if let Ok(mut state) = self.state.lock() {
+            state.expired_tokens.push(format!("Bearer {token}"));
         }
     }
 
@@ -916,13 +927,21 @@ impl FakeGraph {
             let to = body["to"].as_str().unwrap_or_default().to_owned();
             let (answer, wamid) = {
                 let Ok(mut state) = state.lock() else { return };
-                let answer = state
-                    .scripts
-                    .get_mut(&to)
-                    .and_then(|queue| queue.pop_front())
-                    .or_else(|| state.otherwise.clone())
-                    .unwrap_or(GraphAnswer::Accept);
-                let wamid = (answer == GraphAnswer::Accept).then(|| {
+                let expired = state
+                    .expired_tokens
+                    .contains(&request.header("authorization"));
+                let answer = if expired {
+                    GraphAnswer::Error(401, 190)
+                } else {
+                    state
+                        .scripts
+                        .get_mut(&to)
+                        .and_then(|queue| queue.pop_front())
+                        .or_else(|| state.otherwise.clone())
+                        .unwrap_or(GraphAnswer::Accept)
+                };
+                let accepted = matches!(answer, GraphAnswer::Accept | GraphAnswer::Slow(_));
+                let wamid = accepted.then(|| {
                     state.accepted += 1;
                     format!("wamid.fake{:06}", state.accepted)
                 });
@@ -936,8 +955,11 @@ impl FakeGraph {
                 });
                 (answer, wamid)
             };
+            if let GraphAnswer::Slow(wait) = answer {
+                std::thread::sleep(wait);
+            }
             let (status, text) = match &answer {
-                GraphAnswer::Accept => (
+                GraphAnswer::Accept | GraphAnswer::Slow(_) => (
                     200,
                     serde_json::json!({
                         "messaging_product": "whatsapp",

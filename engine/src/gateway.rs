@@ -239,6 +239,7 @@ impl Request<'_> {
         let first = envelope.messages().next().map(|(_, m)| m);
         self.sender = first.and_then(|m| m.sender()).map(str::to_owned);
         if let Some(dropped) = self.limit(self.sender.clone())? {
+            self.reply_once(state, snapshot, &envelope).await;
             return Ok(dropped);
         }
         self.correlation_id = envelope.messages().next().map(|(_, m)| m.id.clone());
@@ -383,6 +384,31 @@ impl Request<'_> {
                 )
                     .into_response(),
             )),
+        }
+    }
+
+    /// With `on_limit: reply_once`, the first refusal of a sender in a window queues the
+    /// slow-down reply; a failure to queue it is logged, and the delivery is still dropped.
+    async fn reply_once(&self, state: &AppState, snapshot: &Snapshot, envelope: &Envelope) {
+        let Some(limiter) = self.limiter else { return };
+        let (Some(template), Some(sender)) =
+            (&limiter.definition.reply_template, self.sender.as_deref())
+        else {
+            return;
+        };
+        if limiter.definition.on_limit != OnLimit::ReplyOnce || !limiter.first_refusal(sender) {
+            return;
+        }
+        let queued = inbound::limited::reply_once(
+            &state.pool,
+            state.batcher.handoff(),
+            &snapshot.config,
+            template,
+            envelope,
+        )
+        .await;
+        if let Err(error) = queued {
+            tracing::warn!(service = %self.endpoint.name, event = "request.slow_down_not_sent", request_id = %self.request_id, error = %error, "Could not queue the slow-down reply.");
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::config::RateLimit;
+use crate::config::{OnLimit, RateLimit};
 
 /// What a request is counted under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -56,6 +57,8 @@ pub struct Limiter {
     pub definition: RateLimit,
     inner: Inner,
     clock: DefaultClock,
+    /// With `on_limit: reply_once`: senders told to slow down in the current window.
+    told: Option<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -76,11 +79,25 @@ impl Limiter {
         let clock = DefaultClock::default();
         let inner = RateLimiter::dashmap_with_clock(quota, clock.clone())
             .with_middleware::<StateInformationMiddleware>();
+        let told = (definition.on_limit == OnLimit::ReplyOnce).then(|| {
+            let once = Quota::with_period(definition.per.max(Duration::from_millis(1)))
+                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN));
+            RateLimiter::keyed(once)
+        });
         Limiter {
             definition,
             inner,
             clock,
+            told,
         }
+    }
+
+    /// With `on_limit: reply_once`: true the first time `sender` is refused in a window (it
+    /// gets the slow-down reply), false after that (silence).
+    pub fn first_refusal(&self, sender: &str) -> bool {
+        self.told
+            .as_ref()
+            .is_some_and(|told| told.check_key(&sender.to_owned()).is_ok())
     }
 
     /// Counts one request under `key`.
@@ -109,6 +126,10 @@ impl Limiter {
     pub fn shrink(&self) {
         self.inner.retain_recent();
         self.inner.shrink_to_fit();
+        if let Some(told) = &self.told {
+            told.retain_recent();
+            told.shrink_to_fit();
+        }
     }
 
     /// Keys currently tracked.

@@ -17,6 +17,7 @@
 //! what [`accept`] returns to a response.
 
 pub mod batcher;
+pub mod limited;
 pub mod process;
 
 use std::sync::Arc;

@@ -554,3 +554,38 @@ pub async fn epoch_of(pool: &PgPool, timestamp: &str) -> Result<f64, sqlx::Error
         .fetch_one(pool)
         .await
 }
+
+/// Queues one reply outside a flow's transaction (the slow-down reply of `on_limit:
+/// reply_once`), leased to `lease` when this process will send it. Returns its id.
+pub async fn queue(
+    pool: &PgPool,
+    recipient: &str,
+    phone_number_id: &str,
+    template: &str,
+    body: &Value,
+    lease: Option<(&str, Duration)>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "insert into outbox (contact_id, recipient, phone_number_id, template, body, leased_by,
+             lease_until)
+         select (select id from contacts where wa_id = $1 or user_id = $1 limit 1), $1, $2, $3,
+             $4, $5, case when $5 is not null then now() + make_interval(secs => $6) end
+         returning id",
+    )
+    .bind(recipient)
+    .bind(phone_number_id)
+    .bind(template)
+    .bind(Json(body))
+    .bind(lease.map(|(process, _)| process))
+    .bind(lease.map_or(0.0, |(_, lease)| lease.as_secs_f64()))
+    .fetch_one(pool)
+    .await
+}
+
+/// The language of the contact with this number or business-scoped id, if known.
+pub async fn contact_language(pool: &PgPool, sender: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("select language from contacts where wa_id = $1 or user_id = $1 limit 1")
+        .bind(sender)
+        .fetch_optional(pool)
+        .await
+}
