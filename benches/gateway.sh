@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Load test of the whole webhook path (signature, rate limit, durable record, routing, the flow's
-# queries, outbox and session commit) beside the Node.js peer and the nginx static-200 ceiling,
-# in one run of shared/bench/run.sh.
+# queries, outbox and session commit) and of sending the replies to a fake Graph API
+# (benches/fake-graph.js, answering at once), beside the Node.js peer and the nginx static-200
+# ceiling, in one run of shared/bench/run.sh. The peer sends nothing.
 #
 #   benches/gateway.sh                      # defaults: 10 s closed loop at c=32, 10 s at 2000/s
 #   REPEAT=3 benches/gateway.sh             # three interleaved rounds; compare medians
 #   TARGETS=engine DURATION=30 benches/gateway.sh
+#   SENDING=off benches/gateway.sh          # replies stay in the outbox, as before sending existed
+#
+# With sending on, it also prints, for each second of the engine's run, how many messages were
+# queued and the p99 from a reply's commit to its Graph API request (from the outbox and the
+# attempts table; the commit time is the transaction's start, so the figure is an upper bound),
+# and the worst of those p99s over the seconds that ran at the open loop's rate.
 #
 # Any run.sh setting (DURATION, CONNECTIONS, RATE, REPEAT, TARGETS, ...) passes through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${BENCH:-$(cd ../shared/bench && pwd)}
 PORT=${ENGINE_PORT:-18082}
+GRAPH_PORT=${GRAPH_PORT:-18090}
+SENDING=${SENDING:-on}
 
 echo "[gateway.sh] building the engine (release)" >&2
 cargo build --release --locked --quiet --bin easymo
@@ -24,12 +33,23 @@ work=$(mktemp -d /tmp/easymo-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/flows"
 cp flows/*.flow "$work/flows/"
-python3 - "$work/routes.yaml" <<'PY'
+python3 - "$work/routes.yaml" "$SENDING" "$GRAPH_PORT" <<'PY'
 import sys
 text = open("routes.yaml").read()
 old = "      requests: 300\n      per: 60s\n      key: endpoint\n"
 assert old in text, "routes.yaml no longer has the shipped limit; update benches/gateway.sh"
-open(sys.argv[1], "w").write(text.replace(old, "      requests: 30\n      per: 60s\n      key: sender\n      on_limit: drop\n"))
+text = text.replace(old, "      requests: 30\n      per: 60s\n      key: sender\n      on_limit: drop\n")
+# Sending goes to the fake Graph API; one number carries the whole load, so its cap is lifted
+# (lint warning W106): Meta's 1,000 a second would make the queue, not the engine, the figure.
+sending = "    sending:\n      access_token: ${WHATSAPP_ACCESS_TOKEN}\n      throughput: 80 "
+assert sending in text, "routes.yaml no longer has the shipped sending section; update benches/gateway.sh"
+if sys.argv[2] == "on":
+    text = text.replace(sending, f"    sending:\n      access_token: ${{WHATSAPP_ACCESS_TOKEN}}\n      base_url: http://127.0.0.1:{sys.argv[3]}\n      throughput: 10000 ")
+else:
+    start = text.index("    sending:\n")
+    end = text.index("\n\n", start)
+    text = text[:start] + text[end + 1:]
+open(sys.argv[1], "w").write(text)
 PY
 ./target/release/easymo lint "$work/routes.yaml" >&2
 
@@ -37,6 +57,7 @@ PY
 # DATABASE_URL itself.
 export WHATSAPP_VERIFY_TOKEN=bench-verify EASYMO_ADMIN_TOKEN=bench-admin MOMO_WEBHOOK_SECRET=bench-momo
 export MOMO_SUBSCRIPTION_KEY=bench-key MOMO_API_USER=bench-user MOMO_API_KEY=bench-api-key
+export WHATSAPP_ACCESS_TOKEN=bench-graph-token
 export SLACK_WEBHOOK_URL=http://127.0.0.1:9/slack PAGERDUTY_ROUTING_KEY=bench-pd
 export RUST_LOG=${RUST_LOG:-info}
 
@@ -48,12 +69,51 @@ set -euo pipefail
 url="\${DATABASE_URL%/*}/easymo_bench"
 "$PWD/target/release/easymo" migrate --create --database-url "\$url" >&2
 "$PWD/target/release/easymo" seed --demo --database-url "\$url" >&2
-psql -X -q "\$url" -c "truncate deliveries, inbound_messages, outbox, sessions, message_statuses, contacts, ride_requests, job_applications, handoffs cascade"
+psql -X -q "\$url" -c "truncate deliveries, inbound_messages, outbox, outbox_attempts, sessions, message_statuses, contacts, ride_requests, job_applications, handoffs cascade"
 export DATABASE_URL="\$url"
-exec "$PWD/target/release/easymo" serve --config "$work/routes.yaml" --listen 127.0.0.1:$PORT --log-format json
+"$PWD/target/release/easymo" serve --config "$work/routes.yaml" --listen 127.0.0.1:$PORT --log-format json &
+engine=\$!
+# On TERM (run.sh stopping it): stop the engine, then read the send latencies per second.
+finish() {
+  kill -TERM "\$engine" 2>/dev/null || true
+  wait "\$engine" 2>/dev/null || true
+  psql -X -qtA -F ' ' "\$url" -c "
+    select extract(epoch from date_trunc('second', o.created_at))::bigint,
+           count(distinct o.inbound_message_id), count(*),
+           round((percentile_cont(0.99) within group (order by extract(epoch from a.started_at - o.created_at)) * 1000)::numeric, 2)
+    from outbox o join outbox_attempts a on a.outbox_id = o.id and a.attempt = 1
+    group by 1 order by 1" >"$work/send-latency.txt" 2>&1 || true
+  psql -X -qtA "\$url" -c "select count(*) from outbox where status not in ('sent', 'delivered', 'read')" >"$work/unsent.txt" 2>&1 || true
+  exit 0
+}
+trap finish TERM INT
+wait "\$engine"
 SH
 chmod +x "$work/engine.sh"
+
+if [[ $SENDING == on ]]; then
+  PORT=$GRAPH_PORT node benches/fake-graph.js &
+  graph=$!
+  trap 'kill $graph 2>/dev/null || true; rm -rf "$work"' EXIT
+fi
 
 export ENGINE_URL="http://127.0.0.1:$PORT/webhooks/whatsapp"
 export ENGINE_CMD="$work/engine.sh"
 "$BENCH/run.sh" "$@"
+
+if [[ $SENDING == on && -s $work/send-latency.txt ]]; then
+  python3 - "$work/send-latency.txt" "${RATE:-2000}" "$(cat "$work/unsent.txt" 2>/dev/null)" <<'PY'
+import sys
+rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
+rate, unsent = float(sys.argv[2]), sys.argv[3].strip()
+print()
+print("sending, per second of the engine's run: messages, replies, p99 commit -> Graph request (ms)")
+for second, messages, replies, p99 in rows:
+    print(f"  {second}  {int(messages):6d}  {int(replies):6d}  {float(p99):8.2f}")
+steady = [r for r in rows if abs(int(r[1]) - rate) <= rate * 0.1]
+if steady:
+    worst = max(float(r[3]) for r in steady)
+    print(f"sending: {len(steady)} seconds at {rate:.0f}/s (+-10%): worst per-second p99 {worst:.2f} ms")
+print(f"sending: replies not sent at the end: {unsent}")
+PY
+fi

@@ -109,3 +109,5 @@ pub const UNLISTED_FLOW_FILE: Code = "W103";
 pub const OPEN_ENDPOINT: Code = "W104";
 /// A template the runtime sends on its own is not declared.
 pub const MISSING_RUNTIME_TEMPLATE: Code = "W105";
+/// A number's throughput above what Meta grants (1,000 messages a second).
+pub const THROUGHPUT_ABOVE_META: Code = "W106";

@@ -33,6 +33,10 @@ use crate::watch;
 /// for a connection instead, which they do for a few milliseconds at most.
 const DATABASE_CONNECTIONS: u32 = 6;
 
+/// Connections of the sender: one claim and one result statement run at a time, plus the
+/// sweeper, lease renewals and expiries.
+const SENDING_CONNECTIONS: u32 = 4;
+
 /// Workers processing batches of messages, each holding one connection while it runs a batch.
 /// The other connections serve multi-message deliveries, statuses and recovery.
 const MESSAGE_WORKERS: usize = 2;
@@ -156,7 +160,11 @@ pub async fn run(
     let pool = crate::store::connect(&database_url, DATABASE_CONNECTIONS).await?;
     crate::store::check_schema(&pool).await?;
     let payments = crate::payments::Wake::default();
-    let handoff = crate::outbound::start(pool.clone(), reloader.clone())
+    // The sender's statements have a pool of their own: they never wait behind webhooks for a
+    // connection, nor webhooks behind them.
+    let sending_pool =
+        crate::store::connect_planning_each_time(&database_url, SENDING_CONNECTIONS).await?;
+    let handoff = crate::outbound::start(sending_pool, reloader.clone())
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
     tokio::spawn(crate::inbound::recover(
         pool.clone(),

@@ -7,7 +7,8 @@
 //! ([`crate::store::outbox`]). Must not read rows itself: the handoff and the sweeper bring
 //! them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,14 +19,12 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
-use super::graph::{self, Verdict};
 use super::Queued;
-use crate::config::{DeadReason, Sending};
-use crate::logging::mask;
+use crate::config::Sending;
 use crate::reload::Reloader;
-use crate::store::outbox::{self as store, Mark, Next};
+use crate::store::outbox as store;
 
-/// What the dispatcher and its rounds share.
+/// What the dispatcher and its pipeline share.
 #[derive(Debug)]
 pub struct Shared {
     /// The database.
@@ -42,20 +41,25 @@ pub struct Shared {
     pub held: Arc<AtomicUsize>,
     /// Wakes the re-drive of dead rows when sending works again.
     pub redrive: tokio::sync::Notify,
+    /// Calls in flight at once: each one holds a kept-alive connection.
+    pub calls: tokio::sync::Semaphore,
 }
+
+/// Calls to the Graph API in flight at once. Enough to keep a number at Meta's highest pace
+/// (1,000 a second at up to ~100 ms a call); more would only open connections.
+pub const MAX_CALLS: usize = 128;
 
 /// The longest pause between two probes.
 const LONGEST_PAUSE: Duration = Duration::from_secs(600);
-/// Meta allows roughly one message every six seconds to one user before 131056.
-const PAIR_WAIT: Duration = Duration::from_secs(6);
-/// Rows claimed in one round at most.
-const ROUND: usize = 256;
-/// Rounds in flight at once: more would only add statements, not throughput.
-const ROUNDS_IN_FLIGHT: usize = 8;
+/// Rows given to the pipeline and not yet ended, at most: enough to keep every call busy
+/// while the next claim and the last results are written. Twice the calls, so that a row
+/// waits for at most one wave of calls before its own: both within the timeout, its lease
+/// (three timeouts, not renewed while in the pipeline) cannot run out under it.
+const MAX_IN_FLIGHT: usize = MAX_CALLS * 2;
 
 /// What is paused: a number, or every number a token sends from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum PauseKey {
+pub(super) enum PauseKey {
     Number(String),
     /// The sending section (by endpoint), whose token failed.
     Token(String),
@@ -77,15 +81,13 @@ struct Held {
     not_before: Option<Instant>,
 }
 
-/// What a round tells the dispatcher when it ends.
-#[derive(Debug)]
-struct RoundDone {
-    /// Each row with the endpoint whose `sending` it went out under.
-    rows: Vec<(Queued, String, After)>,
-}
+/// Rows whose turn ended (sent, dead, to retry, or not claimed), each with the endpoint whose
+/// `sending` it went out under.
+pub(super) type Ended = Vec<(Queued, String, After)>;
 
+/// What became of a row the dispatcher gave to the pipeline.
 #[derive(Debug)]
-enum After {
+pub(super) enum After {
     /// Sent or dead: the recipient's next row may go.
     Finished,
     /// To be sent again after this instant; still held.
@@ -101,25 +103,52 @@ enum After {
 
 struct Dispatcher {
     shared: Arc<Shared>,
-    queues: HashMap<String, VecDeque<Held>>,
-    busy: HashSet<String>,
+    recipients: HashMap<String, Recipient>,
+    /// Recipients whose next row should be looked at, in turn.
+    ready: VecDeque<String>,
+    /// Recipients waiting for a time (a backoff, the number's cap, a pause), soonest first.
+    waiting: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Recipients held back by a pause or a probe in flight: looked at again when it ends.
+    paused: Vec<String>,
     pauses: HashMap<PauseKey, Pause>,
     limiters: HashMap<String, (u32, Arc<DefaultKeyedRateLimiter<String>>)>,
-    rounds_in_flight: usize,
-    done_tx: mpsc::UnboundedSender<RoundDone>,
+    /// Rows given to the pipeline and not yet ended.
+    in_flight: usize,
+    claims: mpsc::UnboundedSender<Vec<(Queued, Sending)>>,
+}
+
+/// One recipient's rows, oldest first, and where the recipient is in the dispatcher's lists.
+#[derive(Debug, Default)]
+struct Recipient {
+    rows: VecDeque<Held>,
+    state: State,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// In `ready`.
+    #[default]
+    Ready,
+    /// A row in a round.
+    Busy,
+    /// In `waiting` or `paused`.
+    Waiting,
 }
 
 /// Runs until the handoff closes.
 pub async fn run(shared: Arc<Shared>, mut rows: mpsc::UnboundedReceiver<Vec<Queued>>) {
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (ended_tx, mut done_rx) = mpsc::unbounded_channel();
+    let claims = super::pipeline::start(shared.clone(), ended_tx);
     let mut dispatcher = Dispatcher {
         shared,
-        queues: HashMap::new(),
-        busy: HashSet::new(),
+        recipients: HashMap::new(),
+        ready: VecDeque::new(),
+        waiting: BinaryHeap::new(),
+        paused: Vec::new(),
         pauses: HashMap::new(),
         limiters: HashMap::new(),
-        rounds_in_flight: 0,
-        done_tx,
+        in_flight: 0,
+        claims,
     };
     let mut renew = tokio::time::interval(dispatcher.shared.lease / 3);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,7 +183,14 @@ pub async fn run(shared: Arc<Shared>, mut rows: mpsc::UnboundedReceiver<Vec<Queu
 impl Dispatcher {
     fn add(&mut self, batch: Vec<Queued>) {
         for row in batch {
-            let queue = self.queues.entry(row.recipient.clone()).or_default();
+            let recipient = match self.recipients.get_mut(&row.recipient) {
+                Some(recipient) => recipient,
+                None => {
+                    self.ready.push_back(row.recipient.clone());
+                    self.recipients.entry(row.recipient.clone()).or_default()
+                }
+            };
+            let queue = &mut recipient.rows;
             // Rows arrive mostly in id order; a swept one may be older than those queued.
             let at = queue.partition_point(|held| held.row.id < row.id);
             if queue.get(at).is_some_and(|held| held.row.id == row.id) {
@@ -172,10 +208,24 @@ impl Dispatcher {
         }
     }
 
-    fn finish(&mut self, done: RoundDone) {
-        self.rounds_in_flight = self.rounds_in_flight.saturating_sub(1);
-        for (row, endpoint, after) in done.rows {
-            self.busy.remove(&row.recipient);
+    /// Marks `name` ready (it is not in any list now) or forgets it when it has no rows left.
+    fn release(&mut self, name: String) {
+        match self.recipients.get_mut(&name) {
+            Some(recipient) if !recipient.rows.is_empty() => {
+                recipient.state = State::Ready;
+                self.ready.push_back(name);
+            }
+            Some(_) => {
+                self.recipients.remove(&name);
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&mut self, ended: Ended) {
+        self.in_flight = self.in_flight.saturating_sub(ended.len());
+        let mut pauses_changed = false;
+        for (row, endpoint, after) in ended {
             let keys = [
                 PauseKey::Number(row.phone_number_id.clone()),
                 PauseKey::Token(endpoint),
@@ -185,15 +235,18 @@ impl Dispatcher {
             for key in &keys {
                 if let Some(pause) = self.pauses.get_mut(key) {
                     pause.probing = false;
+                    pauses_changed = true;
                 }
             }
+            let name = row.recipient.clone();
             match after {
                 After::Retry(at) => {
-                    let queue = self.queues.entry(row.recipient.clone()).or_default();
-                    queue.push_front(Held {
+                    let recipient = self.recipients.entry(name.clone()).or_default();
+                    recipient.rows.push_front(Held {
                         row,
                         not_before: Some(at),
                     });
+                    self.release(name);
                     continue;
                 }
                 After::Resumed => {
@@ -208,6 +261,22 @@ impl Dispatcher {
                 After::Finished | After::Dropped => {}
             }
             self.shared.held.fetch_sub(1, Ordering::Relaxed);
+            self.release(name);
+        }
+        if pauses_changed {
+            self.wake_paused();
+        }
+    }
+
+    /// Looks again at every recipient a pause held back.
+    fn wake_paused(&mut self) {
+        for name in std::mem::take(&mut self.paused) {
+            if let Some(recipient) = self.recipients.get_mut(&name) {
+                if recipient.state == State::Waiting {
+                    recipient.state = State::Ready;
+                    self.ready.push_back(name);
+                }
+            }
         }
     }
 
@@ -232,9 +301,9 @@ impl Dispatcher {
 
     fn renew(&self) {
         let ids: Vec<i64> = self
-            .queues
+            .recipients
             .values()
-            .flatten()
+            .flat_map(|recipient| &recipient.rows)
             .map(|held| held.row.id)
             .collect();
         if ids.is_empty() {
@@ -250,50 +319,55 @@ impl Dispatcher {
         });
     }
 
-    /// Starts rounds for every recipient whose next row may go; returns when to look again.
+    /// Gives the pipeline the next row of every ready recipient that may send now; returns
+    /// when to look again.
     fn dispatch(&mut self) -> Option<Instant> {
-        if self.rounds_in_flight >= ROUNDS_IN_FLIGHT {
-            return None;
+        let now = Instant::now();
+        while let Some(Reverse((at, _))) = self.waiting.peek() {
+            if *at > now {
+                break;
+            }
+            if let Some(Reverse((_, name))) = self.waiting.pop() {
+                if let Some(recipient) = self.recipients.get_mut(&name) {
+                    if recipient.state == State::Waiting {
+                        recipient.state = State::Ready;
+                        self.ready.push_back(name);
+                    }
+                }
+            }
+        }
+        if self.in_flight >= MAX_IN_FLIGHT {
+            return self.next_wake(None);
         }
         let snapshot = self.shared.reloader.current();
-        let now = Instant::now();
-        let mut wake: Option<Instant> = None;
-        let mut later = |at: Instant| {
-            wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
-        };
+        if self.resume_reloaded_tokens(&snapshot.config) {
+            self.wake_paused();
+        }
         let mut round: Vec<(Queued, Sending)> = Vec::new();
         let mut expired: Vec<Queued> = Vec::new();
         let mut unsendable: Vec<Queued> = Vec::new();
-        self.resume_reloaded_tokens(&snapshot.config);
-        let recipients: Vec<String> = self
-            .queues
-            .keys()
-            .filter(|r| !self.busy.contains(*r))
-            .cloned()
-            .collect();
-        for recipient in recipients {
-            if round.len() >= ROUND {
-                later(now);
+        while self.in_flight + round.len() < MAX_IN_FLIGHT {
+            let Some(name) = self.ready.pop_front() else {
                 break;
-            }
-            let Some(queue) = self.queues.get_mut(&recipient) else {
+            };
+            let Some(recipient) = self.recipients.get_mut(&name) else {
                 continue;
             };
-            while let Some(head) = queue.front() {
+            if recipient.state != State::Ready {
+                continue;
+            }
+            let mut park: Option<Option<Instant>> = None;
+            while let Some(head) = recipient.rows.front() {
                 if let Some(at) = head.not_before.filter(|at| *at > now) {
-                    later(at);
+                    park = Some(Some(at));
                     break;
                 }
                 let Some(sending) = snapshot.config.sending_for(&head.row.phone_number_id) else {
-                    if let Some(held) = queue.pop_front() {
-                        unsendable.push(held.row);
-                    }
+                    unsendable.extend(recipient.rows.pop_front().map(|held| held.row));
                     continue;
                 };
                 if head.row.queued_at + sending.deliver_within <= now {
-                    if let Some(held) = queue.pop_front() {
-                        expired.push(held.row);
-                    }
+                    expired.extend(recipient.rows.pop_front().map(|held| held.row));
                     continue;
                 }
                 // A paused number or token: wait, or send this row as the one probe.
@@ -301,23 +375,22 @@ impl Dispatcher {
                     PauseKey::Number(head.row.phone_number_id.clone()),
                     PauseKey::Token(sending.endpoint.clone()),
                 ];
-                let mut blocked = false;
-                for key in &keys {
-                    if let Some(pause) = self.pauses.get_mut(key) {
-                        if pause.probing || pause.until > now {
-                            if !pause.probing {
-                                later(pause.until);
-                            }
-                            blocked = true;
-                        }
-                    }
-                }
-                if blocked {
+                let blocked = keys.iter().find_map(|key| {
+                    let pause = self.pauses.get(key)?;
+                    (pause.probing || pause.until > now).then_some(pause)
+                });
+                if let Some(pause) = blocked {
+                    // Looked at again when the pause changes (a probe ends, a reload brings
+                    // a new token), or when it runs out.
+                    park = Some((!pause.probing).then_some(pause.until));
+                    self.paused.push(name.clone());
                     break;
                 }
                 let limiter = limiter(&mut self.limiters, &head.row.phone_number_id, sending);
                 if let Err(not_until) = limiter.check_key(&head.row.phone_number_id) {
-                    later(now + not_until.wait_time_from(DefaultClock::default().now()));
+                    park = Some(Some(
+                        now + not_until.wait_time_from(DefaultClock::default().now()),
+                    ));
                     break;
                 }
                 for key in &keys {
@@ -325,36 +398,53 @@ impl Dispatcher {
                         pause.probing = true;
                     }
                 }
-                if let Some(held) = queue.pop_front() {
-                    self.busy.insert(recipient.clone());
+                if let Some(held) = recipient.rows.pop_front() {
+                    recipient.state = State::Busy;
                     round.push((held.row, sending.clone()));
                 }
                 break;
             }
-            if queue.is_empty() {
-                self.queues.remove(&recipient);
+            match park {
+                Some(at) => {
+                    recipient.state = State::Waiting;
+                    if let Some(at) = at {
+                        self.waiting.push(Reverse((at, name)));
+                    }
+                }
+                None if recipient.rows.is_empty() && recipient.state == State::Ready => {
+                    self.recipients.remove(&name);
+                }
+                None => {}
             }
         }
         let finished = expired.len() + unsendable.len();
         if finished > 0 {
             self.shared.held.fetch_sub(finished, Ordering::Relaxed);
             let shared = self.shared.clone();
-            tokio::spawn(settle_unsent(shared, expired, unsendable));
+            tokio::spawn(super::pipeline::settle_unsent(shared, expired, unsendable));
         }
         if !round.is_empty() {
-            self.rounds_in_flight += 1;
-            let shared = self.shared.clone();
-            let done = self.done_tx.clone();
-            tokio::spawn(async move {
-                let rows = run_round(&shared, round).await;
-                let _ = done.send(RoundDone { rows });
-            });
+            self.in_flight += round.len();
+            // The pipeline lives as long as the dispatcher: a send cannot fail.
+            let _ = self.claims.send(round);
         }
-        wake
+        let more = (!self.ready.is_empty() && self.in_flight < MAX_IN_FLIGHT).then_some(now);
+        self.next_wake(more)
     }
 
-    /// A token pause ends when a reload brings another token.
-    fn resume_reloaded_tokens(&mut self, config: &crate::config::Config) {
+    /// The sooner of `now_if_more` and the first waiting recipient's time.
+    fn next_wake(&self, now_if_more: Option<Instant>) -> Option<Instant> {
+        let waiting = self.waiting.peek().map(|Reverse((at, _))| *at);
+        match (now_if_more, waiting) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A token pause ends when a reload brings another token; says whether one did.
+    fn resume_reloaded_tokens(&mut self, config: &crate::config::Config) -> bool {
+        let mut resumed = false;
+        let redrive = &self.shared.redrive;
         self.pauses.retain(|key, pause| {
             let PauseKey::Token(endpoint) = key else {
                 return true;
@@ -366,10 +456,12 @@ impl Dispatcher {
             let same = current.is_some() && current == pause.token;
             if !same {
                 tracing::info!(event = "sending.resumed", scope = %describe(key), "The access token changed: sending resumes.");
-                self.shared.redrive.notify_one();
+                redrive.notify_one();
+                resumed = true;
             }
             same
         });
+        resumed
     }
 }
 
@@ -401,163 +493,4 @@ fn limiter(
     ));
     limiters.insert(number.to_owned(), (per_second, limiter.clone()));
     limiter
-}
-
-/// Rows that expired before a call, and rows no `sending` section covers any more.
-async fn settle_unsent(shared: Arc<Shared>, expired: Vec<Queued>, unsendable: Vec<Queued>) {
-    let marks: Vec<Mark> = expired
-        .iter()
-        .map(|row| Mark {
-            id: row.id,
-            next: Next::Dead(DeadReason::Expired.as_str()),
-            http_status: None,
-            code: None,
-            error: Some("not sent within deliver_within".to_owned()),
-            latency_ms: None,
-        })
-        .collect();
-    for row in &expired {
-        tracing::warn!(event = "sending.expired", outbox_id = row.id, recipient = %mask(&row.recipient), "A reply expired before it could be sent.");
-    }
-    if let Err(error) = store::mark(&shared.pool, &shared.process, shared.lease, &marks).await {
-        tracing::warn!(event = "sending.mark_failed", error = %error, "Could not record expired replies; their leases run out and a sweeper retries.");
-    }
-    let ids: Vec<i64> = unsendable.iter().map(|row| row.id).collect();
-    if !ids.is_empty() {
-        if let Err(error) = store::release(&shared.pool, &shared.process, &ids).await {
-            tracing::warn!(event = "sending.release_failed", error = %error, "Could not release replies no sending section covers.");
-        }
-    }
-}
-
-/// Claims the round's rows, sends them at once, and records every result in one statement.
-async fn run_round(shared: &Shared, round: Vec<(Queued, Sending)>) -> Vec<(Queued, String, After)> {
-    let ids: Vec<i64> = round.iter().map(|(row, _)| row.id).collect();
-    let claimed = match store::claim(&shared.pool, &shared.process, shared.lease, &ids).await {
-        Ok(claimed) => claimed.into_iter().collect::<HashMap<i64, i32>>(),
-        Err(error) => {
-            tracing::warn!(event = "sending.claim_failed", error = %error, "Could not claim replies; trying again shortly.");
-            let again = Instant::now() + Duration::from_secs(1);
-            return round
-                .into_iter()
-                .map(|(row, sending)| (row, sending.endpoint, After::Retry(again)))
-                .collect();
-        }
-    };
-    let calls = round.into_iter().map(|(mut row, sending)| {
-        let attempt = claimed.get(&row.id).copied();
-        async move {
-            let Some(attempt) = attempt else {
-                return (row, sending, None);
-            };
-            row.attempts = u32::try_from(attempt).unwrap_or(u32::MAX);
-            let token = sending.access_token.value.clone().unwrap_or_default();
-            let url = sending.messages_url(&row.phone_number_id);
-            let answer = graph::send(&shared.http, &url, &token, &row.body, sending.timeout).await;
-            (row, sending, Some(answer))
-        }
-    });
-    let results = futures_util::future::join_all(calls).await;
-    let now = Instant::now();
-    let mut marks = Vec::with_capacity(results.len());
-    let mut rows = Vec::with_capacity(results.len());
-    for (row, sending, answer) in results {
-        let Some(answer) = answer else {
-            rows.push((row, sending.endpoint, After::Dropped));
-            continue;
-        };
-        let (next, after) = decide(&row, &sending, &answer, now);
-        log_answer(&row, &answer, &next);
-        marks.push(Mark {
-            id: row.id,
-            next,
-            http_status: answer.http_status.map(i32::from),
-            code: answer.code.and_then(|c| i32::try_from(c).ok()),
-            error: answer.error.clone(),
-            latency_ms: i32::try_from(answer.latency.as_millis()).ok(),
-        });
-        rows.push((row, sending.endpoint, after));
-    }
-    if let Err(error) = store::mark(&shared.pool, &shared.process, shared.lease, &marks).await {
-        // The calls happened; only their record failed. The rows stay `sending` under this
-        // lease, which runs out, and a sweeper sends them again: a duplicate, not a loss.
-        tracing::error!(event = "sending.mark_failed", error = %error, rows = marks.len(), "Could not record sent replies.");
-        return rows
-            .into_iter()
-            .map(|(row, endpoint, _)| (row, endpoint, After::Dropped))
-            .collect();
-    }
-    rows
-}
-
-/// What an answer means for the row and for the dispatcher.
-fn decide(row: &Queued, sending: &Sending, answer: &graph::Answer, now: Instant) -> (Next, After) {
-    let deadline = row.queued_at + sending.deliver_within;
-    let retry_after = |wait: Duration| {
-        if now + wait >= deadline {
-            (Next::Dead(DeadReason::Expired.as_str()), After::Finished)
-        } else {
-            (Next::Retry(wait), After::Retry(now + wait))
-        }
-    };
-    let number = PauseKey::Number(row.phone_number_id.clone());
-    match graph::classify(answer) {
-        Verdict::Sent => (
-            Next::Sent(answer.wamid.clone().unwrap_or_default()),
-            After::Resumed,
-        ),
-        Verdict::Retry if row.attempts >= sending.attempts => (
-            Next::Dead(DeadReason::RetriesExhausted.as_str()),
-            After::Finished,
-        ),
-        Verdict::Retry => retry_after(backoff(sending, row.attempts)),
-        Verdict::RecipientLimited => retry_after(backoff(sending, row.attempts).max(PAIR_WAIT)),
-        Verdict::PauseNumber => (
-            Next::Dead(DeadReason::Paused.as_str()),
-            After::Paused(number, None, sending.probe_after),
-        ),
-        Verdict::PauseToken => (
-            Next::Dead(DeadReason::Unauthorized.as_str()),
-            After::Paused(
-                PauseKey::Token(sending.endpoint.clone()),
-                sending.access_token.value.clone(),
-                sending.probe_after,
-            ),
-        ),
-        Verdict::Dead(reason) => (Next::Dead(reason.as_str()), After::Finished),
-    }
-}
-
-/// Exponential backoff with full jitter: a random wait up to `backoff × 2^(attempt-1)`, capped,
-/// and never under half of it, so retries neither stampede nor come at once.
-pub fn backoff(sending: &Sending, attempt: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(20);
-    let ceiling = sending
-        .backoff
-        .saturating_mul(1_u32 << exponent)
-        .min(sending.backoff_ceiling);
-    let jitter = rand_fraction();
-    ceiling.mul_f64(0.5 + jitter / 2.0)
-}
-
-/// A fraction in [0, 1) from a fresh UUID's random bits: jitter needs no better randomness.
-fn rand_fraction() -> f64 {
-    let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
-    bits as f64 / (1_u64 << 53) as f64
-}
-
-fn log_answer(row: &Queued, answer: &graph::Answer, next: &Next) {
-    let recipient = mask(&row.recipient);
-    let latency_ms = answer.latency.as_millis() as u64;
-    match next {
-        Next::Sent(wamid) => {
-            tracing::debug!(event = "sending.sent", outbox_id = row.id, recipient = %recipient, wamid = %wamid, latency_ms, "Reply accepted by the Cloud API.");
-        }
-        Next::Retry(wait) => {
-            tracing::warn!(event = "sending.retry", outbox_id = row.id, recipient = %recipient, attempt = row.attempts, http_status = answer.http_status, code = answer.code, error = answer.error.as_deref().unwrap_or_default(), unknown_outcome = answer.unknown_outcome, retry_in_ms = wait.as_millis() as u64, "Reply not accepted; trying again.");
-        }
-        Next::Dead(reason) => {
-            tracing::warn!(event = "sending.dead", outbox_id = row.id, recipient = %recipient, reason = %reason, http_status = answer.http_status, code = answer.code, error = answer.error.as_deref().unwrap_or_default(), "Reply moved to the dead-letter queue.");
-        }
-    }
 }

@@ -23,6 +23,7 @@
 pub mod dispatcher;
 pub mod dlq;
 pub mod graph;
+pub mod pipeline;
 pub mod sweeper;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -135,7 +136,7 @@ pub fn start(pool: PgPool, reloader: Arc<Reloader>) -> Result<Handoff, reqwest::
         );
     }
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(dispatcher::MAX_CALLS)
         .build()?;
     let (rows, receiver) = mpsc::unbounded_channel();
     let held = Arc::new(AtomicUsize::new(0));
@@ -157,6 +158,7 @@ pub fn start(pool: PgPool, reloader: Arc<Reloader>) -> Result<Handoff, reqwest::
         lease,
         held,
         redrive: tokio::sync::Notify::new(),
+        calls: tokio::sync::Semaphore::new(dispatcher::MAX_CALLS),
     };
     let shared = Arc::new(shared);
     tokio::spawn(sweeper::run(shared.clone(), handoff.clone()));

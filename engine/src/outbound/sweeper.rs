@@ -33,13 +33,19 @@ const REDRIVE_LIMIT: i64 = 500;
 /// Runs for the life of the process.
 pub async fn run(shared: Arc<Shared>, handoff: Handoff) {
     let mut last_redrive = Instant::now();
+    let mut full = false;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(SWEEP_EVERY) => {}
-            () = shared.redrive.notified() => {
-                last_redrive = Instant::now() - REDRIVE_EVERY;
+        // A full sweep means more is waiting (a backlog after a crash, a bulk retry): take
+        // the next batch at once.
+        if !full {
+            tokio::select! {
+                () = tokio::time::sleep(SWEEP_EVERY) => {}
+                () = shared.redrive.notified() => {
+                    last_redrive = Instant::now() - REDRIVE_EVERY;
+                }
             }
         }
+        full = false;
         let snapshot = shared.reloader.current();
         let Some(numbers) = numbers(&snapshot.config) else {
             continue;
@@ -64,6 +70,7 @@ pub async fn run(shared: Arc<Shared>, handoff: Handoff) {
         {
             Ok(rows) if rows.is_empty() => {}
             Ok(rows) => {
+                full = rows.len() == room;
                 let now = Instant::now();
                 tracing::info!(
                     event = "sending.swept",

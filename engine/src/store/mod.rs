@@ -57,6 +57,22 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool, Error> {
         .await?)
 }
 
+/// Opens a pool of `max` connections whose statements are planned for their values each time.
+/// For statements run a few hundred times a second over arrays of ids (the sender's claims
+/// and results): the planning costs little there, and a generic plan made while a table was
+/// small would scan it whole once it has grown.
+pub async fn connect_planning_each_time(url: &str, max: u32) -> Result<PgPool, Error> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::Url(e.to_string()))?
+        .options([("plan_cache_mode", "force_custom_plan")]);
+    Ok(PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await?)
+}
+
 /// Creates the database named in `url` if it does not exist (connecting to the server's
 /// `postgres` database to do so).
 pub async fn create_database(url: &str) -> Result<bool, Error> {

@@ -64,7 +64,9 @@ pub async fn sweep(
              from taken where a.outbox_id = taken.id and a.finished_at is null
          )
          update outbox o set status = 'pending', leased_by = $1,
-             lease_until = now() + make_interval(secs => $2), updated_at = now()
+             lease_until = now() + make_interval(secs => $2), updated_at = now(),
+             attempts = greatest(o.attempts, coalesce(
+                 (select max(a.attempt) from outbox_attempts a where a.outbox_id = o.id), 0))
          from taken where o.id = taken.id
          returning o.id, o.recipient, o.phone_number_id, o.body,
              extract(epoch from now() - coalesce(o.requeued_at, o.created_at))::float8 as age_secs,
@@ -80,25 +82,23 @@ pub async fn sweep(
 }
 
 /// Starts an attempt for each row, if it is still this process's to send and no earlier row
-/// to the same recipient is outstanding (that one goes first, whoever holds it); records the
-/// attempt before the call. Rows refused are released for a sweeper. Returns the claimed ids
-/// with their attempt numbers.
+/// to the same recipient is outstanding (that one goes first, whoever holds it): records the
+/// attempt before the call, and nothing else (the row itself changes once, after the call).
+/// Rows refused are released for a sweeper. Returns the claimed ids with their attempt
+/// numbers.
 pub async fn claim(
     pool: &PgPool,
     process: &str,
-    lease: Duration,
     ids: &[i64],
 ) -> Result<Vec<(i64, i32)>, sqlx::Error> {
     sqlx::query_as(
         "with claimed as (
-             update outbox o set status = 'sending', attempts = o.attempts + 1,
-                 lease_until = now() + make_interval(secs => $3), updated_at = now()
+             select o.id, o.attempts + 1 as attempt from outbox o
              where o.id = any($1) and o.status = 'pending' and o.leased_by = $2
                and not exists (
                    select 1 from outbox e
                    where e.recipient = o.recipient and e.id < o.id
                      and e.status in ('pending', 'sending'))
-             returning o.id, o.attempts
          ),
          released as (
              update outbox o set leased_by = null, lease_until = null
@@ -107,13 +107,12 @@ pub async fn claim(
          ),
          started as (
              insert into outbox_attempts (outbox_id, attempt, process)
-             select id, attempts, $2 from claimed
+             select id, attempt, $2 from claimed
          )
-         select id, attempts from claimed",
+         select id, attempt from claimed",
     )
     .bind(ids)
     .bind(process)
-    .bind(lease.as_secs_f64())
     .fetch_all(pool)
     .await
 }
@@ -125,6 +124,8 @@ pub struct Mark {
     pub id: i64,
     /// The row's next state.
     pub next: Next,
+    /// The attempt just made, when a call was made.
+    pub attempt: Option<i32>,
     /// The attempt's HTTP status (none when no answer came, or no call was made).
     pub http_status: Option<i32>,
     /// Meta's `error.code`.
@@ -174,13 +175,13 @@ pub async fn mark(
     sqlx::query(
         "with r as (
              select * from unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::text[],
-                 $6::int[], $7::text[], $8::int[], $9::int[])
-                 as r(id, state, wamid, wait, reason, code, error, http, latency)
+                 $6::int[], $7::text[], $8::int[], $9::int[], $12::int[])
+                 as r(id, state, wamid, wait, reason, code, error, http, latency, attempt)
          ),
          finished as (
              update outbox_attempts a set finished_at = now(), http_status = r.http,
                  error_code = r.code, latency_ms = r.latency, error = r.error
-             from r where a.outbox_id = r.id and a.finished_at is null
+             from r where a.outbox_id = r.id and a.attempt = r.attempt and a.finished_at is null
          ),
          late as (
              select r.id,
@@ -201,6 +202,7 @@ pub async fn mark(
                  when r.state = 'retry' then 'pending'
                  else 'dead' end,
              provider_message_id = coalesce(r.wamid, o.provider_message_id),
+             attempts = coalesce(r.attempt, o.attempts),
              sent_at = case when r.state = 'sent' then now() else o.sent_at end,
              next_attempt_at = case when r.state = 'retry'
                  then now() + make_interval(secs => r.wait) end,
@@ -227,6 +229,7 @@ pub async fn mark(
     .bind(marks.iter().map(|m| m.latency_ms).collect::<Vec<_>>())
     .bind(process)
     .bind(lease.as_secs_f64())
+    .bind(marks.iter().map(|m| m.attempt).collect::<Vec<_>>())
     .execute(pool)
     .await
     .map(drop)

@@ -1,6 +1,6 @@
 //! `endpoints[].sending`: the Cloud API number, token, pace and retry policy of replies.
 
-use easymo_dsl::codes;
+use easymo_dsl::{codes, Diagnostic};
 
 use super::context::Cx;
 use crate::config::raw;
@@ -69,17 +69,27 @@ pub(super) fn compile_sending(
             );
         }
     }
-    if raw.throughput == 0 || raw.throughput > MAX_THROUGHPUT {
+    if raw.throughput == 0 {
         cx.error(
             codes::INVALID_VALUE,
-            format!(
-                "throughput {} is outside Meta's 1 to {MAX_THROUGHPUT} messages per second",
-                raw.throughput
-            ),
+            "a throughput of 0 sends nothing",
             &at.key("throughput"),
             "",
         )
-        .help = Some("a new number sends 80 a second; Meta raises it to 1,000".to_owned());
+        .help = Some("a new number sends 80 messages a second; Meta raises it to 1,000".to_owned());
+    } else if raw.throughput > MAX_THROUGHPUT {
+        let span = cx.index.value(&at.key("throughput"));
+        cx.out.push(
+            Diagnostic::warning(
+                codes::THROUGHPUT_ABOVE_META,
+                format!(
+                    "throughput {} is above the {MAX_THROUGHPUT} messages a second Meta grants a number",
+                    raw.throughput
+                ),
+            )
+            .at(cx.file, span, "Meta answers the excess with 130429 and the engine retries it")
+            .help("use Meta's figure for the number; more only makes sense against a test server"),
+        );
     }
     let retry = raw.retry.clone().unwrap_or(raw::Retry {
         attempts: raw::default_attempts(),

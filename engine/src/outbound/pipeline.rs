@@ -1,0 +1,254 @@
+//! The pipeline a row goes through once the dispatcher lets it go: claim, call, record.
+//!
+//! Owns: batching the database work the way a group commit does (one claim statement and one
+//! result statement in flight at a time, each carrying whatever arrived while the previous one
+//! ran, so statements per second stay flat as the load grows), the call itself under the
+//! semaphore of calls in flight, and what an answer means for the row (backoff, expiry,
+//! pauses). Must not choose what is sent next: the dispatcher does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::dispatcher::{After, Ended, PauseKey, Shared};
+use super::graph::{self, Verdict};
+use super::Queued;
+use crate::config::{DeadReason, Sending};
+use crate::logging::mask;
+use crate::store::outbox::{self as store, Mark, Next};
+
+/// Meta allows roughly one message every six seconds to one user before 131056.
+const PAIR_WAIT: Duration = Duration::from_secs(6);
+
+/// A row whose call came back.
+struct Called {
+    row: Queued,
+    sending: Sending,
+    answer: graph::Answer,
+}
+
+/// Starts the claimer and the recorder; returns where the dispatcher sends rows to claim.
+/// Every row given ends up in `ended`, whatever happens to it.
+pub(super) fn start(
+    shared: Arc<Shared>,
+    ended: mpsc::UnboundedSender<Ended>,
+) -> mpsc::UnboundedSender<Vec<(Queued, Sending)>> {
+    let (claims, claim_rx) = mpsc::unbounded_channel();
+    let (called, called_rx) = mpsc::unbounded_channel();
+    tokio::spawn(claimer(shared.clone(), claim_rx, called, ended.clone()));
+    tokio::spawn(recorder(shared, called_rx, ended));
+    claims
+}
+
+/// Claims rows in batches and starts a call for each claimed one.
+async fn claimer(
+    shared: Arc<Shared>,
+    mut rows: mpsc::UnboundedReceiver<Vec<(Queued, Sending)>>,
+    called: mpsc::UnboundedSender<Called>,
+    ended: mpsc::UnboundedSender<Ended>,
+) {
+    while let Some(mut batch) = rows.recv().await {
+        while let Ok(more) = rows.try_recv() {
+            batch.extend(more);
+        }
+        let ids: Vec<i64> = batch.iter().map(|(row, _)| row.id).collect();
+        let claimed = match store::claim(&shared.pool, &shared.process, &ids).await {
+            Ok(claimed) => claimed.into_iter().collect::<HashMap<i64, i32>>(),
+            Err(error) => {
+                tracing::warn!(event = "sending.claim_failed", error = %error, "Could not claim replies; trying again shortly.");
+                let again = Instant::now() + Duration::from_secs(1);
+                let _ = ended.send(
+                    batch
+                        .into_iter()
+                        .map(|(row, sending)| (row, sending.endpoint, After::Retry(again)))
+                        .collect(),
+                );
+                continue;
+            }
+        };
+        let mut dropped = Vec::new();
+        for (mut row, sending) in batch {
+            let Some(attempt) = claimed.get(&row.id) else {
+                dropped.push((row, sending.endpoint, After::Dropped));
+                continue;
+            };
+            row.attempts = u32::try_from(*attempt).unwrap_or(u32::MAX);
+            tokio::spawn(call(shared.clone(), row, sending, called.clone()));
+        }
+        if !dropped.is_empty() {
+            let _ = ended.send(dropped);
+        }
+    }
+}
+
+async fn call(
+    shared: Arc<Shared>,
+    row: Queued,
+    sending: Sending,
+    called: mpsc::UnboundedSender<Called>,
+) {
+    let token = sending.access_token.value.clone().unwrap_or_default();
+    let url = sending.messages_url(&row.phone_number_id);
+    // A closed semaphore cannot happen (it lives as long as `shared`); sending without a
+    // permit would still be correct.
+    let permit = shared.calls.acquire().await.ok();
+    let answer = graph::send(&shared.http, &url, &token, &row.body, sending.timeout).await;
+    drop(permit);
+    let _ = called.send(Called {
+        row,
+        sending,
+        answer,
+    });
+}
+
+/// Records answers in batches, then tells the dispatcher.
+async fn recorder(
+    shared: Arc<Shared>,
+    mut called: mpsc::UnboundedReceiver<Called>,
+    ended: mpsc::UnboundedSender<Ended>,
+) {
+    while let Some(first) = called.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = called.try_recv() {
+            batch.push(more);
+        }
+        let now = Instant::now();
+        let mut marks = Vec::with_capacity(batch.len());
+        let mut rows = Vec::with_capacity(batch.len());
+        for Called {
+            row,
+            sending,
+            answer,
+        } in batch
+        {
+            let (next, after) = decide(&row, &sending, &answer, now);
+            log_answer(&row, &answer, &next);
+            marks.push(Mark {
+                id: row.id,
+                next,
+                attempt: i32::try_from(row.attempts).ok(),
+                http_status: answer.http_status.map(i32::from),
+                code: answer.code.and_then(|c| i32::try_from(c).ok()),
+                error: answer.error.clone(),
+                latency_ms: i32::try_from(answer.latency.as_millis()).ok(),
+            });
+            rows.push((row, sending.endpoint, after));
+        }
+        if let Err(error) = store::mark(&shared.pool, &shared.process, shared.lease, &marks).await {
+            // The calls happened; only their record failed. The rows stay pending under this
+            // lease, which runs out, and a sweeper sends them again: a duplicate, not a loss.
+            tracing::error!(event = "sending.mark_failed", error = %error, rows = marks.len(), "Could not record sent replies.");
+            rows = rows
+                .into_iter()
+                .map(|(row, endpoint, _)| (row, endpoint, After::Dropped))
+                .collect();
+        }
+        let _ = ended.send(rows);
+    }
+}
+
+/// Rows that expired before a call, and rows no `sending` section covers any more.
+pub(super) async fn settle_unsent(
+    shared: Arc<Shared>,
+    expired: Vec<Queued>,
+    unsendable: Vec<Queued>,
+) {
+    let marks: Vec<Mark> = expired
+        .iter()
+        .map(|row| Mark {
+            id: row.id,
+            next: Next::Dead(DeadReason::Expired.as_str()),
+            attempt: None,
+            http_status: None,
+            code: None,
+            error: Some("not sent within deliver_within".to_owned()),
+            latency_ms: None,
+        })
+        .collect();
+    for row in &expired {
+        tracing::warn!(event = "sending.expired", outbox_id = row.id, recipient = %mask(&row.recipient), "A reply expired before it could be sent.");
+    }
+    if let Err(error) = store::mark(&shared.pool, &shared.process, shared.lease, &marks).await {
+        tracing::warn!(event = "sending.mark_failed", error = %error, "Could not record expired replies; their leases run out and a sweeper retries.");
+    }
+    let ids: Vec<i64> = unsendable.iter().map(|row| row.id).collect();
+    if !ids.is_empty() {
+        if let Err(error) = store::release(&shared.pool, &shared.process, &ids).await {
+            tracing::warn!(event = "sending.release_failed", error = %error, "Could not release replies no sending section covers.");
+        }
+    }
+}
+
+/// What an answer means for the row and for the dispatcher.
+fn decide(row: &Queued, sending: &Sending, answer: &graph::Answer, now: Instant) -> (Next, After) {
+    let deadline = row.queued_at + sending.deliver_within;
+    let retry_after = |wait: Duration| {
+        if now + wait >= deadline {
+            (Next::Dead(DeadReason::Expired.as_str()), After::Finished)
+        } else {
+            (Next::Retry(wait), After::Retry(now + wait))
+        }
+    };
+    let number = PauseKey::Number(row.phone_number_id.clone());
+    match graph::classify(answer) {
+        Verdict::Sent => (
+            Next::Sent(answer.wamid.clone().unwrap_or_default()),
+            After::Resumed,
+        ),
+        Verdict::Retry if row.attempts >= sending.attempts => (
+            Next::Dead(DeadReason::RetriesExhausted.as_str()),
+            After::Finished,
+        ),
+        Verdict::Retry => retry_after(backoff(sending, row.attempts)),
+        Verdict::RecipientLimited => retry_after(backoff(sending, row.attempts).max(PAIR_WAIT)),
+        Verdict::PauseNumber => (
+            Next::Dead(DeadReason::Paused.as_str()),
+            After::Paused(number, None, sending.probe_after),
+        ),
+        Verdict::PauseToken => (
+            Next::Dead(DeadReason::Unauthorized.as_str()),
+            After::Paused(
+                PauseKey::Token(sending.endpoint.clone()),
+                sending.access_token.value.clone(),
+                sending.probe_after,
+            ),
+        ),
+        Verdict::Dead(reason) => (Next::Dead(reason.as_str()), After::Finished),
+    }
+}
+
+/// Exponential backoff with full jitter: a random wait up to `backoff × 2^(attempt-1)`, capped,
+/// and never under half of it, so retries neither stampede nor come at once.
+pub fn backoff(sending: &Sending, attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(20);
+    let ceiling = sending
+        .backoff
+        .saturating_mul(1_u32 << exponent)
+        .min(sending.backoff_ceiling);
+    let jitter = rand_fraction();
+    ceiling.mul_f64(0.5 + jitter / 2.0)
+}
+
+/// A fraction in [0, 1) from a fresh UUID's random bits: jitter needs no better randomness.
+fn rand_fraction() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
+    bits as f64 / (1_u64 << 53) as f64
+}
+
+fn log_answer(row: &Queued, answer: &graph::Answer, next: &Next) {
+    let recipient = mask(&row.recipient);
+    let latency_ms = answer.latency.as_millis() as u64;
+    match next {
+        Next::Sent(wamid) => {
+            tracing::debug!(event = "sending.sent", outbox_id = row.id, recipient = %recipient, wamid = %wamid, latency_ms, "Reply accepted by the Cloud API.");
+        }
+        Next::Retry(wait) => {
+            tracing::warn!(event = "sending.retry", outbox_id = row.id, recipient = %recipient, attempt = row.attempts, http_status = answer.http_status, code = answer.code, error = answer.error.as_deref().unwrap_or_default(), unknown_outcome = answer.unknown_outcome, retry_in_ms = wait.as_millis() as u64, "Reply not accepted; trying again.");
+        }
+        Next::Dead(reason) => {
+            tracing::warn!(event = "sending.dead", outbox_id = row.id, recipient = %recipient, reason = %reason, http_status = answer.http_status, code = answer.code, error = answer.error.as_deref().unwrap_or_default(), "Reply moved to the dead-letter queue.");
+        }
+    }
+}
