@@ -21,6 +21,29 @@ fn message(engine: &Engine, from: &str, id: &str, text: &str) {
     assert_eq!(response.status, 200, "{}", response.text());
 }
 
+/// The test environment with `database` as DATABASE_URL, for engines that share it.
+fn env_on(database: &str) -> Vec<(&'static str, &str)> {
+    let mut env: Vec<(&str, &str)> = crate::support::engine_env()
+        .into_iter()
+        .filter(|(k, _)| *k != "DATABASE_URL")
+        .collect();
+    env.push(("DATABASE_URL", database));
+    env
+}
+
+/// How many requests each recipient got.
+fn per_recipient(
+    requests: &[crate::support::GraphRequest],
+) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for request in requests {
+        *counts
+            .entry(request.body["to"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
 fn settled(rows: &serde_json::Value) -> bool {
     rows.as_array().is_some_and(|rows| {
         !rows.is_empty()
@@ -594,11 +617,7 @@ fn a_killed_engine_loses_no_reply_and_duplicates_only_what_was_in_flight() {
         text.replace("      timeout: 10s\n", "      timeout: 3s\n")
     });
     let database = crate::support::fresh_database();
-    let mut env: Vec<(&str, &str)> = crate::support::engine_env()
-        .into_iter()
-        .filter(|(k, _)| *k != "DATABASE_URL")
-        .collect();
-    env.push(("DATABASE_URL", &database));
+    let env = env_on(&database);
     let first = Engine::start_on(&config, "127.0.0.1:0", &env);
     for n in 0..30 {
         message(
@@ -631,12 +650,7 @@ fn a_killed_engine_loses_no_reply_and_duplicates_only_what_was_in_flight() {
         "{rows}"
     );
     let requests = graph.requests();
-    let mut per_recipient = std::collections::HashMap::<String, usize>::new();
-    for request in &requests {
-        *per_recipient
-            .entry(request.body["to"].as_str().unwrap_or_default().to_owned())
-            .or_default() += 1;
-    }
+    let per_recipient = per_recipient(&requests);
     assert_eq!(per_recipient.len(), 30, "every recipient reached");
     let abandoned =
         second.rows("select count(*) as n from outbox_attempts where error like 'abandoned:%'");
@@ -656,11 +670,7 @@ fn two_engines_on_one_database_never_send_a_row_twice() {
     let graph = FakeGraph::start();
     let config = config(&graph, |text| text);
     let database = crate::support::fresh_database();
-    let mut env: Vec<(&str, &str)> = crate::support::engine_env()
-        .into_iter()
-        .filter(|(k, _)| *k != "DATABASE_URL")
-        .collect();
-    env.push(("DATABASE_URL", &database));
+    let env = env_on(&database);
     let a = Engine::start_on(&config, "127.0.0.1:0", &env);
     let b = Engine::start_on(&config, "127.0.0.1:0", &env);
     // Rows another process wrote without a sender: both sweepers race for them.
@@ -692,12 +702,7 @@ fn two_engines_on_one_database_never_send_a_row_twice() {
         },
     );
     let requests = graph.requests();
-    let mut per_recipient = std::collections::HashMap::<String, usize>::new();
-    for request in &requests {
-        *per_recipient
-            .entry(request.body["to"].as_str().unwrap_or_default().to_owned())
-            .or_default() += 1;
-    }
+    let per_recipient = per_recipient(&requests);
     let twice: Vec<_> = per_recipient.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "sent twice: {twice:?}");
     assert_eq!(requests.len(), 340);
@@ -745,4 +750,37 @@ fn an_expired_token_pauses_sending_until_a_reload_brings_a_new_one() {
         .iter()
         .skip(1)
         .all(|r| r.authorization == "Bearer test-graph-token-next"));
+}
+
+#[test]
+fn retries_back_off_exponentially_with_jitter() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| {
+        text.replace("        backoff: 1s\n", "        backoff: 400ms\n")
+    });
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    graph.script(
+        "250788001001",
+        &[
+            GraphAnswer::Bare(500),
+            GraphAnswer::Bare(500),
+            GraphAnswer::Bare(500),
+        ],
+    );
+    message(&engine, "250788001001", "wamid.in.backoff.1", "cancel");
+    let requests = graph.wait_for(4, Duration::from_secs(20));
+    assert_eq!(requests.len(), 4, "{requests:?}");
+    // Attempt n waits a random time between half and all of 400 ms x 2^(n-1); the upper
+    // bounds allow 300 ms for the round trips around each wait.
+    let slack = Duration::from_millis(300);
+    for (n, pair) in requests.windows(2).enumerate() {
+        let ceiling = Duration::from_millis(400) * (1 << n);
+        let waited = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            waited >= ceiling / 2 && waited <= ceiling + slack,
+            "wait {} was {waited:?}, expected {:?} to {ceiling:?}",
+            n + 1,
+            ceiling / 2
+        );
+    }
 }

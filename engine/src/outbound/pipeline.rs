@@ -252,3 +252,50 @@ fn log_answer(row: &Queued, answer: &graph::Answer, next: &Next) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::env::Secret;
+
+    fn sending(backoff_ms: u64, ceiling_ms: u64) -> Sending {
+        Sending {
+            endpoint: "wa".into(),
+            access_token: Secret {
+                var: "T".into(),
+                value: Some("t".into()),
+            },
+            phone_number_id: None,
+            base_url: "http://127.0.0.1:9".into(),
+            api_version: "v25.0".into(),
+            timeout: Duration::from_secs(1),
+            throughput: 80,
+            attempts: 8,
+            backoff: Duration::from_millis(backoff_ms),
+            backoff_ceiling: Duration::from_millis(ceiling_ms),
+            deliver_within: Duration::from_secs(900),
+            probe_after: Duration::from_secs(30),
+            redrive: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_ceiling_with_jitter_in_the_upper_half() {
+        let policy = sending(1_000, 60_000);
+        for attempt in 1..=12_u32 {
+            let full =
+                Duration::from_millis(1_000 * (1 << (attempt - 1))).min(policy.backoff_ceiling);
+            let waits: Vec<Duration> = (0..200).map(|_| backoff(&policy, attempt)).collect();
+            assert!(
+                waits.iter().all(|w| *w >= full / 2 && *w <= full),
+                "attempt {attempt}: {:?}",
+                (waits.iter().min(), waits.iter().max())
+            );
+            let distinct: std::collections::HashSet<_> = waits.iter().collect();
+            assert!(
+                distinct.len() > 100,
+                "attempt {attempt}: jitter varies the waits"
+            );
+        }
+    }
+}

@@ -47,14 +47,7 @@ pub enum Error {
 /// Opens a pool of `max` connections.
 pub async fn connect(url: &str, max: u32) -> Result<PgPool, Error> {
     let options = PgConnectOptions::from_str(url).map_err(|e| Error::Url(e.to_string()))?;
-    Ok(PgPoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(std::time::Duration::from_secs(5))
-        // A ping before every use was a round trip per transaction; a broken connection fails
-        // its statement instead, and the pool replaces it.
-        .test_before_acquire(false)
-        .connect_with(options)
-        .await?)
+    open_pool(options, max).await
 }
 
 /// Opens a pool of `max` connections whose statements are planned for their values each time.
@@ -65,9 +58,15 @@ pub async fn connect_planning_each_time(url: &str, max: u32) -> Result<PgPool, E
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| Error::Url(e.to_string()))?
         .options([("plan_cache_mode", "force_custom_plan")]);
+    open_pool(options, max).await
+}
+
+async fn open_pool(options: PgConnectOptions, max: u32) -> Result<PgPool, Error> {
     Ok(PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(std::time::Duration::from_secs(5))
+        // A ping before every use was a round trip per transaction; a broken connection fails
+        // its statement instead, and the pool replaces it.
         .test_before_acquire(false)
         .connect_with(options)
         .await?)
