@@ -26,6 +26,7 @@ server.listen(port, '127.0.0.1', () => {
   process.stderr.write(`[fake-graph] listening on 127.0.0.1:${port}\n`);
 });
 process.on('SIGTERM', () => {
-  process.stderr.write(`[fake-graph] ${received} requests\n`);
+  const cpu = process.cpuUsage();
+  process.stderr.write(`[fake-graph] ${received} requests, ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s CPU\n`);
   process.exit(0);
 });

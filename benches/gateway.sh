@@ -75,6 +75,7 @@ export DATABASE_URL="\$url"
 engine=\$!
 # On TERM (run.sh stopping it): stop the engine, then read the send latencies per second.
 finish() {
+  awk -v t="\$(getconf CLK_TCK)" '{print (\$14 + \$15) / t}' "/proc/\$engine/stat" >"$work/engine-cpu.txt" 2>/dev/null || true
   kill -TERM "\$engine" 2>/dev/null || true
   wait "\$engine" 2>/dev/null || true
   psql -X -qtA -F ' ' "\$url" -c "
@@ -92,7 +93,7 @@ SH
 chmod +x "$work/engine.sh"
 
 if [[ $SENDING == on ]]; then
-  PORT=$GRAPH_PORT node benches/fake-graph.js &
+  PORT=$GRAPH_PORT node benches/fake-graph.js 2>"$work/fake-graph.log" &
   graph=$!
   trap 'kill $graph 2>/dev/null || true; rm -rf "$work"' EXIT
 fi
@@ -102,7 +103,9 @@ export ENGINE_CMD="$work/engine.sh"
 "$BENCH/run.sh" "$@"
 
 if [[ $SENDING == on && -s $work/send-latency.txt ]]; then
-  python3 - "$work/send-latency.txt" "${RATE:-2000}" "$(cat "$work/unsent.txt" 2>/dev/null)" <<'PY'
+  kill "$graph" 2>/dev/null && wait "$graph" 2>/dev/null || true
+  python3 - "$work/send-latency.txt" "${RATE:-2000}" "$(cat "$work/unsent.txt" 2>/dev/null)" \
+    "$(cat "$work/engine-cpu.txt" 2>/dev/null)" "$(cat "$work/fake-graph.log" 2>/dev/null)" <<'PY'
 import sys
 rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
 rate, unsent = float(sys.argv[2]), sys.argv[3].strip()
@@ -115,5 +118,12 @@ if steady:
     worst = max(float(r[3]) for r in steady)
     print(f"sending: {len(steady)} seconds at {rate:.0f}/s (+-10%): worst per-second p99 {worst:.2f} ms")
 print(f"sending: replies not sent at the end: {unsent}")
+replies = sum(int(r[2]) for r in rows)
+engine_cpu, graph_log = sys.argv[4].strip(), sys.argv[5].strip()
+if engine_cpu and replies:
+    print(f"sending: engine CPU {float(engine_cpu):.1f} s over the whole run, "
+          f"{float(engine_cpu) / replies * 1e6:.0f} us per message (receiving and sending)")
+if graph_log:
+    print(f"sending: {graph_log.splitlines()[-1]}")
 PY
 fi

@@ -21,6 +21,23 @@ fn message(engine: &Engine, from: &str, id: &str, text: &str) {
     assert_eq!(response.status, 200, "{}", response.text());
 }
 
+/// A tap on list row `id`, as WhatsApp delivers it.
+fn choice_delivery(from: &str, id: &str, row: &str) -> Vec<u8> {
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "250788000000", "phone_number_id": "106540352242922"},
+            "contacts": [{"profile": {"name": "Test User"}, "wa_id": from}],
+            "messages": [{"from": from, "id": id, "timestamp": crate::support::now_unix().to_string(),
+                "type": "interactive",
+                "interactive": {"type": "list_reply", "list_reply": {"id": row, "title": row}}}]
+        }}]}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// The test environment with `database` as DATABASE_URL, for engines that share it.
 fn env_on(database: &str) -> Vec<(&'static str, &str)> {
     let mut env: Vec<(&str, &str)> = crate::support::engine_env()
@@ -58,7 +75,7 @@ fn replies_reach_the_graph_api_exactly_as_stored() {
     let graph = FakeGraph::start();
     let config = config(&graph, |text| text);
     let engine = Engine::start(&config, "127.0.0.1:0");
-    // One message each for a list, reply buttons, a location request and a text reply.
+    // A list, texts and a location request, one person each; then a job's reply buttons.
     for (n, text) in ["menu", "help", "book ride", "cancel"].iter().enumerate() {
         message(
             &engine,
@@ -66,6 +83,11 @@ fn replies_reach_the_graph_api_exactly_as_stored() {
             &format!("wamid.in.exact.{n}"),
             text,
         );
+    }
+    message(&engine, "250788000104", "wamid.in.exact.4", "find jobs");
+    for (n, id) in ["1", "1"].iter().enumerate() {
+        let tap = choice_delivery("250788000104", &format!("wamid.in.exact.tap.{n}"), id);
+        assert_eq!(engine.whatsapp(&tap).status, 200);
     }
     let rows = engine.rows_when(
         "select id, recipient, status, provider_message_id, body from outbox order by id",

@@ -76,6 +76,7 @@ pub async fn reply_once(
             body: std::sync::Arc::new(Value::clone(&rendered.body)),
             queued_at: std::time::Instant::now(),
             attempts: 0,
+            first_attempt_recorded: false,
         }]);
     }
     Ok(())

@@ -371,18 +371,21 @@ fn writes_of<'a>(
 }
 
 /// Hands the replies a committed round leased to this process to its sender.
-fn hand_over(handoff: &Handoff, writes: &Writes<'_>, ids: &[i64]) {
+fn hand_over(handoff: &Handoff, writes: &Writes<'_>, ids: &[(i64, bool)]) {
     let now = std::time::Instant::now();
     let rows = writes
         .leased_replies(ids)
-        .map(|(id, recipient, phone_number_id, body)| outbound::Queued {
-            id,
-            recipient: recipient.to_owned(),
-            phone_number_id: phone_number_id.to_owned(),
-            body: std::sync::Arc::new(body.clone()),
-            queued_at: now,
-            attempts: 0,
-        })
+        .map(
+            |(id, recorded, recipient, phone_number_id, body)| outbound::Queued {
+                id,
+                recipient: recipient.to_owned(),
+                phone_number_id: phone_number_id.to_owned(),
+                body: std::sync::Arc::new(body.clone()),
+                queued_at: now,
+                attempts: 0,
+                first_attempt_recorded: recorded,
+            },
+        )
         .collect();
     handoff.hand(rows);
 }

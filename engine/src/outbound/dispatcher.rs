@@ -225,7 +225,7 @@ impl Dispatcher {
     fn finish(&mut self, ended: Ended) {
         self.in_flight = self.in_flight.saturating_sub(ended.len());
         let mut pauses_changed = false;
-        for (row, endpoint, after) in ended {
+        for (mut row, endpoint, after) in ended {
             let keys = [
                 PauseKey::Number(row.phone_number_id.clone()),
                 PauseKey::Token(endpoint),
@@ -241,6 +241,8 @@ impl Dispatcher {
             let name = row.recipient.clone();
             match after {
                 After::Retry(at) => {
+                    // The next attempt is claimed like any retry.
+                    row.first_attempt_recorded = false;
                     let recipient = self.recipients.entry(name.clone()).or_default();
                     recipient.rows.push_front(Held {
                         row,

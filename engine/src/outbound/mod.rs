@@ -51,6 +51,9 @@ pub struct Queued {
     pub queued_at: Instant,
     /// Attempts made so far.
     pub attempts: u32,
+    /// Set when the batch that wrote the row also recorded its first attempt as started (no
+    /// earlier reply to the recipient was outstanding): it is called without a claim.
+    pub first_attempt_recorded: bool,
 }
 
 /// Hands rows a batch just committed to the dispatcher, in memory: the hot path pays no query

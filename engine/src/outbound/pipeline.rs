@@ -21,12 +21,16 @@ use crate::store::outbox::{self as store, Mark, Next};
 
 /// Meta allows roughly one message every six seconds to one user before 131056.
 const PAIR_WAIT: Duration = Duration::from_secs(6);
+/// How long the first result of a batch waits for others before they are recorded together.
+const RECORD_LINGER: Duration = Duration::from_millis(5);
 
 /// A row whose call came back.
 struct Called {
     row: Queued,
     sending: Sending,
     answer: graph::Answer,
+    /// Seconds since the Unix epoch when the call started.
+    at: f64,
 }
 
 /// Starts the claimer and the recorder; returns where the dispatcher sends rows to claim.
@@ -52,6 +56,17 @@ async fn claimer(
     while let Some(mut batch) = rows.recv().await {
         while let Ok(more) = rows.try_recv() {
             batch.extend(more);
+        }
+        // Rows whose first attempt the inbound batch recorded go straight to their call.
+        let (recorded, batch): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|(row, _)| row.first_attempt_recorded);
+        for (mut row, sending) in recorded {
+            row.attempts = 1;
+            tokio::spawn(call(shared.clone(), row, sending, called.clone()));
+        }
+        if batch.is_empty() {
+            continue;
         }
         let ids: Vec<i64> = batch.iter().map(|(row, _)| row.id).collect();
         let claimed = match store::claim(&shared.pool, &shared.process, &ids).await {
@@ -94,12 +109,17 @@ async fn call(
     // A closed semaphore cannot happen (it lives as long as `shared`); sending without a
     // permit would still be correct.
     let permit = shared.calls.acquire().await.ok();
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
     let answer = graph::send(&shared.http, &url, &token, &row.body, sending.timeout).await;
     drop(permit);
     let _ = called.send(Called {
         row,
         sending,
         answer,
+        at,
     });
 }
 
@@ -110,6 +130,9 @@ async fn recorder(
     ended: mpsc::UnboundedSender<Ended>,
 ) {
     while let Some(first) = called.recv().await {
+        // Results wait a moment for company: a send is not delayed by this, only its record,
+        // and each statement then carries many rows.
+        tokio::time::sleep(RECORD_LINGER).await;
         let mut batch = vec![first];
         while let Ok(more) = called.try_recv() {
             batch.push(more);
@@ -121,6 +144,7 @@ async fn recorder(
             row,
             sending,
             answer,
+            at,
         } in batch
         {
             let (next, after) = decide(&row, &sending, &answer, now);
@@ -133,6 +157,7 @@ async fn recorder(
                 code: answer.code.and_then(|c| i32::try_from(c).ok()),
                 error: answer.error.clone(),
                 latency_ms: i32::try_from(answer.latency.as_millis()).ok(),
+                called_at: Some(at),
             });
             rows.push((row, sending.endpoint, after));
         }
@@ -160,11 +185,13 @@ pub(super) async fn settle_unsent(
         .map(|row| Mark {
             id: row.id,
             next: Next::Dead(DeadReason::Expired.as_str()),
-            attempt: None,
+            // A first attempt recorded at commit ends here, never made.
+            attempt: row.first_attempt_recorded.then_some(1),
             http_status: None,
             code: None,
             error: Some("not sent within deliver_within".to_owned()),
             latency_ms: None,
+            called_at: None,
         })
         .collect();
     for row in &expired {

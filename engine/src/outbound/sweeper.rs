@@ -88,6 +88,7 @@ pub async fn run(shared: Arc<Shared>, handoff: Handoff) {
                                 .checked_sub(Duration::from_secs_f64(row.age_secs.max(0.0)))
                                 .unwrap_or(now),
                             attempts: u32::try_from(row.attempts).unwrap_or(0),
+                            first_attempt_recorded: false,
                         })
                         .collect(),
                 );

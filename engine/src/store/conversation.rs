@@ -413,17 +413,19 @@ impl<'a> Writes<'a> {
         });
     }
 
-    /// The leased replies with the ids [`finish_batch`] returned: (id, recipient, number,
-    /// body).
+    /// The leased replies with what [`finish_batch`] returned: (id, first attempt recorded,
+    /// recipient, number, body).
     pub fn leased_replies<'s>(
         &'s self,
-        ids: &'s [i64],
-    ) -> impl Iterator<Item = (i64, &'a str, &'a str, &'a Value)> + 's {
+        ids: &'s [(i64, bool)],
+    ) -> impl Iterator<Item = (i64, bool, &'a str, &'a str, &'a Value)> + 's {
         self.outbox
             .iter()
             .zip(ids)
             .filter(|(row, _)| row.leased)
-            .map(|(row, id)| (*id, row.recipient, row.phone_number_id, row.body))
+            .map(|(row, (id, recorded))| {
+                (*id, *recorded, row.recipient, row.phone_number_id, row.body)
+            })
     }
 
     /// Stores a contact's session, live for `ttl_secs` more.
@@ -439,7 +441,7 @@ pub async fn finish_batch(
     tx: &mut Transaction<'_, Postgres>,
     writes: &Writes<'_>,
     lease: Option<(&str, std::time::Duration)>,
-) -> Result<Vec<i64>, sqlx::Error> {
+) -> Result<Vec<(i64, bool)>, sqlx::Error> {
     use sqlx::types::Json;
     let d = &writes.deliveries;
     let m = &writes.messages;
@@ -478,7 +480,19 @@ pub async fn finish_batch(
                  $17::text[], $25::bool[])
                  with ordinality as o(c, r, p, t, b, m, l, n)
              order by n
-             returning id
+             returning id, recipient, leased_by
+         ),
+         -- The first attempt of a leased reply, recorded here, before its call, when no
+         -- earlier reply to the recipient is outstanding (the sender then calls at once,
+         -- without a claim statement of its own). The snapshot does not see `o`'s rows.
+         a as (
+             insert into outbox_attempts (outbox_id, attempt, process)
+             select o.id, 1, o.leased_by from o
+             where o.leased_by is not null
+               and not exists (
+                   select 1 from outbox e
+                   where e.recipient = o.recipient and e.status in ('pending', 'sending'))
+             returning outbox_id
          ),
          s as (
              insert into sessions (contact_id, awaiting_flow, awaiting_kind, context, expires_at)
@@ -488,7 +502,7 @@ pub async fn finish_batch(
                  awaiting_kind = excluded.awaiting_kind, context = excluded.context,
                  expires_at = excluded.expires_at, updated_at = now()
          )
-         select id from o order by id",
+         select id, id in (select outbox_id from a) from o order by id",
     )
     .bind(m.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(m.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
@@ -522,6 +536,6 @@ pub async fn finish_batch(
     .fetch_all(&mut **tx)
     .await?
     .into_iter()
-    .map(|row| row.try_get::<i64, _>(0))
+    .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<bool, _>(1)?)))
     .collect()
 }

@@ -134,6 +134,9 @@ pub struct Mark {
     pub error: Option<String>,
     /// The call's duration.
     pub latency_ms: Option<i32>,
+    /// When the call started, in seconds since the Unix epoch (the attempt's record was
+    /// written earlier, when it was claimed).
+    pub called_at: Option<f64>,
 }
 
 /// A row's next state.
@@ -175,11 +178,12 @@ pub async fn mark(
     sqlx::query(
         "with r as (
              select * from unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::text[],
-                 $6::int[], $7::text[], $8::int[], $9::int[], $12::int[])
-                 as r(id, state, wamid, wait, reason, code, error, http, latency, attempt)
+                 $6::int[], $7::text[], $8::int[], $9::int[], $12::int[], $13::float8[])
+                 as r(id, state, wamid, wait, reason, code, error, http, latency, attempt, called)
          ),
          finished as (
-             update outbox_attempts a set finished_at = now(), http_status = r.http,
+             update outbox_attempts a set finished_at = now(),
+                 started_at = coalesce(to_timestamp(r.called), a.started_at), http_status = r.http,
                  error_code = r.code, latency_ms = r.latency, error = r.error
              from r where a.outbox_id = r.id and a.attempt = r.attempt and a.finished_at is null
          ),
@@ -230,6 +234,7 @@ pub async fn mark(
     .bind(process)
     .bind(lease.as_secs_f64())
     .bind(marks.iter().map(|m| m.attempt).collect::<Vec<_>>())
+    .bind(marks.iter().map(|m| m.called_at).collect::<Vec<_>>())
     .execute(pool)
     .await
     .map(drop)
