@@ -21,23 +21,6 @@ fn message(engine: &Engine, from: &str, id: &str, text: &str) {
     assert_eq!(response.status, 200, "{}", response.text());
 }
 
-/// A tap on list row `id`, as WhatsApp delivers it.
-fn choice_delivery(from: &str, id: &str, row: &str) -> Vec<u8> {
-    serde_json::json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "250788000000", "phone_number_id": "106540352242922"},
-            "contacts": [{"profile": {"name": "Test User"}, "wa_id": from}],
-            "messages": [{"from": from, "id": id, "timestamp": crate::support::now_unix().to_string(),
-                "type": "interactive",
-                "interactive": {"type": "list_reply", "list_reply": {"id": row, "title": row}}}]
-        }}]}]
-    })
-    .to_string()
-    .into_bytes()
-}
-
 /// The test environment with `database` as DATABASE_URL, for engines that share it.
 fn env_on(database: &str) -> Vec<(&'static str, &str)> {
     let mut env: Vec<(&str, &str)> = crate::support::engine_env()
@@ -86,7 +69,8 @@ fn replies_reach_the_graph_api_exactly_as_stored() {
     }
     message(&engine, "250788000104", "wamid.in.exact.4", "find jobs");
     for (n, id) in ["1", "1"].iter().enumerate() {
-        let tap = choice_delivery("250788000104", &format!("wamid.in.exact.tap.{n}"), id);
+        let tap =
+            crate::support::choice_delivery("250788000104", &format!("wamid.in.exact.tap.{n}"), id);
         assert_eq!(engine.whatsapp(&tap).status, 200);
     }
     let rows = engine.rows_when(

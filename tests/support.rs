@@ -622,13 +622,33 @@ pub fn now_unix() -> u64 {
 
 /// A one-message text delivery from `from`, sent now.
 pub fn text_delivery(from: &str, id: &str, body: &str) -> Vec<u8> {
+    delivery_of(
+        from,
+        serde_json::json!({"id": id, "type": "text", "text": {"body": body}}),
+    )
+}
+
+/// A tap on list row `row` from `from`, sent now.
+pub fn choice_delivery(from: &str, id: &str, row: &str) -> Vec<u8> {
+    delivery_of(
+        from,
+        serde_json::json!({"id": id, "type": "interactive",
+            "interactive": {"type": "list_reply", "list_reply": {"id": row, "title": row}}}),
+    )
+}
+
+/// A one-message delivery from `from` to the test number, with `message`'s fields (`id`,
+/// `type` and its body) plus `from` and the timestamp.
+fn delivery_of(from: &str, mut message: serde_json::Value) -> Vec<u8> {
+    message["from"] = serde_json::json!(from);
+    message["timestamp"] = serde_json::json!(now_unix().to_string());
     serde_json::json!({
         "object": "whatsapp_business_account",
         "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
             "messaging_product": "whatsapp",
             "metadata": {"display_phone_number": "250788000000", "phone_number_id": "106540352242922"},
             "contacts": [{"profile": {"name": "Test User"}, "wa_id": from}],
-            "messages": [{"from": from, "id": id, "timestamp": now_unix().to_string(), "type": "text", "text": {"body": body}}]
+            "messages": [message]
         }}]}]
     })
     .to_string()
