@@ -4,7 +4,7 @@
 //! Owns: the slow-down reply of a dropped delivery (rendered in the contact's language,
 //! queued, handed to the sender). Must not record the delivery: it was dropped.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 use sqlx::PgPool;
 
 use crate::config::Config;
@@ -73,7 +73,9 @@ pub async fn reply_once(
             id,
             recipient: sender.to_owned(),
             phone_number_id: number.to_owned(),
-            body: std::sync::Arc::new(Value::clone(&rendered.body)),
+            body: serde_json::to_vec(&rendered.body)
+                .unwrap_or_default()
+                .into(),
             queued_at: std::time::Instant::now(),
             attempts: 0,
             first_attempt_recorded: false,

@@ -380,7 +380,7 @@ fn hand_over(handoff: &Handoff, writes: &Writes<'_>, ids: &[(i64, bool)]) {
                 id,
                 recipient: recipient.to_owned(),
                 phone_number_id: phone_number_id.to_owned(),
-                body: std::sync::Arc::new(body.clone()),
+                body: serde_json::to_vec(body).unwrap_or_default().into(),
                 queued_at: now,
                 attempts: 0,
                 first_attempt_recorded: recorded,

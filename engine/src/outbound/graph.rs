@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use crate::config::DeadReason;
@@ -90,14 +91,15 @@ pub async fn send(
     http: &reqwest::Client,
     url: &str,
     token: &str,
-    body: &Value,
+    body: &Bytes,
     timeout: Duration,
 ) -> Answer {
     let started = Instant::now();
     let result = http
         .post(url)
         .bearer_auth(token)
-        .json(body)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.clone())
         .timeout(timeout)
         .send()
         .await;

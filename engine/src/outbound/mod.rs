@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use bytes::Bytes;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
@@ -45,8 +45,9 @@ pub struct Queued {
     pub recipient: String,
     /// The business number it goes out from.
     pub phone_number_id: String,
-    /// The Graph API request body, as stored.
-    pub body: Arc<Value>,
+    /// The Graph API request body as JSON text, serialized once: every attempt sends these
+    /// bytes.
+    pub body: Bytes,
     /// When the row was queued, for `deliver_within`.
     pub queued_at: Instant,
     /// Attempts made so far.

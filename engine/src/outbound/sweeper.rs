@@ -83,7 +83,7 @@ pub async fn run(shared: Arc<Shared>, handoff: Handoff) {
                             id: row.id,
                             recipient: row.recipient,
                             phone_number_id: row.phone_number_id,
-                            body: Arc::new(row.body.0),
+                            body: row.body.into(),
                             queued_at: now
                                 .checked_sub(Duration::from_secs_f64(row.age_secs.max(0.0)))
                                 .unwrap_or(now),

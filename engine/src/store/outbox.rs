@@ -19,8 +19,8 @@ pub struct Swept {
     pub recipient: String,
     /// The number it goes out from.
     pub phone_number_id: String,
-    /// The request body.
-    pub body: Json<Value>,
+    /// The request body, as JSON text.
+    pub body: String,
     /// Seconds since it was queued.
     pub age_secs: f64,
     /// Attempts so far.
@@ -68,7 +68,7 @@ pub async fn sweep(
              attempts = greatest(o.attempts, coalesce(
                  (select max(a.attempt) from outbox_attempts a where a.outbox_id = o.id), 0))
          from taken where o.id = taken.id
-         returning o.id, o.recipient, o.phone_number_id, o.body,
+         returning o.id, o.recipient, o.phone_number_id, o.body::text as body,
              extract(epoch from now() - coalesce(o.requeued_at, o.created_at))::float8 as age_secs,
              o.attempts",
     )
