@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load test of the whole webhook path (signature, rate limit, durable record, routing, the flow's
 # queries, outbox and session commit) and of sending the replies to a fake Graph API
-# (benches/fake-graph.js, answering at once), beside the Node.js peer and the nginx static-200
+# (engine/examples/fake_graph.rs, answering at once on one thread), beside the Node.js peer and the nginx static-200
 # ceiling, in one run of shared/bench/run.sh. The peer sends nothing.
 #
 #   benches/gateway.sh                      # defaults: 10 s closed loop at c=32, 10 s at 2000/s
@@ -23,7 +23,7 @@ GRAPH_PORT=${GRAPH_PORT:-18090}
 SENDING=${SENDING:-on}
 
 echo "[gateway.sh] building the engine (release)" >&2
-cargo build --release --locked --quiet --bin easymo
+cargo build --release --locked --quiet --bin easymo --example fake_graph
 
 # The shipped config with one change: the shipped endpoint-wide limit (300 requests a minute,
 # the old system's setting) would refuse all but the first 300 requests of a load test. The
@@ -93,7 +93,7 @@ SH
 chmod +x "$work/engine.sh"
 
 if [[ $SENDING == on ]]; then
-  PORT=$GRAPH_PORT node benches/fake-graph.js 2>"$work/fake-graph.log" &
+  PORT=$GRAPH_PORT ./target/release/examples/fake_graph 2>"$work/fake-graph.log" &
   graph=$!
   trap 'kill $graph 2>/dev/null || true; rm -rf "$work"' EXIT
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The sender alone: ROWS replies already queued in the outbox (as a crash or a bulk
-# `easymo dlq retry` leaves them), sent by `easymo serve` to benches/fake-graph.js, which
+# `easymo dlq retry` leaves them), sent by `easymo serve` to the fake Graph API (engine/examples/fake_graph.rs), which
 # answers at once. The per-number cap is lifted (throughput 10,000, lint warning W106), so the
 # figure is the sender's own ceiling: sweep, claim, call, record. Prints sends per second and
 # the CPU time per send of the engine and of Postgres (every `postgres` process on the machine).
@@ -8,7 +8,7 @@
 #   benches/sending.sh                   # 50,000 rows; DATABASE_URL's server, else the local one
 #   ROWS=100000 NUMBERS=4 benches/sending.sh
 #
-# Needs node (the fake Graph API) and psql. Uses its own database, easymo_bench_sending.
+# Needs psql. Uses its own database, easymo_bench_sending.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-50000}
@@ -19,7 +19,7 @@ GRAPH_PORT=${GRAPH_PORT:-18090}
 ENGINE_PORT=${ENGINE_PORT:-18083}
 
 echo "[sending.sh] building the engine (release)" >&2
-cargo build --release --locked --quiet --bin easymo
+cargo build --release --locked --quiet --bin easymo --example fake_graph
 work=$(mktemp -d /tmp/easymo-bench-sending.XXXXXX)
 pids=()
 cleanup() {
@@ -57,7 +57,7 @@ psql -X -q "$DB" -c "
   from (select n, '2507' || lpad(n::text, 8, '0') as r from generate_series(1, $ROWS) n) s;
   analyze outbox;"
 
-PORT=$GRAPH_PORT node benches/fake-graph.js &
+PORT=$GRAPH_PORT ./target/release/examples/fake_graph &
 pids+=($!)
 sleep 0.5
 
