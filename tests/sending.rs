@@ -790,3 +790,71 @@ fn retries_back_off_exponentially_with_jitter() {
         );
     }
 }
+
+#[test]
+fn metrics_count_requests_messages_and_sends_without_phone_numbers() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| text);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    graph.script("250788001102", &[GraphAnswer::Error(400, 131047)]);
+    for n in 0..3 {
+        message(
+            &engine,
+            &format!("25078800110{n}"),
+            &format!("wamid.in.metrics.{n}"),
+            "cancel",
+        );
+    }
+    let forged = engine
+        .request("POST", "/webhooks/whatsapp")
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", "sha256=00")
+        .body(&text_delivery(
+            "250788001109",
+            "wamid.in.metrics.forged",
+            "cancel",
+        ))
+        .send();
+    assert_eq!(forged.status, 403);
+    engine.rows_when(
+        "select status from outbox",
+        Duration::from_secs(15),
+        "the replies settled",
+        |rows| rows.as_array().is_some_and(|r| r.len() == 3) && settled(rows),
+    );
+    let response = engine.request("GET", "/metrics").send();
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        response.header("content-type")
+    );
+    let text = response.text();
+    for line in [
+        r#"easymo_http_requests_total{endpoint="wa-webhook-core",status_class="2xx"} 3"#,
+        r#"easymo_http_requests_total{endpoint="wa-webhook-core",status_class="4xx"} 1"#,
+        r#"easymo_messages_total{outcome="answered",flow="cancel"} 3"#,
+        r#"easymo_sends_total{outcome="sent",code_class="none"} 2"#,
+        r#"easymo_sends_total{outcome="dead",code_class="window"} 1"#,
+        "easymo_dlq_size 1",
+        "easymo_sending_paused 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    let bucket = text.lines().find(|l| {
+        l.starts_with(
+            r#"easymo_http_request_duration_seconds_bucket{le="1.5",endpoint="wa-webhook-core"}"#,
+        )
+    });
+    assert!(
+        bucket.is_some(),
+        "1.5 s (an alert threshold) is a bucket edge:\n{text}"
+    );
+    assert!(
+        !text.contains("25078800110"),
+        "no phone number in the metrics"
+    );
+    assert!(text.ends_with("# EOF\n"));
+}

@@ -22,6 +22,7 @@ use crate::config::{Auth, Endpoint, EndpointKind, LimitKey, OnLimit};
 use crate::http_error::ApiError;
 use crate::inbound;
 use crate::logging::mask;
+use crate::metrics::{status_class, EndpointLabels, Metrics, RequestLabels};
 use crate::payments::{CallbackOutcome, SmsIntake};
 use crate::ratelimit::{ceil_secs, Key, Limiter, Verdict};
 use crate::reload::{Reloader, Snapshot};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub batcher: crate::inbound::batcher::Batcher,
     /// Connections to the MoMo API and its tokens, shared by every request.
     pub momo: crate::payments::Connection,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The id of one request: from `x-request-id` when the caller sent a sane one, else generated.
@@ -86,6 +89,19 @@ pub async fn webhook(
     };
     request.add_limit_headers(&mut response);
     let status = response.status().as_u16();
+    count_request(&state.metrics, &endpoint.name, status, started.elapsed());
+    if request
+        .limit
+        .is_some_and(|verdict| matches!(verdict, Verdict::Refused { .. }))
+    {
+        state
+            .metrics
+            .rate_limited
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.name.clone(),
+            })
+            .inc();
+    }
     let user_id = request.sender.as_deref().map(mask);
     tracing::info!(
         service = %endpoint.name,
@@ -101,6 +117,39 @@ pub async fn webhook(
         "Request completed."
     );
     response
+}
+
+fn count_request(metrics: &Metrics, endpoint: &str, status: u16, took: std::time::Duration) {
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint: endpoint.to_owned(),
+            status_class: status_class(status),
+        })
+        .inc();
+    metrics
+        .request_seconds
+        .get_or_create(&EndpointLabels {
+            endpoint: endpoint.to_owned(),
+        })
+        .observe(took.as_secs_f64());
+}
+
+/// `GET /metrics`: the Prometheus text format. The dead-letter queue's size is read at each
+/// scrape (one count over a partial index); when the database does not answer, the last
+/// figure stays.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Ok(size) = crate::store::outbox::dlq_size(&state.pool).await {
+        state.metrics.dlq_size.set(size);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// One request in flight on one endpoint.

@@ -41,6 +41,7 @@ pub mod inbound;
 pub mod limits;
 pub mod lint;
 pub mod logging;
+pub mod metrics;
 pub mod outbound;
 pub mod payments;
 pub mod query_cache;

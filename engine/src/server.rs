@@ -86,6 +86,7 @@ pub enum ServeError {
 pub fn app(state: Arc<AppState>) -> Router {
     let routes = Router::new()
         .route("/healthz", get(gateway::healthz))
+        .route("/metrics", get(gateway::metrics))
         .route("/readyz", get(gateway::readyz))
         .route("/admin/config", get(gateway::admin_config))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } })
@@ -159,12 +160,13 @@ pub async fn run(
         .ok_or(ServeError::NoDatabase)?;
     let pool = crate::store::connect(&database_url, DATABASE_CONNECTIONS).await?;
     crate::store::check_schema(&pool).await?;
+    let metrics = Arc::new(crate::metrics::Metrics::new(&snapshot.config));
     let payments = crate::payments::Wake::default();
     // The sender's statements have a pool of their own: they never wait behind webhooks for a
     // connection, nor webhooks behind them.
     let sending_pool =
         crate::store::connect_planning_each_time(&database_url, SENDING_CONNECTIONS).await?;
-    let handoff = crate::outbound::start(sending_pool, reloader.clone())
+    let handoff = crate::outbound::start(sending_pool, reloader.clone(), metrics.clone())
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
     tokio::spawn(crate::inbound::recover(
         pool.clone(),
@@ -192,13 +194,13 @@ pub async fn run(
         "Listening."
     );
 
-    spawn_reloading(&reloader, &snapshot.files, hangup);
+    spawn_reloading(&reloader, &snapshot.files, hangup, &metrics);
 
     let batcher = crate::inbound::batcher::Batcher::start(
         pool.clone(),
         MESSAGE_WORKERS,
-        payments.clone(),
-        handoff,
+        (payments.clone(), handoff),
+        metrics.clone(),
     );
     let momo = crate::payments::Connection::new()
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
@@ -208,6 +210,7 @@ pub async fn run(
         pool,
         batcher,
         momo,
+        metrics,
     });
     serve_until(listener, state, shutdown, options.drain).await
 }
@@ -228,6 +231,7 @@ fn spawn_reloading(
     reloader: &Arc<Reloader>,
     files: &[PathBuf],
     hangup: Option<tokio::signal::unix::Signal>,
+    metrics: &Arc<crate::metrics::Metrics>,
 ) {
     let (reload_tx, reload_rx) = mpsc::channel(4);
     // Without a watcher, SIGHUP still reloads: a watch failure is worth a warning, not an outage.
@@ -240,6 +244,7 @@ fn spawn_reloading(
         reload_tx,
         watcher,
         hangup,
+        metrics.clone(),
     ));
     let sweeper = reloader.clone();
     tokio::spawn(async move {
@@ -297,6 +302,7 @@ async fn reload_loop(
     resend: mpsc::Sender<()>,
     mut watcher: Option<watch::Watcher>,
     mut hangup: Option<tokio::signal::unix::Signal>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     // Held for as long as the loop runs; replaced when the set of flow files changes.
     loop {
@@ -315,6 +321,7 @@ async fn reload_loop(
         };
         match outcome {
             Outcome::Reloaded { version } => {
+                count_reload(&metrics, "ok");
                 tracing::info!(event = "config.reloaded", cause = cause, config_version = %version, "Configuration reloaded.");
                 let files = reloader.current().files.clone();
                 if files != before {
@@ -332,12 +339,22 @@ async fn reload_loop(
                 "Configuration unchanged."
             ),
             Outcome::Rejected(error) => {
+                count_reload(&metrics, "rejected");
                 tracing::error!(event = "config.reload_rejected", cause = cause, error = %error, "Reload rejected; the previous configuration keeps serving.");
                 // The same diagnostics `easymo lint` prints, for whoever is watching the logs.
                 eprintln!("{error}");
             }
         }
     }
+}
+
+fn count_reload(metrics: &crate::metrics::Metrics, result: &str) {
+    metrics
+        .reloads
+        .get_or_create(&crate::metrics::ReloadLabels {
+            result: result.to_owned(),
+        })
+        .inc();
 }
 
 /// Resolves on SIGTERM or SIGINT, saying which in the log. Both are taken over when this is

@@ -78,13 +78,19 @@ pub struct Batcher {
     queues: Vec<mpsc::Sender<Queued>>,
     payments: Wake,
     handoff: Handoff,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Batcher {
     /// Starts `workers` workers on `pool`. Each holds one connection while it runs a batch,
     /// wakes `payments` after a commit that recorded requests to pay, and hands the replies it
     /// committed to the sender through `handoff`.
-    pub fn start(pool: PgPool, workers: usize, payments: Wake, handoff: Handoff) -> Self {
+    pub fn start(
+        pool: PgPool,
+        workers: usize,
+        (payments, handoff): (Wake, Handoff),
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let queues = (0..workers.max(1))
             .map(|_| {
                 let (queue, receiver) = mpsc::channel(QUEUE);
@@ -101,6 +107,7 @@ impl Batcher {
             queues,
             payments,
             handoff,
+            metrics,
         }
     }
 
@@ -134,7 +141,15 @@ impl Batcher {
             .send(Queued { job, done })
             .await
             .map_err(|_| BatchError::Stopped)?;
-        result.await.map_err(|_| BatchError::Stopped)?
+        let handled = result.await.map_err(|_| BatchError::Stopped)??;
+        self.metrics
+            .messages
+            .get_or_create(&crate::metrics::MessageLabels {
+                outcome: handled.outcome.as_str().to_owned(),
+                flow: handled.flow.clone().unwrap_or_else(|| "none".to_owned()),
+            })
+            .inc();
+        Ok(handled)
     }
 }
 

@@ -10,44 +10,18 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use sqlx::PgPool;
 use tokio::sync::mpsc;
 
+use super::shared::{After, Ended, PauseKey, Shared, MAX_CALLS};
 use super::Queued;
 use crate::config::Sending;
-use crate::reload::Reloader;
 use crate::store::outbox as store;
-
-/// What the dispatcher and its pipeline share.
-#[derive(Debug)]
-pub struct Shared {
-    /// The database.
-    pub pool: PgPool,
-    /// The live config.
-    pub reloader: Arc<Reloader>,
-    /// Connections to the Graph API.
-    pub http: reqwest::Client,
-    /// This process's name in leases.
-    pub process: String,
-    /// How long a lease holds.
-    pub lease: Duration,
-    /// Rows held in memory, for the sweeper's backpressure.
-    pub held: Arc<AtomicUsize>,
-    /// Wakes the re-drive of dead rows when sending works again.
-    pub redrive: tokio::sync::Notify,
-    /// Calls in flight at once: each one holds a kept-alive connection.
-    pub calls: tokio::sync::Semaphore,
-}
-
-/// Calls to the Graph API in flight at once. Enough to keep a number at Meta's highest pace
-/// (1,000 a second at up to ~100 ms a call); more would only open connections.
-pub const MAX_CALLS: usize = 128;
 
 /// The longest pause between two probes.
 const LONGEST_PAUSE: Duration = Duration::from_secs(600);
@@ -56,14 +30,6 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(600);
 /// waits for at most one wave of calls before its own: both within the timeout, its lease
 /// (three timeouts, not renewed while in the pipeline) cannot run out under it.
 const MAX_IN_FLIGHT: usize = MAX_CALLS * 2;
-
-/// What is paused: a number, or every number a token sends from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) enum PauseKey {
-    Number(String),
-    /// The sending section (by endpoint), whose token failed.
-    Token(String),
-}
 
 #[derive(Debug)]
 struct Pause {
@@ -79,26 +45,6 @@ struct Pause {
 struct Held {
     row: Queued,
     not_before: Option<Instant>,
-}
-
-/// Rows whose turn ended (sent, dead, to retry, or not claimed), each with the endpoint whose
-/// `sending` it went out under.
-pub(super) type Ended = Vec<(Queued, String, After)>;
-
-/// What became of a row the dispatcher gave to the pipeline.
-#[derive(Debug)]
-pub(super) enum After {
-    /// Sent or dead: the recipient's next row may go.
-    Finished,
-    /// To be sent again after this instant; still held.
-    Retry(Instant),
-    /// Not claimed (an earlier row of the recipient is outstanding elsewhere, or the row was
-    /// taken over): forgotten here, a sweeper brings it back in order.
-    Dropped,
-    /// Accepted: a probe succeeded, so its pauses (if any) end.
-    Resumed,
-    /// The number or token must wait.
-    Paused(PauseKey, Option<String>, Duration),
 }
 
 struct Dispatcher {
@@ -266,6 +212,10 @@ impl Dispatcher {
             self.release(name);
         }
         if pauses_changed {
+            self.shared
+                .metrics
+                .sending_paused
+                .set(self.pauses.len() as i64);
             self.wake_paused();
         }
     }
@@ -299,6 +249,10 @@ impl Dispatcher {
         pause.probing = false;
         pause.token = token;
         tracing::error!(event = "sending.paused", scope = %describe(&key), retry_in_s = pause.length.as_secs(), "Sending paused: Meta refused the number or the token; a probe follows.");
+        self.shared
+            .metrics
+            .sending_paused
+            .set(self.pauses.len() as i64);
     }
 
     fn renew(&self) {
@@ -325,19 +279,7 @@ impl Dispatcher {
     /// when to look again.
     fn dispatch(&mut self) -> Option<Instant> {
         let now = Instant::now();
-        while let Some(Reverse((at, _))) = self.waiting.peek() {
-            if *at > now {
-                break;
-            }
-            if let Some(Reverse((_, name))) = self.waiting.pop() {
-                if let Some(recipient) = self.recipients.get_mut(&name) {
-                    if recipient.state == State::Waiting {
-                        recipient.state = State::Ready;
-                        self.ready.push_back(name);
-                    }
-                }
-            }
-        }
+        self.wake_due(now);
         if self.in_flight >= MAX_IN_FLIGHT {
             return self.next_wake(None);
         }
@@ -432,6 +374,23 @@ impl Dispatcher {
         }
         let more = (!self.ready.is_empty() && self.in_flight < MAX_IN_FLIGHT).then_some(now);
         self.next_wake(more)
+    }
+
+    /// Makes ready every waiting recipient whose time has come.
+    fn wake_due(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.waiting.peek() {
+            if *at > now {
+                break;
+            }
+            if let Some(Reverse((_, name))) = self.waiting.pop() {
+                if let Some(recipient) = self.recipients.get_mut(&name) {
+                    if recipient.state == State::Waiting {
+                        recipient.state = State::Ready;
+                        self.ready.push_back(name);
+                    }
+                }
+            }
+        }
     }
 
     /// The sooner of `now_if_more` and the first waiting recipient's time.

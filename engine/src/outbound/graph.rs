@@ -57,6 +57,20 @@ const PAUSE_NUMBER: &[i64] = &[131048, 368, 133010, 131031, 4, 80007];
 /// Codes about the token: expired or invalid, or a permission it lacks.
 const PAUSE_TOKEN: &[i64] = &[0, 190, 10, 3];
 
+/// Meta's error code by class, for metrics (a bounded label, unlike the code itself).
+pub fn code_class(code: Option<i64>) -> &'static str {
+    match code {
+        None => "none",
+        Some(130429) => "throughput",
+        Some(131056) => "pair_rate",
+        Some(131047) => "window",
+        Some(c) if TRANSIENT.contains(&c) => "temporary",
+        Some(c) if PAUSE_NUMBER.contains(&c) => "account",
+        Some(c) if PAUSE_TOKEN.contains(&c) || (200..300).contains(&c) => "auth",
+        Some(_) => "request",
+    }
+}
+
 /// Classifies an answer by Meta's error code first, then by what the transport said.
 pub fn classify(answer: &Answer) -> Verdict {
     if answer.wamid.is_some() {

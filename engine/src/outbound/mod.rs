@@ -24,6 +24,7 @@ pub mod dispatcher;
 pub mod dlq;
 pub mod graph;
 pub mod pipeline;
+pub mod shared;
 pub mod sweeper;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -125,7 +126,11 @@ fn process_name() -> String {
 
 /// Starts the dispatcher and the sweeper; the handoff goes to the inbound batcher. They idle
 /// while no endpoint has `sending`, and start sending when a reload adds one.
-pub fn start(pool: PgPool, reloader: Arc<Reloader>) -> Result<Handoff, reqwest::Error> {
+pub fn start(
+    pool: PgPool,
+    reloader: Arc<Reloader>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<Handoff, reqwest::Error> {
     let snapshot = reloader.current();
     let timeout = snapshot
         .config
@@ -140,7 +145,7 @@ pub fn start(pool: PgPool, reloader: Arc<Reloader>) -> Result<Handoff, reqwest::
         );
     }
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(dispatcher::MAX_CALLS)
+        .pool_max_idle_per_host(shared::MAX_CALLS)
         .build()?;
     let (rows, receiver) = mpsc::unbounded_channel();
     let held = Arc::new(AtomicUsize::new(0));
@@ -154,7 +159,7 @@ pub fn start(pool: PgPool, reloader: Arc<Reloader>) -> Result<Handoff, reqwest::
             held: held.clone(),
         })),
     };
-    let shared = dispatcher::Shared {
+    let shared = shared::Shared {
         pool,
         reloader,
         http,
@@ -162,7 +167,8 @@ pub fn start(pool: PgPool, reloader: Arc<Reloader>) -> Result<Handoff, reqwest::
         lease,
         held,
         redrive: tokio::sync::Notify::new(),
-        calls: tokio::sync::Semaphore::new(dispatcher::MAX_CALLS),
+        calls: tokio::sync::Semaphore::new(shared::MAX_CALLS),
+        metrics,
     };
     let shared = Arc::new(shared);
     tokio::spawn(sweeper::run(shared.clone(), handoff.clone()));

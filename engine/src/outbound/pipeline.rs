@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::dispatcher::{After, Ended, PauseKey, Shared};
 use super::graph::{self, Verdict};
+use super::shared::{After, Ended, PauseKey, Shared};
 use super::Queued;
 use crate::config::{DeadReason, Sending};
 use crate::logging::mask;
@@ -149,6 +149,7 @@ async fn recorder(
         {
             let (next, after) = decide(&row, &sending, &answer, now);
             log_answer(&row, &answer, &next);
+            count_send(&shared.metrics, &answer, &next);
             marks.push(Mark {
                 id: row.id,
                 next,
@@ -172,6 +173,22 @@ async fn recorder(
         }
         let _ = ended.send(rows);
     }
+}
+
+fn count_send(metrics: &crate::metrics::Metrics, answer: &graph::Answer, next: &Next) {
+    let outcome = match next {
+        Next::Sent(_) => "sent",
+        Next::Retry(_) => "retry",
+        Next::Dead(_) => "dead",
+    };
+    metrics
+        .sends
+        .get_or_create(&crate::metrics::SendLabels {
+            outcome: outcome.to_owned(),
+            code_class: graph::code_class(answer.code).to_owned(),
+        })
+        .inc();
+    metrics.send_seconds.observe(answer.latency.as_secs_f64());
 }
 
 /// Rows that expired before a call, and rows no `sending` section covers any more.

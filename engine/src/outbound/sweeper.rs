@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dispatcher::Shared;
+use super::shared::Shared;
 use super::{Handoff, Queued};
 use crate::config::Config;
 use crate::store::outbox::{self as store, Numbers};

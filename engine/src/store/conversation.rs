@@ -434,35 +434,8 @@ impl<'a> Writes<'a> {
     }
 }
 
-/// The last statement of a batch's transaction: messages with their outcomes (a one-message
-/// delivery on its message's row), replies into the outbox and sessions, in one round trip;
-/// other deliveries (repeats, mostly) in one more.
-pub async fn finish_batch(
-    tx: &mut Transaction<'_, Postgres>,
-    writes: &Writes<'_>,
-    lease: Option<(&str, std::time::Duration)>,
-) -> Result<Vec<(i64, bool)>, sqlx::Error> {
-    use sqlx::types::Json;
-    let d = &writes.deliveries;
-    let m = &writes.messages;
-    let o = &writes.outbox;
-    let s = &writes.sessions;
-    if !d.is_empty() {
-        // Repeats of recorded messages, mostly: rare enough for a statement of their own,
-        // which keeps the one below (run for every batch) from opening a table it rarely
-        // writes.
-        sqlx::query(
-            "insert into deliveries (endpoint, headers, body, processed_at)
-             select e, h, b, now() from unnest($1::text[], $2::jsonb[], $3::bytea[]) as d(e, h, b)",
-        )
-        .bind(d.iter().map(|r| r.endpoint).collect::<Vec<_>>())
-        .bind(d.iter().map(|r| Json(r.headers)).collect::<Vec<_>>())
-        .bind(d.iter().map(|r| r.body).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
-    }
-    sqlx::query(
-        "with m as (
+/// The batch's write: see [`finish_batch`].
+const FINISH_BATCH_SQL: &str = "with m as (
              insert into inbound_messages (provider_message_id, delivery_id, endpoint, headers,
                  body, contact_id, kind, payload, sent_at, outcome, flow)
              select id, d, e, h, b, c, k, p, to_timestamp(t), o, f
@@ -502,40 +475,92 @@ pub async fn finish_batch(
                  awaiting_kind = excluded.awaiting_kind, context = excluded.context,
                  expires_at = excluded.expires_at, updated_at = now()
          )
-         select id, id in (select outbox_id from a) from o order by id",
-    )
-    .bind(m.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind(m.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
-    .bind(m.iter().map(|r| r.delivery.map(|d| d.endpoint)).collect::<Vec<_>>())
-    .bind(m.iter().map(|r| r.delivery.map(|d| Json(d.headers))).collect::<Vec<_>>())
-    .bind(m.iter().map(|r| r.delivery.map(|d| d.body)).collect::<Vec<_>>())
-    .bind(m.iter().map(|r| r.contact_id).collect::<Vec<_>>())
-    .bind(m.iter().map(|r| r.kind).collect::<Vec<_>>())
-    .bind(m.iter().map(|r| r.payload.map(Json)).collect::<Vec<_>>())
-    .bind(m.iter().map(|r| r.sent_at.map(|t| t as f64)).collect::<Vec<_>>())
-    .bind(m.iter().map(|r| r.outcome).collect::<Vec<_>>())
-    .bind(m.iter().map(|r| r.flow).collect::<Vec<_>>())
-    .bind(o.iter().map(|r| r.contact_id).collect::<Vec<_>>())
-    .bind(o.iter().map(|r| r.recipient).collect::<Vec<_>>())
-    .bind(o.iter().map(|r| r.phone_number_id).collect::<Vec<_>>())
-    .bind(o.iter().map(|r| r.template).collect::<Vec<_>>())
-    .bind(o.iter().map(|r| Json(r.body)).collect::<Vec<_>>())
-    .bind(o.iter().map(|r| r.inbound_id).collect::<Vec<_>>())
-    .bind(s.iter().map(|r| r.0).collect::<Vec<_>>())
-    .bind(s.iter().map(|r| r.1.awaiting_flow.as_deref()).collect::<Vec<_>>())
-    .bind(s.iter().map(|r| r.1.awaiting_kind.as_deref()).collect::<Vec<_>>())
-    .bind(s.iter().map(|r| Json(&r.1.context)).collect::<Vec<_>>())
-    .bind(s.iter().map(|r| r.2 as f64).collect::<Vec<_>>())
-    .bind(lease.map(|(process, _)| process))
-    .bind(lease.map_or(0.0, |(_, lease)| lease.as_secs_f64()))
-    .bind(
-        o.iter()
-            .map(|r| r.leased && lease.is_some())
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<bool, _>(1)?)))
-    .collect()
+         select id, id in (select outbox_id from a) from o order by id";
+
+/// The last statement of a batch's transaction: messages with their outcomes (a one-message
+/// delivery on its message's row), replies into the outbox and sessions, in one round trip;
+/// other deliveries (repeats, mostly) in one more.
+pub async fn finish_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    writes: &Writes<'_>,
+    lease: Option<(&str, std::time::Duration)>,
+) -> Result<Vec<(i64, bool)>, sqlx::Error> {
+    use sqlx::types::Json;
+    let d = &writes.deliveries;
+    let m = &writes.messages;
+    let o = &writes.outbox;
+    let s = &writes.sessions;
+    if !d.is_empty() {
+        // Repeats of recorded messages, mostly: rare enough for a statement of their own,
+        // which keeps the one below (run for every batch) from opening a table it rarely
+        // writes.
+        sqlx::query(
+            "insert into deliveries (endpoint, headers, body, processed_at)
+             select e, h, b, now() from unnest($1::text[], $2::jsonb[], $3::bytea[]) as d(e, h, b)",
+        )
+        .bind(d.iter().map(|r| r.endpoint).collect::<Vec<_>>())
+        .bind(d.iter().map(|r| Json(r.headers)).collect::<Vec<_>>())
+        .bind(d.iter().map(|r| r.body).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query(FINISH_BATCH_SQL)
+        .bind(m.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(m.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
+        .bind(
+            m.iter()
+                .map(|r| r.delivery.map(|d| d.endpoint))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            m.iter()
+                .map(|r| r.delivery.map(|d| Json(d.headers)))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            m.iter()
+                .map(|r| r.delivery.map(|d| d.body))
+                .collect::<Vec<_>>(),
+        )
+        .bind(m.iter().map(|r| r.contact_id).collect::<Vec<_>>())
+        .bind(m.iter().map(|r| r.kind).collect::<Vec<_>>())
+        .bind(m.iter().map(|r| r.payload.map(Json)).collect::<Vec<_>>())
+        .bind(
+            m.iter()
+                .map(|r| r.sent_at.map(|t| t as f64))
+                .collect::<Vec<_>>(),
+        )
+        .bind(m.iter().map(|r| r.outcome).collect::<Vec<_>>())
+        .bind(m.iter().map(|r| r.flow).collect::<Vec<_>>())
+        .bind(o.iter().map(|r| r.contact_id).collect::<Vec<_>>())
+        .bind(o.iter().map(|r| r.recipient).collect::<Vec<_>>())
+        .bind(o.iter().map(|r| r.phone_number_id).collect::<Vec<_>>())
+        .bind(o.iter().map(|r| r.template).collect::<Vec<_>>())
+        .bind(o.iter().map(|r| Json(r.body)).collect::<Vec<_>>())
+        .bind(o.iter().map(|r| r.inbound_id).collect::<Vec<_>>())
+        .bind(s.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(
+            s.iter()
+                .map(|r| r.1.awaiting_flow.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            s.iter()
+                .map(|r| r.1.awaiting_kind.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(s.iter().map(|r| Json(&r.1.context)).collect::<Vec<_>>())
+        .bind(s.iter().map(|r| r.2 as f64).collect::<Vec<_>>())
+        .bind(lease.map(|(process, _)| process))
+        .bind(lease.map_or(0.0, |(_, lease)| lease.as_secs_f64()))
+        .bind(
+            o.iter()
+                .map(|r| r.leased && lease.is_some())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<bool, _>(1)?)))
+        .collect()
 }

@@ -1,0 +1,281 @@
+//! The figures `GET /metrics` exposes, in the Prometheus text format (prometheus-client).
+//!
+//! Owns: metric names (`easymo_*`, base units, counters ending `_total`), their labels (bounded
+//! sets only: endpoint, status class, flow, outcome, reason, Meta code class; never a phone
+//! number or a message id), and the latency buckets, whose edges include every latency
+//! threshold the alert rules use so that those are exact. Must not decide anything: the
+//! modules that know what happened count it here.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use easymo_dsl::ast::Unit;
+
+use crate::config::Config;
+
+/// Latency bucket edges, in seconds, before the alert rules' own thresholds are added.
+const LATENCY_EDGES: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A request's endpoint and the class of its answer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Endpoint name, or `none` for a path no endpoint serves.
+    pub endpoint: String,
+    /// `2xx`, `4xx`, `5xx`, ...
+    pub status_class: &'static str,
+}
+
+/// The class of an HTTP status: `2xx`, `4xx`, `5xx`, ...
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        0..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// One endpoint.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// Endpoint name.
+    pub endpoint: String,
+}
+
+/// A message's outcome and the flow it reached.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    /// `answered`, `failed`, `duplicate`, ...
+    pub outcome: String,
+    /// The flow it was routed to, or `none`.
+    pub flow: String,
+}
+
+/// What one call to the Graph API came to.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SendLabels {
+    /// `sent`, `retry`, `dead`.
+    pub outcome: String,
+    /// Meta's error code by class: `none`, `throughput`, `pair_rate`, `window`, `auth`,
+    /// `account`, `request`, `other`.
+    pub code_class: String,
+}
+
+/// A reload's result.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `rejected`.
+    pub result: String,
+}
+
+/// Every metric of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by endpoint and status class.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency by endpoint.
+    pub request_seconds: Family<EndpointLabels, Histogram, Buckets>,
+    /// Requests refused or dropped by a rate limit, by endpoint (also counted in `requests`).
+    pub rate_limited: Family<EndpointLabels, Counter>,
+    /// WhatsApp messages by outcome and flow.
+    pub messages: Family<MessageLabels, Counter>,
+    /// Calls to the Graph API by outcome and code class.
+    pub sends: Family<SendLabels, Counter>,
+    /// Duration of calls to the Graph API.
+    pub send_seconds: Histogram,
+    /// Dead outbox rows not discarded or re-driven.
+    pub dlq_size: Gauge,
+    /// Numbers and tokens whose sending is paused.
+    pub sending_paused: Gauge,
+    /// Config reloads by result.
+    pub reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Metrics {
+    /// The metrics, with latency buckets that include every latency threshold of `config`'s
+    /// alert rules.
+    pub fn new(config: &Config) -> Self {
+        let mut registry = Registry::with_prefix("easymo");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by endpoint and status class",
+            requests.clone(),
+        );
+        let edges = latency_edges(config);
+        let request_seconds = Family::new_with_constructor(Buckets(edges.into()));
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its answer, by endpoint",
+            request_seconds.clone(),
+        );
+        let rate_limited = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "http_rate_limited",
+            "Requests over a rate limit (refused or dropped), by endpoint; not errors",
+            rate_limited.clone(),
+        );
+        let messages = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "messages",
+            "WhatsApp messages by outcome and flow",
+            messages.clone(),
+        );
+        let sends = Family::<SendLabels, Counter>::default();
+        registry.register(
+            "sends",
+            "Calls to the WhatsApp Cloud API by outcome and Meta error code class",
+            sends.clone(),
+        );
+        let send_seconds = Histogram::new(LATENCY_EDGES.iter().copied());
+        registry.register(
+            "send_duration_seconds",
+            "Duration of calls to the WhatsApp Cloud API",
+            send_seconds.clone(),
+        );
+        let dlq_size = Gauge::default();
+        registry.register(
+            "dlq_size",
+            "Dead outbox rows not discarded or re-driven",
+            dlq_size.clone(),
+        );
+        let sending_paused = Gauge::default();
+        registry.register(
+            "sending_paused",
+            "Numbers and tokens whose sending is paused",
+            sending_paused.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads by result",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            rate_limited,
+            messages,
+            sends,
+            send_seconds,
+            dlq_size,
+            sending_paused,
+            reloads,
+        }
+    }
+
+    /// The text `/metrics` answers.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Histogram bucket edges shared by every endpoint's latency histogram.
+#[derive(Debug, Clone)]
+pub struct Buckets(std::sync::Arc<[f64]>);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+/// The default edges plus every latency threshold of the alert rules, in seconds, sorted.
+pub fn latency_edges(config: &Config) -> Vec<f64> {
+    let mut edges: Vec<f64> = LATENCY_EDGES.to_vec();
+    for rule in &config.alerts {
+        let condition = &rule.condition;
+        if !condition.metric.node.ends_with("_latency") {
+            continue;
+        }
+        let value = condition.threshold.node;
+        let seconds = match condition.unit.as_ref().map(|u| u.node) {
+            Some(Unit::Seconds) => value,
+            Some(Unit::Minutes) => value * 60.0,
+            Some(Unit::Hours) => value * 3600.0,
+            // Milliseconds, written or implied.
+            _ => value / 1000.0,
+        };
+        if seconds.is_finite() && seconds > 0.0 && !edges.iter().any(|e| (e - seconds).abs() < 1e-9)
+        {
+            edges.push(seconds);
+        }
+    }
+    edges.sort_by(f64::total_cmp);
+    edges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_latency_thresholds_are_bucket_edges() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../routes.yaml"))
+            .unwrap_or_default();
+        assert!(text.contains("p95_latency > 1500ms") && text.contains("p95_latency > 3000ms"));
+        let loaded = crate::config::load(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../routes.yaml")),
+            &crate::config::EnvPolicy::Unchecked,
+        )
+        .ok()
+        .and_then(|loaded| loaded.config);
+        let Some(config) = loaded else {
+            panic!("the shipped routes.yaml loads");
+        };
+        let edges = latency_edges(&config);
+        assert!(edges.contains(&1.5) && edges.contains(&3.0), "{edges:?}");
+        assert!(edges.windows(2).all(|w| w[0] < w[1]), "{edges:?}");
+    }
+
+    #[test]
+    fn metrics_render_in_the_text_format_with_bounded_labels() {
+        let config_path =
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../routes.yaml"));
+        let Some(config) = crate::config::load(config_path, &crate::config::EnvPolicy::Unchecked)
+            .ok()
+            .and_then(|loaded| loaded.config)
+        else {
+            panic!("the shipped routes.yaml loads");
+        };
+        let metrics = Metrics::new(&config);
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                endpoint: "wa-webhook-core".into(),
+                status_class: status_class(200),
+            })
+            .inc();
+        metrics
+            .request_seconds
+            .get_or_create(&EndpointLabels {
+                endpoint: "wa-webhook-core".into(),
+            })
+            .observe(1.2);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"easymo_http_requests_total{endpoint="wa-webhook-core",status_class="2xx"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"easymo_http_request_duration_seconds_bucket{le="1.5",endpoint="wa-webhook-core"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE easymo_dlq_size gauge"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
