@@ -843,6 +843,25 @@ fn metrics_count_requests_messages_and_sends_without_phone_numbers() {
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
     }
+    for prefix in [
+        "easymo_config{version=\"",
+        "easymo_config_loaded_timestamp_seconds ",
+        "easymo_database_connections{state=\"idle\"} ",
+        "easymo_database_connections{state=\"in_use\"} ",
+        "easymo_send_duration_seconds_count 3",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(prefix)),
+            "no `{prefix}…` in\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("easymo_http_rate_limited_total{"),
+        "rate limits are counted only when they refuse"
+    );
+    assert!(text
+        .lines()
+        .any(|l| l == "# TYPE easymo_config_reloads counter"));
     let bucket = text.lines().find(|l| {
         l.starts_with(
             r#"easymo_http_request_duration_seconds_bucket{le="1.5",endpoint="wa-webhook-core"}"#,

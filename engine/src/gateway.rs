@@ -142,6 +142,10 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     if let Ok(size) = crate::store::outbox::dlq_size(&state.pool).await {
         state.metrics.dlq_size.set(size);
     }
+    let snapshot = state.reloader.current();
+    state
+        .metrics
+        .observe_state(&snapshot.version, snapshot.loaded_at, &state.pool);
     (
         [(
             header::CONTENT_TYPE,

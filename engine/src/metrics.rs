@@ -97,6 +97,26 @@ pub struct Metrics {
     pub sending_paused: Gauge,
     /// Config reloads by result.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// The serving config's version (a label whose only value is the current one).
+    pub config: Family<ConfigLabels, Gauge>,
+    /// When the serving config was loaded, in Unix seconds.
+    pub config_loaded: Gauge,
+    /// Database connections of the webhook pool, in use and idle.
+    pub pool: Family<PoolLabels, Gauge>,
+}
+
+/// The serving config.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigLabels {
+    /// SHA-256 of routes.yaml and the flow files, as on `/admin/config`.
+    pub version: String,
+}
+
+/// A connection state.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// `in_use` or `idle`.
+    pub state: &'static str,
 }
 
 impl Metrics {
@@ -159,8 +179,29 @@ impl Metrics {
             "Config reloads by result",
             reloads.clone(),
         );
+        let config_info = Family::<ConfigLabels, Gauge>::default();
+        registry.register(
+            "config",
+            "The serving config, by version (1 for the current one)",
+            config_info.clone(),
+        );
+        let config_loaded = Gauge::default();
+        registry.register(
+            "config_loaded_timestamp_seconds",
+            "When the serving config was loaded",
+            config_loaded.clone(),
+        );
+        let pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "database_connections",
+            "Connections of the webhook pool by state",
+            pool.clone(),
+        );
         Metrics {
             registry,
+            config: config_info,
+            config_loaded,
+            pool,
             requests,
             request_seconds,
             rate_limited,
@@ -171,6 +212,26 @@ impl Metrics {
             sending_paused,
             reloads,
         }
+    }
+
+    /// Sets the figures read at each scrape: the serving config and the pool.
+    pub fn observe_state(&self, version: &str, loaded_at: u64, pool: &sqlx::PgPool) {
+        self.config.clear();
+        self.config
+            .get_or_create(&ConfigLabels {
+                version: version.to_owned(),
+            })
+            .set(1);
+        self.config_loaded
+            .set(i64::try_from(loaded_at).unwrap_or(i64::MAX));
+        let size = i64::from(pool.size());
+        let idle = i64::try_from(pool.num_idle()).unwrap_or(0);
+        self.pool
+            .get_or_create(&PoolLabels { state: "idle" })
+            .set(idle);
+        self.pool
+            .get_or_create(&PoolLabels { state: "in_use" })
+            .set((size - idle).max(0));
     }
 
     /// The text `/metrics` answers.
