@@ -31,8 +31,9 @@ cargo build --release --locked --quiet --bin easymo --example fake_graph
 # on every request.
 work=$(mktemp -d /tmp/easymo-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/flows"
+mkdir -p "$work/flows" "$work/docs/runbooks"
 cp flows/*.flow "$work/flows/"
+cp docs/runbooks/*.md "$work/docs/runbooks/"
 python3 - "$work/routes.yaml" "$SENDING" "$GRAPH_PORT" <<'PY'
 import sys
 text = open("routes.yaml").read()

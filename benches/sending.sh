@@ -29,8 +29,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$work/flows"
+mkdir -p "$work/flows" "$work/docs/runbooks"
 cp flows/*.flow "$work/flows/"
+cp docs/runbooks/*.md "$work/docs/runbooks/"
 python3 - "$work/routes.yaml" "$GRAPH_PORT" <<'PY'
 import sys
 text = open("routes.yaml").read()

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use easymo_engine::config::{self, Auth, Config, EndpointKind, EnvPolicy, LimitKey};
 
+use crate::support::repo_path;
+
 fn shipped() -> Config {
     let loaded = config::load(
         &crate::support::repo_path("routes.yaml"),
@@ -127,6 +129,15 @@ fn alert_rules_and_channels() {
         .collect();
     assert_eq!(critical, ["error_rate", "p95_latency", "dlq_size"]);
     assert_eq!(config.alerts.len(), 6);
+    // Every rule sends on-call to a page (lint checks that it exists).
+    for rule in &config.alerts {
+        let runbook = rule.runbook.as_deref().unwrap_or_default();
+        assert!(
+            runbook.starts_with("docs/runbooks/") && repo_path(runbook).is_file(),
+            "rule `{}` has no runbook: {runbook:?}",
+            rule.name
+        );
+    }
 }
 
 #[test]

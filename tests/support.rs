@@ -118,6 +118,18 @@ impl ConfigDir {
             std::fs::copy(entry.path(), dir.join("flows").join(entry.file_name()))
                 .expect("copy flow");
         }
+        // The alert rules' runbooks, which lint checks routes.yaml's neighbours for.
+        std::fs::create_dir_all(dir.join("docs/runbooks")).expect("scratch dir");
+        for entry in std::fs::read_dir(repo_path("docs/runbooks"))
+            .expect("runbooks")
+            .flatten()
+        {
+            std::fs::copy(
+                entry.path(),
+                dir.join("docs/runbooks").join(entry.file_name()),
+            )
+            .expect("copy runbook");
+        }
         let config = ConfigDir { dir };
         let shipped = std::fs::read_to_string(repo_path("routes.yaml")).expect("routes.yaml");
         config.write(&edit(&shipped.replace(

@@ -55,6 +55,8 @@ pub const UNKNOWN_METRIC: Code = "E141";
 pub const WRONG_UNIT: Code = "E142";
 /// An alert that names an undeclared channel.
 pub const UNKNOWN_CHANNEL: Code = "E143";
+/// An alert rule's runbook file does not exist.
+pub const MISSING_RUNBOOK: Code = "E144";
 /// Template text over a WhatsApp length limit.
 pub const TEXT_TOO_LONG: Code = "E150";
 /// Too many list rows, sections or buttons.

@@ -261,6 +261,8 @@ pub struct AlertRule {
     pub severity: AlertSeverity,
     /// Channel names.
     pub channels: Vec<String>,
+    /// The runbook's path, relative to routes.yaml (checked to exist).
+    pub runbook: Option<String>,
 }
 
 /// The outcome of loading: every diagnostic, the texts they point into, and the config when

@@ -537,6 +537,10 @@ pub struct AlertRule {
     pub severity: AlertSeverity,
     /// Channel names.
     pub notify: Vec<String>,
+    /// The page on-call reads first, relative to routes.yaml, e.g.
+    /// `docs/runbooks/error-rate-critical.md`; its link goes out with every notification.
+    #[serde(default)]
+    pub runbook: Option<String>,
 }
 
 /// Alert urgency.

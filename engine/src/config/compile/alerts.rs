@@ -1,6 +1,7 @@
 //! `alerts:`: channels and rules, with the metrics and units a rule may use.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path as FsPath;
 
 use easymo_dsl::ast::Condition;
 use easymo_dsl::diagnostic::did_you_mean;
@@ -12,7 +13,7 @@ use super::context::Cx;
 use super::items;
 use crate::config::raw;
 use crate::config::yaml::{deserialize_at, Path};
-use crate::config::{AlertRule, Channel};
+use crate::config::{AlertRule, Channel, FileSource};
 
 /// Metrics alert rules can watch, with the units their thresholds take.
 const METRICS: &[(&str, MetricUnit)] = &[
@@ -101,6 +102,7 @@ pub(super) fn alerts_section(cx: &mut Cx<'_>, value: Option<Value>) -> RawAlerts
 pub(super) fn compile_alerts(
     cx: &mut Cx<'_>,
     raw: RawAlerts,
+    (base_dir, files): (&FsPath, &dyn FileSource),
 ) -> (BTreeMap<String, Channel>, Vec<AlertRule>) {
     let path = Path::root().key("alerts");
     let channels = compile_channels(cx, &raw.channels, &path.key("channels"));
@@ -114,12 +116,27 @@ pub(super) fn compile_alerts(
     for (i, rule) in &raw.rules {
         let rp = path.key("rules").index(*i);
         check_notified(cx, rule, &rp, &declared);
+        if let Some(runbook) = &rule.runbook {
+            if files.read(&base_dir.join(runbook)).is_err() {
+                cx.error(
+                    codes::MISSING_RUNBOOK,
+                    format!("runbook `{runbook}` does not exist"),
+                    &rp.key("runbook"),
+                    "relative to routes.yaml",
+                )
+                .help = Some(
+                    "write the page on-call reads first: what the alert means, the first commands to run, how to resolve it"
+                        .to_owned(),
+                );
+            }
+        }
         if let Some(condition) = compile_condition(cx, &rule.when, &rp.key("when")) {
             rules.push(AlertRule {
                 name: rule.name.clone(),
                 condition,
                 severity: rule.severity,
                 channels: rule.notify.clone(),
+                runbook: rule.runbook.clone(),
             });
         }
     }

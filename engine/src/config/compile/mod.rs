@@ -39,6 +39,7 @@ use flows::{check_flows, check_reachability, load_flows};
 use server::{compile_momo, compile_server};
 use templates::{check_runtime_templates, check_templates, templates_section};
 
+#[derive(Clone, Copy)]
 pub(super) struct Input<'a> {
     pub file: FileId,
     pub text: &'a str,
@@ -119,7 +120,7 @@ pub(super) fn compile(
     let flows = check_flows(&mut cx, flows, &context, sources);
     let endpoints = compile_endpoints(&mut cx, &endpoints, &flows, incomplete_flows, &context);
     check_runtime_templates(&mut cx, &endpoints, &context);
-    let (channels, alerts) = compile_alerts(&mut cx, alerts);
+    let (channels, alerts) = compile_alerts(&mut cx, alerts, (input.base_dir, input.files));
     // A flow file or endpoint that failed to load hides references: do not guess.
     if !incomplete_flows && !incomplete_endpoints {
         check_reachability(&mut cx, &endpoints, &flows);
