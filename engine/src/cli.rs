@@ -355,14 +355,8 @@ fn migrate(database_url: Option<String>, create: bool) -> anyhow::Result<u8> {
 }
 
 fn seed(database_url: Option<String>) -> anyhow::Result<u8> {
-    let url = database_url_or_env(database_url)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let pool = crate::store::connect(&url, 2)
-            .await
-            .context("connecting to Postgres")?;
-        crate::store::check_schema(&pool).await?;
-        let loaded = crate::store::seed_demo(&pool)
+    on_current_database(database_url, async |pool| {
+        let loaded = crate::store::seed_demo(pool)
             .await
             .context("loading the demo data")?;
         eprintln!(
@@ -407,14 +401,8 @@ fn simulate(
     let Some(config) = load_or_report(path)? else {
         return Ok(1);
     };
-    let url = database_url_or_env(database_url)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let printed = runtime.block_on(async {
-        let pool = crate::store::connect(&url, 2)
-            .await
-            .context("connecting to Postgres")?;
-        crate::store::check_schema(&pool).await?;
-        anyhow::Ok(crate::simulate::run(&pool, &config, from, name, input).await?)
+    let printed = on_current_database(database_url, async |pool| {
+        anyhow::Ok(crate::simulate::run(pool, &config, from, name, input).await?)
     })?;
     write_out(&printed);
     Ok(0)
@@ -443,19 +431,13 @@ fn dlq(
         OutputFormat::Text => Output::Text,
         OutputFormat::Json => Output::Json,
     };
-    let url = database_url_or_env(database_url)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let pool = crate::store::connect(&url, 2)
-            .await
-            .context("connecting to Postgres")?;
-        crate::store::check_schema(&pool).await?;
+    on_current_database(database_url, async |pool| {
         let printed = match command {
             DlqCommand::List { filter } => {
-                let filter = dead_filter(&pool, Vec::new(), &filter).await?;
-                dlq::list(&pool, &filter, output).await?
+                let filter = dead_filter(pool, Vec::new(), &filter).await?;
+                dlq::list(pool, &filter, output).await?
             }
-            DlqCommand::Show { id } => match dlq::show(&pool, id, output).await? {
+            DlqCommand::Show { id } => match dlq::show(pool, id, output).await? {
                 Some(text) => text,
                 None => {
                     eprintln!("error: no outbox row {id}");
@@ -463,16 +445,16 @@ fn dlq(
                 }
             },
             DlqCommand::Retry { rows } => {
-                let filter = chosen_rows(&pool, &rows, "retry").await?;
-                let ids = crate::store::outbox::requeue(&pool, &filter, rows.dry_run).await?;
+                let filter = chosen_rows(pool, &rows, "retry").await?;
+                let ids = crate::store::outbox::requeue(pool, &filter, rows.dry_run).await?;
                 dlq::acted("re-queued", &ids, rows.dry_run, output)
             }
             DlqCommand::Discard { rows } => {
-                let filter = chosen_rows(&pool, &rows, "discard").await?;
-                let ids = crate::store::outbox::discard(&pool, &filter, rows.dry_run).await?;
+                let filter = chosen_rows(pool, &rows, "discard").await?;
+                let ids = crate::store::outbox::discard(pool, &filter, rows.dry_run).await?;
                 dlq::acted("discarded", &ids, rows.dry_run, output)
             }
-            DlqCommand::Stats => dlq::stats(&pool, output).await?,
+            DlqCommand::Stats => dlq::stats(pool, output).await?,
         };
         write_out(&printed);
         anyhow::Ok(0)
@@ -530,6 +512,23 @@ async fn dead_filter(
         code: args.code,
         since,
         recipient: args.recipient.clone(),
+    })
+}
+
+/// Runs `work` on the database of `--database-url` (or `$DATABASE_URL`), once its schema is
+/// known to be current.
+fn on_current_database<T>(
+    database_url: Option<String>,
+    work: impl AsyncFnOnce(&sqlx::PgPool) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let url = database_url_or_env(database_url)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let pool = crate::store::connect(&url, 2)
+            .await
+            .context("connecting to Postgres")?;
+        crate::store::check_schema(&pool).await?;
+        work(&pool).await
     })
 }
 
