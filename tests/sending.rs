@@ -302,13 +302,14 @@ fn status_webhooks_move_sent_rows_and_a_failed_one_makes_it_dead() {
     let engine = Engine::start(&config, "127.0.0.1:0");
     message(&engine, "250788000501", "wamid.in.status.1", "cancel");
     message(&engine, "250788000502", "wamid.in.status.2", "cancel");
+    message(&engine, "250788000503", "wamid.in.status.3", "cancel");
     let rows = engine.rows_when(
         "select recipient, provider_message_id from outbox order by recipient",
         Duration::from_secs(20),
-        "both sent",
+        "all three sent",
         |rows| {
             rows.as_array().is_some_and(|r| {
-                r.len() == 2 && r.iter().all(|r| r["provider_message_id"].is_string())
+                r.len() == 3 && r.iter().all(|r| r["provider_message_id"].is_string())
             })
         },
     );
@@ -341,14 +342,28 @@ fn status_webhooks_move_sent_rows_and_a_failed_one_makes_it_dead() {
         serde_json::json!([{"code": 131047, "title": "Re-engagement message"}]),
     );
     assert_eq!(engine.whatsapp(&failed).status, 200);
+    // A failed status whose code is not a number still makes the row dead, without a code.
+    let odd = status(
+        &rows[2]["provider_message_id"],
+        "250788000503",
+        "failed",
+        serde_json::json!([{"code": "x-not-a-number", "title": "?"}]),
+    );
+    assert_eq!(engine.whatsapp(&odd).status, 200);
     let rows = engine.rows_when(
         "select recipient, status, dead_reason, error_code from outbox order by recipient",
         Duration::from_secs(10),
         "the statuses applied",
-        |rows| rows[0]["status"] == "delivered" && rows[1]["status"] == "dead",
+        |rows| {
+            rows[0]["status"] == "delivered"
+                && rows[1]["status"] == "dead"
+                && rows[2]["status"] == "dead"
+        },
     );
     assert_eq!(rows[1]["dead_reason"], "failed", "{rows}");
     assert_eq!(rows[1]["error_code"], 131047, "{rows}");
+    assert_eq!(rows[2]["dead_reason"], "failed", "{rows}");
+    assert!(rows[2]["error_code"].is_null(), "{rows}");
 }
 
 /// `easymo dlq …` against the engine's database, with times, processes and latencies masked

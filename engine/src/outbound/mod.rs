@@ -81,11 +81,20 @@ impl Handoff {
         Self::default()
     }
 
-    /// The lease rows are written with: this process's name and how long it holds them.
+    /// The lease rows are written with: this process's name and how long it holds them; none
+    /// once the dispatcher has stopped (rows are then left for any sweeper).
     pub fn lease(&self) -> Option<(&str, Duration)> {
         self.inner
             .as_ref()
+            .filter(|inner| !inner.rows.is_closed())
             .map(|inner| (inner.process.as_str(), inner.lease))
+    }
+
+    /// True when the dispatcher has stopped: rows handed over would never be sent here.
+    pub fn is_closed(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|inner| inner.rows.is_closed())
     }
 
     /// Hands committed rows to the dispatcher.

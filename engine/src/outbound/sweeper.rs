@@ -46,6 +46,15 @@ pub async fn run(shared: Arc<Shared>, handoff: Handoff) {
             }
         }
         full = false;
+        if handoff.is_closed() {
+            // Taking rows for a dispatcher that is gone would hold them here for ever; left
+            // alone, their leases run out and another process sends them.
+            tracing::error!(
+                event = "sending.stopped",
+                "The dispatcher stopped: this process no longer sends or sweeps."
+            );
+            return;
+        }
         let snapshot = shared.reloader.current();
         let Some(numbers) = numbers(&snapshot.config) else {
             continue;

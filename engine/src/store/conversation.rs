@@ -144,7 +144,10 @@ pub async fn record_status(
              status = case when $2 = 'failed' then 'dead' else $2 end,
              dead_reason = case when $2 = 'failed' then 'failed' else dead_reason end,
              error_code = case when $2 = 'failed'
-                 then ($5::jsonb -> 'errors' -> 0 ->> 'code')::int else error_code end,
+                 then (case when jsonb_typeof($5::jsonb #> '{errors,0,code}') = 'number'
+                     and abs(($5::jsonb #>> '{errors,0,code}')::numeric) < 2147483648
+                     then ($5::jsonb #>> '{errors,0,code}')::numeric::int end)
+                 else error_code end,
              last_error = case when $2 = 'failed' then $5::jsonb ->> 'errors' else last_error end
          where provider_message_id = $1
            and array_position(array['pending','sending','sent','delivered','read'], status)

@@ -192,7 +192,9 @@ pub async fn mark(
                  bool_or(s.status = 'failed') as failed,
                  bool_or(s.status = 'read') as read,
                  bool_or(s.status = 'delivered') as delivered,
-                 (array_agg((s.payload -> 'errors' -> 0 ->> 'code')::int)
+                 (array_agg(case when jsonb_typeof(s.payload #> '{errors,0,code}') = 'number'
+                     and abs((s.payload #>> '{errors,0,code}')::numeric) < 2147483648
+                     then (s.payload #>> '{errors,0,code}')::numeric::int end)
                      filter (where s.status = 'failed'))[1] as failed_code
              from r join message_statuses s on s.provider_message_id = r.wamid
              group by r.id
