@@ -831,11 +831,22 @@ fn metrics_count_requests_messages_and_sends_without_phone_numbers() {
         ))
         .send();
     assert_eq!(forged.status, 403);
+    // One delivery holding two messages: both are counted too.
+    let now = crate::support::now_unix().to_string();
+    let two = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+    "field": "messages", "value": {"messaging_product": "whatsapp",
+    "metadata": {"display_phone_number": "250788000000", "phone_number_id": "106540352242922"},
+    "contacts": [{"profile": {"name": "A"}, "wa_id": "250788001103"}, {"profile": {"name": "B"}, "wa_id": "250788001104"}],
+    "messages": [
+        {"from": "250788001103", "id": "wamid.in.metrics.two.1", "timestamp": now, "type": "text", "text": {"body": "cancel"}},
+        {"from": "250788001104", "id": "wamid.in.metrics.two.2", "timestamp": now, "type": "text", "text": {"body": "cancel"}}
+    ]}}]}]});
+    assert_eq!(engine.whatsapp(two.to_string().as_bytes()).status, 200);
     engine.rows_when(
         "select status from outbox",
         Duration::from_secs(15),
         "the replies settled",
-        |rows| rows.as_array().is_some_and(|r| r.len() == 3) && settled(rows),
+        |rows| rows.as_array().is_some_and(|r| r.len() == 5) && settled(rows),
     );
     let response = engine.request("GET", "/metrics").send();
     assert_eq!(response.status, 200);
@@ -848,10 +859,10 @@ fn metrics_count_requests_messages_and_sends_without_phone_numbers() {
     );
     let text = response.text();
     for line in [
-        r#"easymo_http_requests_total{endpoint="wa-webhook-core",status_class="2xx"} 3"#,
+        r#"easymo_http_requests_total{endpoint="wa-webhook-core",status_class="2xx"} 4"#,
         r#"easymo_http_requests_total{endpoint="wa-webhook-core",status_class="4xx"} 1"#,
-        r#"easymo_messages_total{outcome="answered",flow="cancel"} 3"#,
-        r#"easymo_sends_total{outcome="sent",code_class="none"} 2"#,
+        r#"easymo_messages_total{outcome="answered",flow="cancel"} 5"#,
+        r#"easymo_sends_total{outcome="sent",code_class="none"} 4"#,
         r#"easymo_sends_total{outcome="dead",code_class="window"} 1"#,
         "easymo_dlq_size 1",
         "easymo_sending_paused 0",
@@ -863,7 +874,7 @@ fn metrics_count_requests_messages_and_sends_without_phone_numbers() {
         "easymo_config_loaded_timestamp_seconds ",
         "easymo_database_connections{state=\"idle\"} ",
         "easymo_database_connections{state=\"in_use\"} ",
-        "easymo_send_duration_seconds_count 3",
+        "easymo_send_duration_seconds_count 5",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(prefix)),

@@ -142,14 +142,20 @@ impl Batcher {
             .await
             .map_err(|_| BatchError::Stopped)?;
         let handled = result.await.map_err(|_| BatchError::Stopped)??;
+        self.count(handled.outcome, handled.flow.as_deref());
+        Ok(handled)
+    }
+
+    /// Counts one message's outcome in the metrics (for messages processed outside the
+    /// batch workers too: several in one delivery, or recovered at start).
+    pub fn count(&self, outcome: process::MessageOutcome, flow: Option<&str>) {
         self.metrics
             .messages
             .get_or_create(&crate::metrics::MessageLabels {
-                outcome: handled.outcome.as_str().to_owned(),
-                flow: handled.flow.clone().unwrap_or_else(|| "none".to_owned()),
+                outcome: outcome.as_str().to_owned(),
+                flow: flow.unwrap_or("none").to_owned(),
             })
             .inc();
-        Ok(handled)
     }
 }
 

@@ -171,6 +171,9 @@ pub async fn accept(
     .await
     {
         Ok(summary) => {
+            for (outcome, flow) in &summary.outcomes {
+                batcher.count(*outcome, flow.as_deref());
+            }
             if summary.payments_requested > 0 {
                 batcher.payments().requests_committed();
             }

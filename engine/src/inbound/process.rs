@@ -67,6 +67,8 @@ pub struct Summary {
     pub statuses: usize,
     /// Requests to pay its flows recorded, to be sent now that they are committed.
     pub payments_requested: usize,
+    /// Each message's outcome and flow, in order, for the metrics.
+    pub outcomes: Vec<(MessageOutcome, Option<String>)>,
 }
 
 /// What became of one inbound message, as `inbound_messages.outcome` records it.
@@ -451,8 +453,9 @@ pub async fn delivery(
             summary.messages += 1;
         }
         if summary.routed_to.is_none() {
-            summary.routed_to = handled.flow;
+            summary.routed_to = handled.flow.clone();
         }
+        summary.outcomes.push((handled.outcome, handled.flow));
     }
     Ok(summary)
 }
