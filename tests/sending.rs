@@ -875,6 +875,9 @@ fn metrics_count_requests_messages_and_sends_without_phone_numbers() {
         "easymo_database_connections{state=\"idle\"} ",
         "easymo_database_connections{state=\"in_use\"} ",
         "easymo_send_duration_seconds_count 5",
+        // Three one-message deliveries, one after the other: three batches of one.
+        "easymo_batch_size_messages_count 3",
+        "easymo_batch_size_messages_sum 3",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(prefix)),

@@ -85,8 +85,10 @@ pub struct Metrics {
     pub request_seconds: Family<EndpointLabels, Histogram, Buckets>,
     /// Requests refused or dropped by a rate limit, by endpoint (also counted in `requests`).
     pub rate_limited: Family<EndpointLabels, Counter>,
-    /// WhatsApp messages by outcome and flow.
+    /// WhatsApp messages by outcome and flow (`outcome="failed"`: the flow failed).
     pub messages: Family<MessageLabels, Counter>,
+    /// Messages per batch transaction (one-message deliveries joined by the batcher).
+    pub batch_size: Histogram,
     /// Calls to the Graph API by outcome and code class.
     pub sends: Family<SendLabels, Counter>,
     /// Duration of calls to the Graph API.
@@ -149,6 +151,12 @@ impl Metrics {
             "WhatsApp messages by outcome and flow",
             messages.clone(),
         );
+        let batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]);
+        registry.register(
+            "batch_size_messages",
+            "Messages per batch transaction",
+            batch_size.clone(),
+        );
         let sends = Family::<SendLabels, Counter>::default();
         registry.register(
             "sends",
@@ -206,6 +214,7 @@ impl Metrics {
             request_seconds,
             rate_limited,
             messages,
+            batch_size,
             sends,
             send_seconds,
             dlq_size,

@@ -97,8 +97,8 @@ impl Batcher {
                 tokio::spawn(work(
                     pool.clone(),
                     receiver,
-                    payments.clone(),
-                    handoff.clone(),
+                    (payments.clone(), handoff.clone()),
+                    metrics.clone(),
                 ));
                 queue
             })
@@ -162,8 +162,8 @@ impl Batcher {
 async fn work(
     pool: PgPool,
     mut receiver: mpsc::Receiver<Queued>,
-    payments: Wake,
-    handoff: Handoff,
+    (payments, handoff): (Wake, Handoff),
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
@@ -178,6 +178,7 @@ async fn work(
                 Err(_) => break,
             }
         }
+        metrics.batch_size.observe(batch.len() as f64);
         if run(&pool, batch, &handoff).await {
             payments.requests_committed();
         }
