@@ -29,7 +29,7 @@ impl Cx<'_> {
         label: impl Into<String>,
     ) -> &mut Diagnostic {
         let span = self.index.key(path);
-        self.push(Diagnostic::error(code, message).at(self.file, span, label))
+        self.error_at(span, code, message, label)
     }
 
     /// An error on the value at `path`.
@@ -41,7 +41,32 @@ impl Cx<'_> {
         label: impl Into<String>,
     ) -> &mut Diagnostic {
         let span = self.index.value(path);
+        self.error_at(span, code, message, label)
+    }
+
+    fn error_at(
+        &mut self,
+        span: easymo_dsl::Span,
+        code: codes::Code,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> &mut Diagnostic {
         self.push(Diagnostic::error(code, message).at(self.file, span, label))
+    }
+
+    /// An API base URL at `path`: http(s), returned without a trailing slash.
+    pub(super) fn base_url(&mut self, text: &str, path: &Path, help: &str) -> String {
+        let base_url = text.trim_end_matches('/').to_owned();
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            self.error(
+                codes::INVALID_VALUE,
+                format!("`{text}` is not an http(s) URL"),
+                path,
+                "",
+            )
+            .help = Some(help.to_owned());
+        }
+        base_url
     }
 
     pub(super) fn push(&mut self, diagnostic: Diagnostic) -> &mut Diagnostic {

@@ -86,16 +86,11 @@ pub(super) fn compile_sending(
 /// The base URL, the API version and the number: where the requests go. Returns the base URL
 /// without a trailing slash.
 fn check_address(cx: &mut Cx<'_>, raw: &raw::Sending, at: &Path) -> String {
-    let base_url = raw.base_url.trim_end_matches('/').to_owned();
-    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-        cx.error(
-            codes::INVALID_VALUE,
-            format!("`{}` is not an http(s) URL", raw.base_url),
-            &at.key("base_url"),
-            "",
-        )
-        .help = Some("leave it out for Meta's `https://graph.facebook.com`".to_owned());
-    }
+    let base_url = cx.base_url(
+        &raw.base_url,
+        &at.key("base_url"),
+        "leave it out for Meta's `https://graph.facebook.com`",
+    );
     let version_ok = raw
         .api_version
         .strip_prefix('v')

@@ -54,16 +54,11 @@ pub(super) fn compile_server(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Se
 
 pub(super) fn compile_momo(cx: &mut Cx<'_>, momo: &raw::Momo) -> Option<Momo> {
     let path = Path::root().key("momo");
-    let base_url = momo.base_url.trim_end_matches('/').to_owned();
-    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-        cx.error(
-            codes::INVALID_VALUE,
-            format!("`{}` is not an http(s) URL", momo.base_url),
-            &path.key("base_url"),
-            "",
-        )
-        .help = Some("e.g. `https://proxy.momoapi.mtn.co.rw`".to_owned());
-    }
+    let base_url = cx.base_url(
+        &momo.base_url,
+        &path.key("base_url"),
+        "e.g. `https://proxy.momoapi.mtn.co.rw`",
+    );
     let subscription_key = cx.secret(
         &momo.subscription_key,
         &path.key("subscription_key"),
