@@ -29,3 +29,5 @@ mod api_docs;
 mod embedded;
 // Replies sent to a fake of the WhatsApp Cloud API: requests, error classes, order.
 mod sending;
+// Alert rules evaluated by engines and delivered to fakes of Slack, PagerDuty, Alertmanager.
+mod alerts;

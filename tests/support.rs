@@ -1,5 +1,7 @@
 //! Paths into the repository and a runner for the real `easymo` binary.
 
+pub mod receivers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -403,7 +405,12 @@ impl Engine {
         false
     }
 
-    /// Sends a signal to the engine.
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `KILL`) to the process.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])

@@ -233,11 +233,13 @@ pub enum BinaryOp {
     Ge,
 }
 
-/// A parsed alert condition: `metric op value[unit] [for duration]`.
+/// A parsed alert condition: `metric [on endpoint] op value[unit] [for duration]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
     /// The metric name.
     pub metric: Ident,
+    /// The endpoint it is taken on (`on NAME`); `None` for all endpoints together.
+    pub scope: Option<Ident>,
     /// The comparison.
     pub op: Spanned<CompareOp>,
     /// The threshold as written.

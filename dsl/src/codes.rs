@@ -57,6 +57,8 @@ pub const WRONG_UNIT: Code = "E142";
 pub const UNKNOWN_CHANNEL: Code = "E143";
 /// An alert rule's runbook file does not exist.
 pub const MISSING_RUNBOOK: Code = "E144";
+/// An alert taken `on` an endpoint that does not exist, or on a metric that is not per endpoint.
+pub const ALERT_SCOPE: Code = "E145";
 /// Template text over a WhatsApp length limit.
 pub const TEXT_TOO_LONG: Code = "E150";
 /// Too many list rows, sections or buttons.

@@ -105,6 +105,7 @@ fn check_nesting(text: &str) -> Result<(), SyntaxError> {
 pub fn parse_condition(text: &str) -> Result<Condition, SyntaxError> {
     let pairs = Grammar::parse(Rule::condition, text).map_err(|e| syntax_error(text, e))?;
     let mut metric = None;
+    let mut scope = None;
     let mut op = None;
     let mut threshold = None;
     let mut unit = None;
@@ -113,6 +114,7 @@ pub fn parse_condition(text: &str) -> Result<Condition, SyntaxError> {
         let span = span_of(&pair);
         match pair.as_rule() {
             Rule::metric => metric = Some(Spanned::new(pair.as_str().to_owned(), span)),
+            Rule::scope => scope = Some(Spanned::new(pair.as_str().to_owned(), span)),
             Rule::cmp_op => {
                 let parsed = match pair.as_str() {
                     ">=" => CompareOp::Ge,
@@ -147,6 +149,7 @@ pub fn parse_condition(text: &str) -> Result<Condition, SyntaxError> {
     match (metric, op, threshold) {
         (Some(metric), Some(op), Some(threshold)) => Ok(Condition {
             metric,
+            scope,
             op,
             threshold,
             unit,
@@ -154,7 +157,7 @@ pub fn parse_condition(text: &str) -> Result<Condition, SyntaxError> {
         }),
         _ => Err(SyntaxError {
             span: Span::new(0, text.len()),
-            message: "expected `metric op value[unit] [for duration]`".to_owned(),
+            message: "expected `metric [on endpoint] op value[unit] [for duration]`".to_owned(),
         }),
     }
 }
@@ -557,6 +560,7 @@ fn describe_keyword(rule: Rule) -> Option<&'static str> {
         Rule::kw_false => "`false`",
         Rule::kw_null => "`null`",
         Rule::kw_for => "`for`",
+        Rule::kw_on => "`on`",
         _ => return None,
     })
 }
@@ -616,6 +620,7 @@ fn describe(rule: Rule) -> &'static str {
         | Rule::op_gt => "an operator",
         Rule::op_is_empty | Rule::op_is_not_empty => "`is empty`",
         Rule::metric => "a metric name",
+        Rule::scope => "an endpoint name",
         Rule::cmp_op => "a comparison (>, >=, <, <=, ==, !=)",
         Rule::quantity => "a threshold such as `5%` or `1500ms`",
         Rule::unit => "a unit (%, ms, s, m, h)",

@@ -89,11 +89,17 @@ pub async fn webhook(
     };
     request.add_limit_headers(&mut response);
     let status = response.status().as_u16();
-    count_request(&state.metrics, &endpoint.name, status, started.elapsed());
-    if request
+    let limited = request
         .limit
-        .is_some_and(|verdict| matches!(verdict, Verdict::Refused { .. }))
-    {
+        .is_some_and(|verdict| matches!(verdict, Verdict::Refused { .. }));
+    count_request(
+        &state.metrics,
+        &endpoint.name,
+        status,
+        started.elapsed(),
+        limited,
+    );
+    if limited {
         state
             .metrics
             .rate_limited
@@ -119,7 +125,16 @@ pub async fn webhook(
     response
 }
 
-fn count_request(metrics: &Metrics, endpoint: &str, status: u16, took: std::time::Duration) {
+fn count_request(
+    metrics: &Metrics,
+    endpoint: &str,
+    status: u16,
+    took: std::time::Duration,
+    limited: bool,
+) {
+    metrics
+        .tally
+        .request(endpoint, status, took.as_secs_f64(), limited);
     metrics
         .requests
         .get_or_create(&RequestLabels {
@@ -141,6 +156,9 @@ fn count_request(metrics: &Metrics, endpoint: &str, status: u16, took: std::time
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     if let Ok(size) = crate::store::outbox::dlq_size(&state.pool).await {
         state.metrics.dlq_size.set(size);
+    }
+    if let Ok((successful, failed)) = crate::store::alerts::payments_settled(&state.pool).await {
+        state.metrics.observe_payments(successful, failed);
     }
     let snapshot = state.reloader.current();
     state

@@ -30,6 +30,7 @@
 //! - [`whatsapp`]: the Cloud API delivery envelope; [`logging`]: JSON log lines, masked phone
 //!   numbers.
 
+pub mod alerts;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -205,6 +205,13 @@ pub async fn run(
     let momo = crate::payments::Connection::new()
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
     crate::payments::workers::start(pool.clone(), reloader.clone(), momo.clone(), payments);
+    let alerts = crate::alerts::start(
+        pool.clone(),
+        reloader.clone(),
+        metrics.clone(),
+        crate::store::process_name(),
+    )
+    .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
     let state = Arc::new(AppState {
         reloader,
         pool,
@@ -212,7 +219,9 @@ pub async fn run(
         momo,
         metrics,
     });
-    serve_until(listener, state, shutdown, options.drain).await
+    let served = serve_until(listener, state, shutdown, options.drain).await;
+    alerts.stop().await;
+    served
 }
 
 /// SIGHUP, taken over so that it reloads instead of ending the process.

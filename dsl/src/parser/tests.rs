@@ -309,13 +309,18 @@ fn conditions_parse_with_units_and_durations() {
     assert!(c.sustained.is_none());
     let c = parse_condition("dlq_size > 100").expect("parses");
     assert!(c.unit.is_none());
+    assert!(c.scope.is_none());
+    let c = parse_condition("p99_latency on wa-webhook-core > 2s for 10m").expect("parses");
+    assert_eq!(c.metric.node, "p99_latency");
+    assert_eq!(c.scope.map(|s| s.node).as_deref(), Some("wa-webhook-core"));
+    assert_eq!(c.unit.map(|u| u.node), Some(Unit::Seconds));
 }
 
 #[test]
 fn bad_conditions_say_what_was_expected() {
     assert_eq!(
         parse_condition("error_rate 5%").expect_err("fails").message,
-        "expected a comparison (>, >=, <, <=, ==, !=), found `5`"
+        "expected `on` or a comparison (>, >=, <, <=, ==, !=), found `5`"
     );
     assert_eq!(
         parse_condition("error_rate > 5% for")
@@ -324,6 +329,12 @@ fn bad_conditions_say_what_was_expected() {
         "expected a duration such as `60s`, `5m` or `1h`, found end of file"
     );
     assert!(parse_condition("error_rate > 5 % for 5m").is_err());
+    assert_eq!(
+        parse_condition("error_rate on > 5%")
+            .expect_err("fails")
+            .message,
+        "expected an endpoint name, found `>`"
+    );
 }
 
 #[test]

@@ -58,6 +58,8 @@ pub struct Config {
     pub channels: BTreeMap<String, Channel>,
     /// Alert rules.
     pub alerts: Vec<AlertRule>,
+    /// How the rules are evaluated and repeated.
+    pub alerting: Alerting,
     /// The MoMo API account, when payments are configured.
     pub momo: Option<Momo>,
 }
@@ -246,8 +248,56 @@ impl Flows {
 pub struct Channel {
     /// Service.
     pub kind: ChannelKind,
-    /// Webhook URL (Slack) or routing key (PagerDuty).
+    /// Webhook URL (Slack, webhook) or routing key (PagerDuty).
     pub target: Secret,
+    /// PagerDuty's Events API URL, when not PagerDuty's own (a proxy, a test receiver).
+    pub events_url: Option<String>,
+}
+
+/// How alert rules are evaluated: the `alerts:` settings beside channels and rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alerting {
+    /// How often every rule is evaluated.
+    pub evaluation_interval: Duration,
+    /// The sliding window rates and percentiles are taken over.
+    pub window: Duration,
+    /// How often a firing alert is sent again.
+    pub repeat_interval: Duration,
+    /// Prefix that turns a runbook path into a link.
+    pub runbook_base_url: Option<String>,
+}
+
+impl Default for Alerting {
+    fn default() -> Self {
+        Alerting {
+            evaluation_interval: Duration::from_secs(15),
+            window: Duration::from_secs(300),
+            repeat_interval: Duration::from_secs(4 * 3600),
+            runbook_base_url: None,
+        }
+    }
+}
+
+impl AlertRule {
+    /// See [`alert_name`].
+    pub fn alert_name(&self) -> String {
+        alert_name(&self.name)
+    }
+}
+
+/// A rule's name as an alert name Prometheus accepts, the same in both engines:
+/// `error rate critical` is `ErrorRateCritical`.
+pub fn alert_name(rule_name: &str) -> String {
+    rule_name
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut chars = w.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
 }
 
 /// An alert rule.

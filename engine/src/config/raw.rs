@@ -498,6 +498,19 @@ pub struct Alerts {
     /// When alerts fire.
     #[serde(default)]
     pub rules: Vec<AlertRule>,
+    /// How often the rules are evaluated (default `15s`).
+    #[serde(default)]
+    pub evaluation_interval: Option<String>,
+    /// The sliding window rates and percentiles are taken over (default `5m`).
+    #[serde(default)]
+    pub window: Option<String>,
+    /// How often a firing alert is sent again (default `4h`, as Alertmanager's).
+    #[serde(default)]
+    pub repeat_interval: Option<String>,
+    /// Prefix that turns a rule's runbook path into a link, e.g.
+    /// `https://github.com/easymo/engine/blob/main/`; without it the path is sent.
+    #[serde(default)]
+    pub runbook_base_url: Option<String>,
 }
 
 /// An alert destination.
@@ -513,6 +526,12 @@ pub struct Channel {
     /// PagerDuty Events v2 routing key; an environment reference.
     #[serde(default)]
     pub routing_key: Option<String>,
+    /// Alertmanager-style webhook receiver URL; an environment reference.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PagerDuty Events API URL (default `https://events.pagerduty.com/v2/enqueue`).
+    #[serde(default)]
+    pub events_url: Option<String>,
 }
 
 /// Alert services.
@@ -523,6 +542,8 @@ pub enum ChannelKind {
     Slack,
     /// PagerDuty Events API v2.
     Pagerduty,
+    /// A webhook that receives the Alertmanager webhook JSON (version 4).
+    Webhook,
 }
 
 /// An alert rule.

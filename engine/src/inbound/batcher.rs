@@ -142,13 +142,15 @@ impl Batcher {
             .await
             .map_err(|_| BatchError::Stopped)?;
         let handled = result.await.map_err(|_| BatchError::Stopped)??;
-        self.count(handled.outcome, handled.flow.as_deref());
         Ok(handled)
     }
 
-    /// Counts one message's outcome in the metrics (for messages processed outside the
-    /// batch workers too: several in one delivery, or recovered at start).
-    pub fn count(&self, outcome: process::MessageOutcome, flow: Option<&str>) {
+    /// Counts one message's outcome in the metrics; a failed flow also counts against its
+    /// endpoint's error rate.
+    pub fn count(&self, endpoint: &str, outcome: process::MessageOutcome, flow: Option<&str>) {
+        if outcome == process::MessageOutcome::Failed {
+            self.metrics.tally.failed_flow(endpoint);
+        }
         self.metrics
             .messages
             .get_or_create(&crate::metrics::MessageLabels {

@@ -143,8 +143,12 @@ pub async fn accept(
                 request_id: request_id.to_owned(),
             };
             return match batcher.process(job).await {
-                Ok(handled) => Ok(handled.flow),
+                Ok(handled) => {
+                    batcher.count(&endpoint.name, handled.outcome, handled.flow.as_deref());
+                    Ok(handled.flow)
+                }
                 Err(error) => {
+                    batcher.count(&endpoint.name, process::MessageOutcome::Failed, None);
                     // The transaction (and its record) rolled back: record the delivery on its
                     // own so nothing is lost, answer 200 so Meta does not retry, process it at
                     // next start.
@@ -172,7 +176,7 @@ pub async fn accept(
     {
         Ok(summary) => {
             for (outcome, flow) in &summary.outcomes {
-                batcher.count(*outcome, flow.as_deref());
+                batcher.count(&endpoint.name, *outcome, flow.as_deref());
             }
             if summary.payments_requested > 0 {
                 batcher.payments().requests_committed();
@@ -183,6 +187,7 @@ pub async fn accept(
             Ok(summary.routed_to)
         }
         Err(error) => {
+            batcher.count(&endpoint.name, process::MessageOutcome::Failed, None);
             // Recorded, so not lost: answered 200 so Meta does not retry, retried at start.
             tracing::error!(service = %endpoint.name, event = "delivery.processing_failed", request_id = %request_id, error = %error, delivery_id, "Delivery recorded but not processed; it will be retried.");
             Ok(None)

@@ -121,18 +121,6 @@ pub fn lease_for(timeout: Duration) -> Duration {
 /// The lease's basis when the config sends from no number yet.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// This process's name in `outbox.leased_by` and the attempts table.
-fn process_name() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_default();
-    let unique = uuid::Uuid::new_v4().simple().to_string();
-    let short = unique.get(..8).unwrap_or_default();
-    if host.is_empty() {
-        format!("pid{}-{short}", std::process::id())
-    } else {
-        format!("{host}-{}-{short}", std::process::id())
-    }
-}
-
 /// Starts the dispatcher and the sweeper; the handoff goes to the inbound batcher. They idle
 /// while no endpoint has `sending`, and start sending when a reload adds one.
 pub fn start(
@@ -158,7 +146,8 @@ pub fn start(
         .build()?;
     let (rows, receiver) = mpsc::unbounded_channel();
     let held = Arc::new(AtomicUsize::new(0));
-    let process = process_name();
+    // This process's name in `outbox.leased_by` and the attempts table.
+    let process = crate::store::process_name();
     let lease = lease_for(timeout);
     let handoff = Handoff {
         inner: Some(Arc::new(HandoffInner {

@@ -6,6 +6,7 @@
 //! SQL is run by the flow runtime through [`run_flow_query`], which wraps it so that a step is
 //! one round trip whose rows come back as JSON. Must not decide what a message means.
 
+pub mod alerts;
 pub mod conversation;
 pub mod outbox;
 pub mod payments;
@@ -18,6 +19,19 @@ use std::str::FromStr as _;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// This process's name where rows say who holds or counted them (outbox leases, alert
+/// roll-ups, leases): host, pid and a random part, so a restarted process is a new one.
+pub fn process_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let short = unique.get(..8).unwrap_or_default();
+    if host.is_empty() {
+        format!("pid{}-{short}", std::process::id())
+    } else {
+        format!("{host}-{}-{short}", std::process::id())
+    }
+}
 
 /// Demo data for `easymo seed --demo`.
 const DEMO_SQL: &str = include_str!("demo.sql");

@@ -13,7 +13,7 @@ use super::context::Cx;
 use super::items;
 use crate::config::raw;
 use crate::config::yaml::{deserialize_at, Path};
-use crate::config::{AlertRule, Channel, FileSource};
+use crate::config::{alert_name, AlertRule, Alerting, Channel, FileSource};
 
 /// Metrics alert rules can watch, with the units their thresholds take.
 const METRICS: &[(&str, MetricUnit)] = &[
@@ -24,6 +24,24 @@ const METRICS: &[(&str, MetricUnit)] = &[
     ("dlq_size", MetricUnit::Count),
     ("outbox_pending", MetricUnit::Count),
     ("requests_per_minute", MetricUnit::Count),
+    ("payment_success_rate", MetricUnit::Percent),
+];
+
+/// Metrics taken per endpoint (`on NAME`); the others are figures of the whole system.
+pub const PER_ENDPOINT: &[&str] = &[
+    "error_rate",
+    "p50_latency",
+    "p95_latency",
+    "p99_latency",
+    "requests_per_minute",
+];
+
+/// Keys of `alerts:` beside `channels` and `rules`.
+const SETTINGS: &[&str] = &[
+    "evaluation_interval",
+    "window",
+    "repeat_interval",
+    "runbook_base_url",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -34,6 +52,7 @@ enum MetricUnit {
 }
 
 pub(super) struct RawAlerts {
+    settings: BTreeMap<String, Value>,
     channels: Vec<(String, raw::Channel)>,
     broken_channels: BTreeSet<String>,
     rules: Vec<(usize, raw::AlertRule)>,
@@ -42,6 +61,7 @@ pub(super) struct RawAlerts {
 pub(super) fn alerts_section(cx: &mut Cx<'_>, value: Option<Value>) -> RawAlerts {
     let path = Path::root().key("alerts");
     let mut alerts = RawAlerts {
+        settings: BTreeMap::new(),
         channels: Vec::new(),
         broken_channels: BTreeSet::new(),
         rules: Vec::new(),
@@ -64,15 +84,22 @@ pub(super) fn alerts_section(cx: &mut Cx<'_>, value: Option<Value>) -> RawAlerts
         .filter_map(|k| k.as_str().map(str::to_owned))
         .collect();
     for key in keys {
-        if key != "channels" && key != "rules" {
+        if SETTINGS.contains(&key.as_str()) {
+            if let Some(value) = map.remove(key.as_str()) {
+                alerts.settings.insert(key, value);
+            }
+        } else if key != "channels" && key != "rules" {
             let span = cx.index.key(&path.key(&key));
+            let known = ["channels", "rules"]
+                .into_iter()
+                .chain(SETTINGS.iter().copied());
             cx.out.push(
                 Diagnostic::error(
                     codes::UNKNOWN_FIELD,
                     format!("unknown field `{key}` in `alerts`"),
                 )
                 .at(cx.file, span, "")
-                .maybe_help(did_you_mean(&key, ["channels", "rules"])),
+                .maybe_help(did_you_mean(&key, known)),
             );
         }
     }
@@ -99,12 +126,22 @@ pub(super) fn alerts_section(cx: &mut Cx<'_>, value: Option<Value>) -> RawAlerts
     alerts
 }
 
+/// The compiled `alerts:` section.
+pub(super) struct Compiled {
+    pub channels: BTreeMap<String, Channel>,
+    pub rules: Vec<AlertRule>,
+    pub alerting: Alerting,
+}
+
 pub(super) fn compile_alerts(
     cx: &mut Cx<'_>,
     raw: RawAlerts,
     (base_dir, files): (&FsPath, &dyn FileSource),
-) -> (BTreeMap<String, Channel>, Vec<AlertRule>) {
+    endpoints: &[crate::config::Endpoint],
+) -> Compiled {
     let path = Path::root().key("alerts");
+    let endpoints: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+    let alerting = compile_settings(cx, &raw.settings, &path);
     let channels = compile_channels(cx, &raw.channels, &path.key("channels"));
     let declared: Vec<&str> = raw
         .channels
@@ -112,9 +149,10 @@ pub(super) fn compile_alerts(
         .map(|(n, _)| n.as_str())
         .chain(raw.broken_channels.iter().map(String::as_str))
         .collect();
-    let mut rules = Vec::new();
+    let mut rules: Vec<AlertRule> = Vec::new();
     for (i, rule) in &raw.rules {
         let rp = path.key("rules").index(*i);
+        check_name(cx, rule, &rp, &rules);
         check_notified(cx, rule, &rp, &declared);
         if let Some(runbook) = &rule.runbook {
             if files.read(&base_dir.join(runbook)).is_err() {
@@ -130,7 +168,9 @@ pub(super) fn compile_alerts(
                 );
             }
         }
-        if let Some(condition) = compile_condition(cx, &rule.when, &rp.key("when")) {
+        let condition = compile_condition(cx, &rule.when, &rp.key("when"))
+            .filter(|c| scope_fits(cx, c, (&rule.when, &rp.key("when")), &endpoints));
+        if let Some(condition) = condition {
             rules.push(AlertRule {
                 name: rule.name.clone(),
                 condition,
@@ -140,7 +180,116 @@ pub(super) fn compile_alerts(
             });
         }
     }
-    (channels, rules)
+    Compiled {
+        channels,
+        rules,
+        alerting,
+    }
+}
+
+/// `evaluation_interval`, `window`, `repeat_interval` and `runbook_base_url`, or their defaults.
+fn compile_settings(cx: &mut Cx<'_>, settings: &BTreeMap<String, Value>, path: &Path) -> Alerting {
+    let mut alerting = Alerting::default();
+    for (key, value) in settings {
+        let at = path.key(key);
+        let Some(text) = value.as_str() else {
+            cx.error(
+                codes::INVALID_VALUE,
+                format!("`{key}` must be a string"),
+                &at,
+                "",
+            );
+            continue;
+        };
+        if key == "runbook_base_url" {
+            let url = cx.base_url(text, &at, "the address runbook paths are appended to");
+            alerting.runbook_base_url = Some(url + "/");
+            continue;
+        }
+        let Some(duration) = cx.duration(text, &at) else {
+            continue;
+        };
+        match key.as_str() {
+            "evaluation_interval" => alerting.evaluation_interval = duration,
+            "window" => alerting.window = duration,
+            _ => alerting.repeat_interval = duration,
+        }
+    }
+    if alerting.window < alerting.evaluation_interval {
+        cx.error(
+            codes::INVALID_VALUE,
+            "the window is shorter than the evaluation interval",
+            &path.key("window"),
+            "rates over it would skip requests",
+        );
+    }
+    alerting
+}
+
+/// Two rules with one alert name would share state and notifications.
+fn check_name(cx: &mut Cx<'_>, rule: &raw::AlertRule, rp: &Path, before: &[AlertRule]) {
+    let name = alert_name(&rule.name);
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        cx.error(
+            codes::INVALID_VALUE,
+            format!(
+                "alert `{}` needs a name that starts with a letter",
+                rule.name
+            ),
+            &rp.key("name"),
+            "",
+        );
+    } else if let Some(other) = before.iter().find(|r| r.alert_name() == name) {
+        cx.error(
+            codes::INVALID_VALUE,
+            format!(
+                "alerts `{}` and `{}` are both `{name}`",
+                other.name, rule.name
+            ),
+            &rp.key("name"),
+            "names differing only in case or punctuation",
+        )
+        .help = Some("rename one: alert state and notifications are kept by name".to_owned());
+    }
+}
+
+/// `on NAME` names an endpoint, and only for a metric taken per endpoint.
+fn scope_fits(
+    cx: &mut Cx<'_>,
+    condition: &easymo_dsl::ast::Condition,
+    (text, when): (&str, &Path),
+    endpoints: &[&str],
+) -> bool {
+    let Some(scope) = &condition.scope else {
+        return true;
+    };
+    let span = cx.index.inside(when, scope.span, text);
+    let problem = if !PER_ENDPOINT.contains(&condition.metric.node.as_str()) {
+        Diagnostic::error(
+            codes::ALERT_SCOPE,
+            format!(
+                "`{}` is a figure of the whole system, not of one endpoint",
+                condition.metric.node
+            ),
+        )
+        .at(cx.file, span, "")
+        .help(format!(
+            "drop `on {}`; per endpoint: {}",
+            scope.node,
+            PER_ENDPOINT.join(", ")
+        ))
+    } else if !endpoints.contains(&scope.node.as_str()) {
+        Diagnostic::error(
+            codes::ALERT_SCOPE,
+            format!("no endpoint is named `{}`", scope.node),
+        )
+        .at(cx.file, span, "")
+        .maybe_help(did_you_mean(&scope.node, endpoints.iter().copied()))
+    } else {
+        return true;
+    };
+    cx.out.push(problem);
+    false
 }
 
 /// Each channel with the one credential its kind takes, resolved.
@@ -155,22 +304,32 @@ fn compile_channels(
         let (field, value) = match channel.kind {
             raw::ChannelKind::Slack => ("webhook_url", &channel.webhook_url),
             raw::ChannelKind::Pagerduty => ("routing_key", &channel.routing_key),
+            raw::ChannelKind::Webhook => ("url", &channel.url),
         };
-        let other = if field == "webhook_url" {
-            ("routing_key", &channel.routing_key)
-        } else {
-            ("webhook_url", &channel.webhook_url)
-        };
-        if other.1.is_some() {
-            cx.error(
-                codes::INVALID_VALUE,
-                format!(
-                    "`{}` does not apply to a {:?} channel",
-                    other.0, channel.kind
-                )
-                .to_lowercase(),
-                &cp.key(other.0),
-                "",
+        let fields = [
+            ("webhook_url", &channel.webhook_url),
+            ("routing_key", &channel.routing_key),
+            ("url", &channel.url),
+            ("events_url", &channel.events_url),
+        ];
+        for (other, set) in fields {
+            let applies = other == field
+                || (other == "events_url" && channel.kind == raw::ChannelKind::Pagerduty);
+            if set.is_some() && !applies {
+                cx.error(
+                    codes::INVALID_VALUE,
+                    format!("`{other}` does not apply to a {:?} channel", channel.kind)
+                        .to_lowercase(),
+                    &cp.key(other),
+                    "",
+                );
+            }
+        }
+        if let Some(url) = &channel.events_url {
+            cx.base_url(
+                url,
+                &cp.key("events_url"),
+                "PagerDuty's Events API v2 address",
             );
         }
         match value {
@@ -189,6 +348,7 @@ fn compile_channels(
                         Channel {
                             kind: channel.kind,
                             target,
+                            events_url: channel.events_url.clone(),
                         },
                     );
                 }

@@ -120,7 +120,7 @@ pub(super) fn compile(
     let flows = check_flows(&mut cx, flows, &context, sources);
     let endpoints = compile_endpoints(&mut cx, &endpoints, &flows, incomplete_flows, &context);
     check_runtime_templates(&mut cx, &endpoints, &context);
-    let (channels, alerts) = compile_alerts(&mut cx, alerts, (input.base_dir, input.files));
+    let alerts = compile_alerts(&mut cx, alerts, (input.base_dir, input.files), &endpoints);
     // A flow file or endpoint that failed to load hides references: do not guess.
     if !incomplete_flows && !incomplete_endpoints {
         check_reachability(&mut cx, &endpoints, &flows);
@@ -135,8 +135,9 @@ pub(super) fn compile(
                 .map(|(name, shape)| (name.clone(), ReplyTemplate::new(&name, shape)))
                 .collect(),
             flows,
-            channels,
-            alerts,
+            channels: alerts.channels,
+            alerts: alerts.rules,
+            alerting: alerts.alerting,
             momo,
         }),
         _ => None,

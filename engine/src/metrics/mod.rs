@@ -6,6 +6,10 @@
 //! threshold the alert rules use so that those are exact. Must not decide anything: the
 //! modules that know what happened count it here.
 
+mod tally;
+
+pub use tally::{Figures, Tally};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -105,6 +109,32 @@ pub struct Metrics {
     pub config_loaded: Gauge,
     /// Database connections of the webhook pool, in use and idle.
     pub pool: Family<PoolLabels, Gauge>,
+    /// The same requests and failures per endpoint since the last alert roll-up.
+    pub tally: Tally,
+    /// Alert notifications by channel and result (`sent`, `failed` attempt, `dropped`).
+    pub notifications: Family<NotificationLabels, Counter>,
+    /// Alert rules firing now (on the evaluating process; 0 elsewhere).
+    pub alerts_firing: Gauge,
+    /// 1 on the process that evaluates alert rules.
+    pub alerts_leader: Gauge,
+    /// Payments settled, by final status, read from the database at each scrape.
+    pub payments: Family<PaymentLabels, Counter>,
+}
+
+/// One alert channel and what became of a notice.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// The channel's name in routes.yaml.
+    pub channel: String,
+    /// `sent`, `failed` (one attempt) or `dropped` (given up or queue full).
+    pub result: &'static str,
+}
+
+/// A payment's final status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PaymentLabels {
+    /// `successful` or `failed`.
+    pub outcome: &'static str,
 }
 
 /// The serving config.
@@ -125,102 +155,126 @@ impl Metrics {
     /// The metrics, with latency buckets that include every latency threshold of `config`'s
     /// alert rules.
     pub fn new(config: &Config) -> Self {
-        let mut registry = Registry::with_prefix("easymo");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let edges = latency_edges(config);
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("easymo"),
+            requests: Family::default(),
+            tally: Tally::new(&edges),
+            request_seconds: Family::new_with_constructor(Buckets(edges.into())),
+            rate_limited: Family::default(),
+            messages: Family::default(),
+            batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            sends: Family::default(),
+            send_seconds: Histogram::new(LATENCY_EDGES.iter().copied()),
+            dlq_size: Gauge::default(),
+            sending_paused: Gauge::default(),
+            reloads: Family::default(),
+            config: Family::default(),
+            config_loaded: Gauge::default(),
+            pool: Family::default(),
+            notifications: Family::default(),
+            alerts_firing: Gauge::default(),
+            alerts_leader: Gauge::default(),
+            payments: Family::default(),
+        };
+        metrics.register_traffic();
+        metrics.register_state();
+        metrics
+    }
+
+    /// Requests, messages and sends.
+    fn register_traffic(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "http_requests",
             "HTTP requests by endpoint and status class",
-            requests.clone(),
+            self.requests.clone(),
         );
-        let edges = latency_edges(config);
-        let request_seconds = Family::new_with_constructor(Buckets(edges.into()));
-        registry.register(
+        r.register(
             "http_request_duration_seconds",
             "Time from a request's arrival to its answer, by endpoint",
-            request_seconds.clone(),
+            self.request_seconds.clone(),
         );
-        let rate_limited = Family::<EndpointLabels, Counter>::default();
-        registry.register(
+        r.register(
             "http_rate_limited",
             "Requests over a rate limit (refused or dropped), by endpoint; not errors",
-            rate_limited.clone(),
+            self.rate_limited.clone(),
         );
-        let messages = Family::<MessageLabels, Counter>::default();
-        registry.register(
+        r.register(
             "messages",
             "WhatsApp messages by outcome and flow",
-            messages.clone(),
+            self.messages.clone(),
         );
-        let batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]);
-        registry.register(
+        r.register(
             "batch_size_messages",
             "Messages per batch transaction",
-            batch_size.clone(),
+            self.batch_size.clone(),
         );
-        let sends = Family::<SendLabels, Counter>::default();
-        registry.register(
+        r.register(
             "sends",
             "Calls to the WhatsApp Cloud API by outcome and Meta error code class",
-            sends.clone(),
+            self.sends.clone(),
         );
-        let send_seconds = Histogram::new(LATENCY_EDGES.iter().copied());
-        registry.register(
+        r.register(
             "send_duration_seconds",
             "Duration of calls to the WhatsApp Cloud API",
-            send_seconds.clone(),
+            self.send_seconds.clone(),
         );
-        let dlq_size = Gauge::default();
-        registry.register(
+        r.register(
+            "payments_settled",
+            "MoMo payments settled since the database began, by final status (the same on every process: take max)",
+            self.payments.clone(),
+        );
+    }
+
+    /// Queues, config, connections and alerting.
+    fn register_state(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "dlq_size",
             "Dead outbox rows not discarded or re-driven",
-            dlq_size.clone(),
+            self.dlq_size.clone(),
         );
-        let sending_paused = Gauge::default();
-        registry.register(
+        r.register(
             "sending_paused",
             "Numbers and tokens whose sending is paused",
-            sending_paused.clone(),
+            self.sending_paused.clone(),
         );
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
+        r.register(
             "config_reloads",
             "Config reloads by result",
-            reloads.clone(),
+            self.reloads.clone(),
         );
-        let config_info = Family::<ConfigLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "config",
             "The serving config, by version (1 for the current one)",
-            config_info.clone(),
+            self.config.clone(),
         );
-        let config_loaded = Gauge::default();
-        registry.register(
+        r.register(
             "config_loaded_timestamp_seconds",
             "When the serving config was loaded",
-            config_loaded.clone(),
+            self.config_loaded.clone(),
         );
-        let pool = Family::<PoolLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "database_connections",
             "Connections of the webhook pool by state",
-            pool.clone(),
+            self.pool.clone(),
         );
-        Metrics {
-            registry,
-            config: config_info,
-            config_loaded,
-            pool,
-            requests,
-            request_seconds,
-            rate_limited,
-            messages,
-            batch_size,
-            sends,
-            send_seconds,
-            dlq_size,
-            sending_paused,
-            reloads,
-        }
+        r.register(
+            "alert_notifications",
+            "Alert notifications by channel and result",
+            self.notifications.clone(),
+        );
+        r.register(
+            "alerts_firing",
+            "Alert rules firing now, on the process that evaluates them",
+            self.alerts_firing.clone(),
+        );
+        r.register(
+            "alerts_leader",
+            "1 on the process that evaluates alert rules",
+            self.alerts_leader.clone(),
+        );
     }
 
     /// Sets the figures read at each scrape: the serving config and the pool.
@@ -241,6 +295,26 @@ impl Metrics {
         self.pool
             .get_or_create(&PoolLabels { state: "in_use" })
             .set((size - idle).max(0));
+    }
+
+    /// Counts what became of one alert notice on `channel`.
+    pub fn count_notification(&self, channel: &str, result: &'static str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                channel: channel.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Moves the settled-payment counters up to the totals read from the database (totals
+    /// only grow: settled payments are never deleted).
+    pub fn observe_payments(&self, successful: i64, failed: i64) {
+        for (outcome, total) in [("successful", successful), ("failed", failed)] {
+            let counter = self.payments.get_or_create(&PaymentLabels { outcome });
+            let total = u64::try_from(total).unwrap_or(0);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// The text `/metrics` answers.

@@ -1,0 +1,279 @@
+//! Alert rules evaluated by real engines and delivered to real HTTP fakes of Slack, PagerDuty
+//! and an Alertmanager receiver: what each receives, in order, when a rule fires and resolves;
+//! a receiver that is down; a leader that dies.
+
+use std::time::Duration;
+
+use crate::support::receivers::{FakeReceivers, Received};
+use crate::support::{exec, text_delivery, ConfigDir, Engine};
+
+/// The shipped config with its alert rules replaced by fast ones (a 1 s interval) that tell
+/// the fake receivers.
+fn config(receivers: &FakeReceivers, rules: &str) -> ConfigDir {
+    let pagerduty = receivers.url("pagerduty");
+    let rules = rules.to_owned();
+    ConfigDir::shipped(move |text| {
+        let text = crate::support::unlimited(text);
+        let Some(start) = text.find("\nalerts:\n") else {
+            panic!("the shipped routes.yaml has alerts");
+        };
+        format!(
+            "{}\nalerts:
+  evaluation_interval: 1s
+  window: 10s
+  repeat_interval: 1h
+  runbook_base_url: https://runbooks.easymo.test/engine/
+  channels:
+    slack:
+      type: slack
+      webhook_url: ${{SLACK_WEBHOOK_URL}}
+    pagerduty:
+      type: pagerduty
+      routing_key: ${{PAGERDUTY_ROUTING_KEY}}
+      events_url: {pagerduty}
+    oncall:
+      type: webhook
+      url: ${{ALERT_WEBHOOK_URL}}
+  rules:
+{rules}",
+            &text[..start]
+        )
+    })
+}
+
+fn env(receivers: &FakeReceivers) -> Vec<(&'static str, String)> {
+    let mut env: Vec<(&'static str, String)> = crate::support::engine_env()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_owned()))
+        .filter(|(k, _)| *k != "SLACK_WEBHOOK_URL")
+        .collect();
+    env.push(("SLACK_WEBHOOK_URL", receivers.url("slack")));
+    env.push(("ALERT_WEBHOOK_URL", receivers.url("alertmanager")));
+    env
+}
+
+fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+fn message(engine: &Engine, from: &str, id: &str, text: &str) {
+    let response = engine.whatsapp(&text_delivery(from, id, text));
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+/// A received body with its times replaced, so that a snapshot pins everything else.
+fn pinned(received: &Received) -> serde_json::Value {
+    let text = received.body.to_string();
+    let times = regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z").expect("regex");
+    let text = times.replace_all(&text, |c: &regex::Captures<'_>| {
+        if &c[0] == "0001-01-01T00:00:00Z" {
+            c[0].to_owned()
+        } else {
+            "[time]".to_owned()
+        }
+    });
+    serde_json::json!({ "path": received.path, "body": serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default() })
+}
+
+/// Parks one outbox row as dead, as a permanent Graph API error would.
+fn dead_letter(database_url: &str, recipient: &str) {
+    exec(
+        database_url,
+        &format!(
+            "insert into outbox (recipient, phone_number_id, template, body, status, dead_reason)
+             values ('{recipient}', '1234567890', 'menu', '{{}}', 'dead', 'permanent')"
+        ),
+    );
+}
+
+fn count(received: &[Received], path: &str, status: &str) -> usize {
+    received
+        .iter()
+        .filter(|r| r.taken && r.path == path && r.body.to_string().to_lowercase().contains(status))
+        .count()
+}
+
+#[test]
+fn failing_flows_fire_on_every_channel_and_resolve() {
+    let receivers = FakeReceivers::start();
+    let config = config(
+        &receivers,
+        "    - name: flows failing
+      when: error_rate on wa-webhook-core > 50% for 2s
+      severity: critical
+      notify: [slack, pagerduty, oncall]
+      runbook: docs/runbooks/error-rate.md
+",
+    );
+    let env = env(&receivers);
+    let engine = Engine::start_with(&config, "127.0.0.1:0", &borrowed(&env));
+    // The jobs flow's first query now fails: every "jobs" is a failed flow, answered 200.
+    exec(&engine.database_url, "drop table job_categories cascade");
+    for n in 0..4 {
+        message(
+            &engine,
+            &format!("25078810000{n}"),
+            &format!("wamid.fail.{n}"),
+            "jobs",
+        );
+    }
+    let fired = receivers.wait_until(Duration::from_secs(20), |r| {
+        ["/slack", "/pagerduty", "/alertmanager"]
+            .iter()
+            .all(|p| count(r, p, "firing") + count(r, p, "trigger") > 0)
+    });
+    assert_eq!(fired.len(), 3, "one notice per channel: {fired:#?}");
+    let states = engine.rows("select alert, state from alert_states");
+    assert_eq!(
+        states,
+        serde_json::json!([{"alert": "FlowsFailing", "state": "firing"}])
+    );
+    // Healthy traffic brings the rate under 50%: resolved, once, on every channel.
+    for n in 0..6 {
+        message(
+            &engine,
+            &format!("25078820000{n}"),
+            &format!("wamid.ok.{n}"),
+            "menu",
+        );
+    }
+    let all = receivers.wait_until(Duration::from_secs(20), |r| r.len() >= 6);
+    assert_eq!(all.len(), 6, "{all:#?}");
+    let mut by_channel: Vec<serde_json::Value> = all.iter().map(pinned).collect();
+    by_channel.sort_by_key(|v| v["path"].as_str().unwrap_or_default().to_owned());
+    let pretty = serde_json::to_string_pretty(&by_channel).unwrap_or_default();
+    insta::assert_snapshot!("alert_notifications", pretty);
+    assert_eq!(
+        engine.rows("select count(*) as n from alert_states"),
+        serde_json::json!([{"n": 0}])
+    );
+    // Nothing more: no repeat within the repeat interval, no second resolve.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(receivers.received().len(), 6);
+    let metrics = engine.request("GET", "/metrics").send().text();
+    for channel in ["slack", "pagerduty", "oncall"] {
+        let line =
+            format!("easymo_alert_notifications_total{{channel=\"{channel}\",result=\"sent\"}} 2");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    assert!(metrics.contains("easymo_alerts_leader 1"), "{metrics}");
+}
+
+#[test]
+fn a_receiver_that_is_down_is_retried_and_holds_up_nobody() {
+    let receivers = FakeReceivers::start();
+    receivers.down("slack");
+    let config = config(
+        &receivers,
+        "    - name: dead letters
+      when: dlq_size > 0
+      severity: warning
+      notify: [slack, oncall]
+      runbook: docs/runbooks/dead-letters.md
+",
+    );
+    let env = env(&receivers);
+    let engine = Engine::start_with(&config, "127.0.0.1:0", &borrowed(&env));
+    dead_letter(&engine.database_url, "250788300000");
+    // Slack refuses; the webhook receiver, behind its own queue, is told at once.
+    let received = receivers.wait_until(Duration::from_secs(15), |r| {
+        count(r, "/alertmanager", "firing") == 1
+            && r.iter().filter(|x| x.path == "/slack").count() >= 2
+    });
+    assert_eq!(
+        count(&received, "/alertmanager", "firing"),
+        1,
+        "{received:#?}"
+    );
+    assert!(
+        received
+            .iter()
+            .filter(|r| r.path == "/slack" && !r.taken)
+            .count()
+            >= 2,
+        "retried: {received:#?}"
+    );
+    // Requests are answered while Slack is down.
+    message(&engine, "250788300001", "wamid.down.1", "menu");
+    receivers.up("slack");
+    let received = receivers.wait_until(Duration::from_secs(20), |r| {
+        count(r, "/slack", "firing") == 1
+    });
+    assert_eq!(count(&received, "/slack", "firing"), 1, "{received:#?}");
+    let metrics = engine.request("GET", "/metrics").send().text();
+    assert!(
+        metrics.contains(r#"easymo_alert_notifications_total{channel="slack",result="sent"} 1"#),
+        "{metrics}"
+    );
+    let failed = regex::Regex::new(
+        r#"easymo_alert_notifications_total\{channel="slack",result="failed"\} (\d+)"#,
+    )
+    .expect("regex");
+    let failures: u64 = failed
+        .captures(&metrics)
+        .and_then(|c| c[1].parse().ok())
+        .unwrap_or(0);
+    assert!(failures >= 2, "{metrics}");
+}
+
+#[test]
+fn a_dead_leader_is_replaced_and_its_alert_is_not_sent_twice() {
+    let receivers = FakeReceivers::start();
+    let config = config(
+        &receivers,
+        "    - name: dead letters
+      when: dlq_size > 0
+      severity: critical
+      notify: [pagerduty]
+      runbook: docs/runbooks/dead-letters.md
+",
+    );
+    let env = env(&receivers);
+    let first = Engine::start_with(&config, "127.0.0.1:0", &borrowed(&env));
+    let mut shared = borrowed(&env);
+    shared.retain(|(k, _)| *k != "DATABASE_URL");
+    shared.push(("DATABASE_URL", &first.database_url));
+    let second = Engine::start_on(&config, "127.0.0.1:0", &shared);
+    dead_letter(&first.database_url, "250788400000");
+    let fired = receivers.wait_until(Duration::from_secs(15), |r| {
+        count(r, "/pagerduty", "trigger") == 1
+    });
+    assert_eq!(count(&fired, "/pagerduty", "trigger"), 1, "{fired:#?}");
+    let holder = first.rows("select holder from leases where name = 'alerts'");
+    let holder = holder[0]["holder"].as_str().unwrap_or_default().to_owned();
+    // Kill whichever evaluates, without a chance to let go of the lease.
+    let held_by = |engine: &Engine| {
+        let pid = engine.pid();
+        holder.starts_with(&format!("pid{pid}-")) || holder.contains(&format!("-{pid}-"))
+    };
+    let (leader, survivor) = if held_by(&first) {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    leader.signal("KILL");
+    drop(leader);
+    // The survivor takes over within a minute (here: the lease's 3 s), keeps the firing
+    // state, and does not page again.
+    survivor.rows_when(
+        "select holder from leases where name = 'alerts' and expires_at > now()",
+        Duration::from_secs(60),
+        "the survivor holds the lease",
+        |rows| rows[0]["holder"].as_str().is_some_and(|h| h != holder),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(count(&receivers.received(), "/pagerduty", "trigger"), 1);
+    // The new leader resolves what the old one fired, with the same dedup key.
+    exec(
+        &survivor.database_url,
+        "delete from outbox where status = 'dead'",
+    );
+    let all = receivers.wait_until(Duration::from_secs(15), |r| {
+        count(r, "/pagerduty", "resolve") == 1
+    });
+    assert_eq!(count(&all, "/pagerduty", "resolve"), 1, "{all:#?}");
+    assert_eq!(
+        all[0].body["dedup_key"],
+        all[all.len() - 1].body["dedup_key"]
+    );
+}
