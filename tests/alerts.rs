@@ -277,3 +277,101 @@ fn a_dead_leader_is_replaced_and_its_alert_is_not_sent_twice() {
         all[all.len() - 1].body["dedup_key"]
     );
 }
+
+/// The shipped rule tests, the config they test, and a scratch directory holding the export
+/// beside copies of the tests, as promtool reads them.
+fn exported_beside_tests() -> (ConfigDir, String, Vec<String>) {
+    let config = ConfigDir::shipped(|text| text.to_owned());
+    let routes = config.routes().display().to_string();
+    let exported = easymo(&[
+        "alerts",
+        "export",
+        "--format",
+        "prometheus",
+        "--config",
+        &routes,
+    ]);
+    assert_eq!(exported.status.code(), Some(0), "{exported:?}");
+    std::fs::write(config.dir.join("easymo.rules.yml"), &exported.stdout).expect("write rules");
+    let mut tests = Vec::new();
+    for entry in std::fs::read_dir(crate::support::repo_path("tests/alerts"))
+        .expect("tests/alerts")
+        .flatten()
+    {
+        std::fs::copy(entry.path(), config.dir.join(entry.file_name())).expect("copy test file");
+        tests.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    tests.sort();
+    assert!(tests.len() >= 4, "{tests:?}");
+    (config, routes, tests)
+}
+
+fn easymo(args: &[&str]) -> std::process::Output {
+    crate::support::easymo(args, &[])
+}
+
+/// Runs `easymo alerts test` on `files` in the config's directory.
+fn alerts_test(config: &ConfigDir, routes: &str, files: &[String]) -> (Option<i32>, String) {
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| config.dir.join(f).display().to_string())
+        .collect();
+    let mut args = vec!["alerts", "test", "--config", routes];
+    args.extend(paths.iter().map(String::as_str));
+    let output = easymo(&args);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn promtool(args: &[&str], dir: &std::path::Path) -> (bool, String) {
+    let output = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("promtool does not run ({e}): apt-get install prometheus (scripts/test does)")
+        });
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn the_rule_tests_pass_in_the_engine_and_in_promtool_alike() {
+    let (config, routes, tests) = exported_beside_tests();
+    let (code, text) = alerts_test(&config, &routes, &tests);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(text.matches("SUCCESS").count(), tests.len(), "{text}");
+
+    let (ok, text) = promtool(&["check", "rules", "easymo.rules.yml"], &config.dir);
+    assert!(ok, "{text}");
+    let mut args = vec!["test", "rules"];
+    args.extend(tests.iter().map(String::as_str));
+    let (ok, text) = promtool(&args, &config.dir);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("SUCCESS").count(), tests.len(), "{text}");
+}
+
+#[test]
+fn a_wrong_expectation_fails_in_both_engines() {
+    let (config, routes, _) = exported_beside_tests();
+    // The critical error-rate alert expected a minute before its `for` has passed.
+    let shipped = std::fs::read_to_string(config.dir.join("error-rate.yml")).expect("read");
+    assert!(shipped.contains("      - eval_time: 6m\n"));
+    let broken = shipped.replace("      - eval_time: 6m\n", "      - eval_time: 5m\n");
+    std::fs::write(config.dir.join("broken.yml"), broken).expect("write");
+    let (code, text) = alerts_test(&config, &routes, &["broken.yml".to_owned()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("alertname: ErrorRateCritical, time: 5m"),
+        "{text}"
+    );
+    let (ok, text) = promtool(&["test", "rules", "broken.yml"], &config.dir);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("alertname: ErrorRateCritical, time: 5m"),
+        "{text}"
+    );
+}

@@ -268,6 +268,18 @@ pub enum CompareOp {
 }
 
 impl CompareOp {
+    /// The comparison as written (and as PromQL writes it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+            CompareOp::Eq => "==",
+            CompareOp::Ne => "!=",
+        }
+    }
+
     /// Applies the comparison.
     pub fn holds(self, value: f64, threshold: f64) -> bool {
         match self {

@@ -45,6 +45,7 @@ fn populated() -> Metrics {
             metrics
                 .messages
                 .get_or_create(&MessageLabels {
+                    endpoint: format!("endpoint-{}", f % 5),
                     outcome: (*outcome).to_owned(),
                     flow: format!("flow_{f:02}"),
                 })

@@ -117,6 +117,15 @@ pub enum Command {
     },
     /// Print the JSON Schema of routes.yaml (for editor autocompletion).
     Schema,
+    /// Alert rules: unit tests in promtool's format, and their export for Prometheus.
+    Alerts {
+        /// What to do.
+        #[command(subcommand)]
+        command: AlertsCommand,
+        /// The config.
+        #[arg(long, global = true, default_value = "routes.yaml")]
+        config: PathBuf,
+    },
     /// The dead-letter queue: replies that could not be sent, and why.
     Dlq {
         /// What to do.
@@ -129,6 +138,32 @@ pub enum Command {
         #[arg(long, global = true, value_enum, default_value_t)]
         format: OutputFormat,
     },
+}
+
+/// `easymo alerts` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Run rule unit tests written in the `promtool test rules` format against routes.yaml's
+    /// rules; exit 1 when an expectation fails.
+    Test {
+        /// Test files (`tests/alerts/*.yml`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write the rules as a Prometheus rule file over the exported metrics.
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: ExportFormat,
+    },
+}
+
+/// Rule file formats.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// A Prometheus rule file (`promtool check rules` reads it).
+    #[default]
+    Prometheus,
 }
 
 /// `easymo dlq` subcommands.
@@ -269,6 +304,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             database_url,
             format,
         } => dlq(command, database_url, format),
+        Command::Alerts { command, config } => alerts(&config, command),
         Command::Schema => {
             let schema = config::schema();
             let text = serde_json::to_string_pretty(&schema).context("serializing the schema")?;
@@ -406,6 +442,25 @@ fn simulate(
     })?;
     write_out(&printed);
     Ok(0)
+}
+
+fn alerts(config: &Path, command: AlertsCommand) -> anyhow::Result<u8> {
+    let Some(config) = load_or_report(config)? else {
+        return Ok(1);
+    };
+    match command {
+        AlertsCommand::Export {
+            format: ExportFormat::Prometheus,
+        } => {
+            write_out(&crate::alerts::export::prometheus_rules(&config));
+            Ok(0)
+        }
+        AlertsCommand::Test { files } => {
+            let report = crate::alerts::promtool::run_files(&config, &files);
+            write_out(&report.text);
+            Ok(u8::from(!report.passed))
+        }
+    }
 }
 
 /// The compiled config, or `None` after printing why it does not compile.

@@ -150,15 +150,12 @@ fn count_request(
         .observe(took.as_secs_f64());
 }
 
-/// `GET /metrics`: the Prometheus text format. The dead-letter queue's size is read at each
-/// scrape (one count over a partial index); when the database does not answer, the last
-/// figure stays.
+/// `GET /metrics`: the Prometheus text format. The queues' sizes and settled payments are
+/// read at each scrape (one statement of counts over partial indexes); when the database does
+/// not answer, the last figures stay.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    if let Ok(size) = crate::store::outbox::dlq_size(&state.pool).await {
-        state.metrics.dlq_size.set(size);
-    }
-    if let Ok((successful, failed)) = crate::store::alerts::payments_settled(&state.pool).await {
-        state.metrics.observe_payments(successful, failed);
+    if let Ok(figures) = crate::store::alerts::scrape_figures(&state.pool).await {
+        state.metrics.observe_database(&figures);
     }
     let snapshot = state.reloader.current();
     state

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::rules::{Notice, Status};
-use crate::config::{AlertRule, AlertSeverity, Alerting, Channel, ChannelKind, Config};
+use super::rules::{condition_text, runbook_link, severity, Notice, Status};
+use crate::config::{AlertRule, Alerting, Channel, ChannelKind, Config};
 use crate::metrics::Metrics;
 
 /// PagerDuty's Events API v2.
@@ -68,15 +68,6 @@ pub fn prepare(
     })
 }
 
-/// The runbook as a link when a base URL is configured, else as its path.
-fn runbook_link(rule: &AlertRule, alerting: &Alerting) -> Option<String> {
-    let path = rule.runbook.as_deref()?;
-    Some(match &alerting.runbook_base_url {
-        Some(base) => format!("{base}{}", path.trim_start_matches("./")),
-        None => path.to_owned(),
-    })
-}
-
 /// The value as the rule writes its threshold: `62.5%`, `3210ms`, `1043`.
 pub fn shown_value(rule: &AlertRule, value: Option<f64>) -> String {
     let Some(value) = value else {
@@ -98,13 +89,6 @@ pub fn rfc3339(unix: f64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-fn severity(rule: &AlertRule) -> &'static str {
-    match rule.severity {
-        AlertSeverity::Critical => "critical",
-        AlertSeverity::Warning => "warning",
-    }
-}
-
 fn summary(notice: &Notice, rule: &AlertRule) -> String {
     let when = match notice.status {
         Status::Firing => "now",
@@ -115,34 +99,6 @@ fn summary(notice: &Notice, rule: &AlertRule) -> String {
         rule.name,
         condition_text(rule),
         shown_value(rule, notice.value)
-    )
-}
-
-/// The condition as written in routes.yaml.
-fn condition_text(rule: &AlertRule) -> String {
-    let c = &rule.condition;
-    let scope = c
-        .scope
-        .as_ref()
-        .map(|s| format!(" on {}", s.node))
-        .unwrap_or_default();
-    let op = match c.op.node {
-        easymo_dsl::ast::CompareOp::Gt => ">",
-        easymo_dsl::ast::CompareOp::Ge => ">=",
-        easymo_dsl::ast::CompareOp::Lt => "<",
-        easymo_dsl::ast::CompareOp::Le => "<=",
-        easymo_dsl::ast::CompareOp::Eq => "==",
-        easymo_dsl::ast::CompareOp::Ne => "!=",
-    };
-    let unit = c.unit.as_ref().map_or("", |u| u.node.as_str());
-    let hold = c
-        .sustained
-        .as_ref()
-        .map(|d| format!(" for {}", humantime::format_duration(d.node)))
-        .unwrap_or_default();
-    format!(
-        "{}{scope} {op} {}{unit}{hold}",
-        c.metric.node, c.threshold.node
     )
 }
 

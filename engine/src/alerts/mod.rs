@@ -10,7 +10,10 @@
 //! nothing here is on a request's path, and a channel that is down delays only itself.
 
 pub mod channels;
+pub mod export;
+pub mod promtool;
 pub mod rules;
+pub mod series;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -173,7 +176,6 @@ impl Round {
             window_seconds: window,
             endpoints,
             system,
-            requests_per_minute: None,
         };
         let repeat = config.alerting.repeat_interval.as_secs_f64();
         let notices = evaluator.evaluate(&config.alerts, &observation, now, repeat);

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use easymo_dsl::ast::Unit;
 
-use crate::config::{AlertRule, AlertSeverity};
+use crate::config::{AlertRule, AlertSeverity, Alerting};
 use crate::metrics::Figures;
 use crate::store::alerts::{StoredState, SystemFigures};
 
@@ -23,9 +23,6 @@ pub struct Observation {
     pub endpoints: HashMap<String, Figures>,
     /// Figures read from the system of record.
     pub system: SystemFigures,
-    /// Requests per minute, when the source knows it better than requests over the window
-    /// (Prometheus' `rate()` extrapolates to the window's edges).
-    pub requests_per_minute: Option<HashMap<String, f64>>,
 }
 
 impl Observation {
@@ -42,30 +39,26 @@ impl Observation {
     }
 
     /// The rule's metric over this window, in the unit of [`threshold`]; `None` when there is
-    /// nothing to measure (no requests, no settled payments), which never fires.
+    /// nothing to measure (no requests, no settled payments, no such series), which never
+    /// fires.
     pub fn value(&self, rule: &AlertRule) -> Option<f64> {
+        self.measure(rule).filter(|v| !v.is_nan())
+    }
+
+    fn measure(&self, rule: &AlertRule) -> Option<f64> {
         let condition = &rule.condition;
         let scope = condition.scope.as_ref().map(|s| s.node.as_str());
         let system = &self.system;
         match condition.metric.node.as_str() {
-            "dlq_size" => Some(system.dlq_size as f64),
-            "outbox_pending" => Some(system.outbox_pending as f64),
+            "dlq_size" => Some(system.dlq_size),
+            "outbox_pending" => Some(system.outbox_pending),
             "payment_success_rate" => {
                 let settled = system.payments_successful + system.payments_failed;
-                (settled > 0).then(|| system.payments_successful as f64 * 100.0 / settled as f64)
+                (settled > 0.0).then(|| system.payments_successful * 100.0 / settled)
             }
             "error_rate" => self.figures(scope).error_rate(),
-            "requests_per_minute" => match &self.requests_per_minute {
-                Some(rates) => match scope {
-                    Some(endpoint) => rates.get(endpoint).copied(),
-                    None => Some(rates.values().sum()),
-                },
-                None if self.window_seconds > 0.0 => {
-                    let requests = self.figures(scope).requests as f64;
-                    Some(requests * 60.0 / self.window_seconds)
-                }
-                None => None,
-            },
+            "requests_per_minute" => (self.window_seconds > 0.0)
+                .then(|| self.figures(scope).requests * 60.0 / self.window_seconds),
             metric => {
                 let q = percentile(metric)?;
                 self.figures(scope).quantile(q)
@@ -91,6 +84,70 @@ pub fn threshold(rule: &AlertRule) -> f64 {
         Some(Unit::Minutes) => value * 60.0,
         Some(Unit::Hours) => value * 3600.0,
         _ => value,
+    }
+}
+
+/// The runbook as a link when a base URL is configured, else as its path.
+pub fn runbook_link(rule: &AlertRule, alerting: &Alerting) -> Option<String> {
+    let path = rule.runbook.as_deref()?;
+    Some(match &alerting.runbook_base_url {
+        Some(base) => format!("{base}{}", path.trim_start_matches("./")),
+        None => path.to_owned(),
+    })
+}
+
+/// The condition as written in routes.yaml.
+pub fn condition_text(rule: &AlertRule) -> String {
+    let c = &rule.condition;
+    let scope = c
+        .scope
+        .as_ref()
+        .map(|s| format!(" on {}", s.node))
+        .unwrap_or_default();
+    let op = c.op.node.as_str();
+    let unit = c.unit.as_ref().map_or("", |u| u.node.as_str());
+    let hold = c
+        .sustained
+        .as_ref()
+        .map(|d| format!(" for {}", humantime::format_duration(d.node)))
+        .unwrap_or_default();
+    format!(
+        "{}{scope} {op} {}{unit}{hold}",
+        c.metric.node, c.threshold.node
+    )
+}
+
+/// The labels of a rule's alert, the same in both engines: `alertname`, `severity`, and
+/// `endpoint` for a rule taken on one.
+pub fn alert_labels(rule: &AlertRule) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        ("alertname".to_owned(), rule.alert_name()),
+        ("severity".to_owned(), severity(rule).to_owned()),
+    ]);
+    if let Some(scope) = &rule.condition.scope {
+        labels.insert("endpoint".to_owned(), scope.node.clone());
+    }
+    labels
+}
+
+/// The annotations of a rule's alert, the same in both engines: `summary` (the rule and its
+/// condition as written) and `runbook_url`.
+pub fn alert_annotations(rule: &AlertRule, alerting: &Alerting) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([(
+        "summary".to_owned(),
+        format!("{}: {}", rule.name, condition_text(rule)),
+    )]);
+    if let Some(runbook) = runbook_link(rule, alerting) {
+        annotations.insert("runbook_url".to_owned(), runbook);
+    }
+    annotations
+}
+
+/// `critical` or `warning`.
+pub fn severity(rule: &AlertRule) -> &'static str {
+    match rule.severity {
+        AlertSeverity::Critical => "critical",
+        AlertSeverity::Warning => "warning",
     }
 }
 

@@ -154,6 +154,7 @@ impl Batcher {
         self.metrics
             .messages
             .get_or_create(&crate::metrics::MessageLabels {
+                endpoint: endpoint.to_owned(),
                 outcome: outcome.as_str().to_owned(),
                 flow: flow.unwrap_or("none").to_owned(),
             })

@@ -21,6 +21,20 @@ use easymo_dsl::ast::Unit;
 
 use crate::config::Config;
 
+/// What `/metrics` reads from the database at each scrape (the store reads it): the same on
+/// every process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrapeFigures {
+    /// Dead outbox rows not discarded or re-driven.
+    pub dlq_size: i64,
+    /// Outbox rows not yet accepted by the Graph API.
+    pub outbox_pending: i64,
+    /// Payments ever settled `SUCCESSFUL` (settled payments are never deleted: a counter).
+    pub payments_successful: i64,
+    /// Payments ever settled `FAILED`.
+    pub payments_failed: i64,
+}
+
 /// Latency bucket edges, in seconds, before the alert rules' own thresholds are added.
 const LATENCY_EDGES: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -53,9 +67,11 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
-/// A message's outcome and the flow it reached.
+/// A message's endpoint, outcome and the flow it reached.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MessageLabels {
+    /// The endpoint it came to.
+    pub endpoint: String,
     /// `answered`, `failed`, `duplicate`, ...
     pub outcome: String,
     /// The flow it was routed to, or `none`.
@@ -99,6 +115,8 @@ pub struct Metrics {
     pub send_seconds: Histogram,
     /// Dead outbox rows not discarded or re-driven.
     pub dlq_size: Gauge,
+    /// Outbox rows not yet accepted by the Graph API.
+    pub outbox_pending: Gauge,
     /// Numbers and tokens whose sending is paused.
     pub sending_paused: Gauge,
     /// Config reloads by result.
@@ -167,6 +185,7 @@ impl Metrics {
             sends: Family::default(),
             send_seconds: Histogram::new(LATENCY_EDGES.iter().copied()),
             dlq_size: Gauge::default(),
+            outbox_pending: Gauge::default(),
             sending_paused: Gauge::default(),
             reloads: Family::default(),
             config: Family::default(),
@@ -234,6 +253,11 @@ impl Metrics {
             "dlq_size",
             "Dead outbox rows not discarded or re-driven",
             self.dlq_size.clone(),
+        );
+        r.register(
+            "outbox_pending",
+            "Outbox rows not yet accepted by the WhatsApp Cloud API",
+            self.outbox_pending.clone(),
         );
         r.register(
             "sending_paused",
@@ -307,10 +331,16 @@ impl Metrics {
             .inc();
     }
 
-    /// Moves the settled-payment counters up to the totals read from the database (totals
-    /// only grow: settled payments are never deleted).
-    pub fn observe_payments(&self, successful: i64, failed: i64) {
-        for (outcome, total) in [("successful", successful), ("failed", failed)] {
+    /// Sets what the database says at a scrape: queue sizes, and the settled-payment counters
+    /// moved up to the totals (which only grow: settled payments are never deleted).
+    pub fn observe_database(&self, figures: &ScrapeFigures) {
+        self.dlq_size.set(figures.dlq_size);
+        self.outbox_pending.set(figures.outbox_pending);
+        let totals = [
+            ("successful", figures.payments_successful),
+            ("failed", figures.payments_failed),
+        ];
+        for (outcome, total) in totals {
             let counter = self.payments.get_or_create(&PaymentLabels { outcome });
             let total = u64::try_from(total).unwrap_or(0);
             counter.inc_by(total.saturating_sub(counter.get()));

@@ -9,21 +9,22 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// What one endpoint served over some span of time.
+/// What one endpoint served over some span of time. Counts are `f64`: Prometheus' `increase()`
+/// extrapolates, and `easymo alerts test` must compute exactly what it does.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Figures {
     /// Every answered request, rate-limited ones included.
-    pub requests: u64,
+    pub requests: f64,
     /// Answers with a 5xx status.
-    pub errors: u64,
+    pub errors: f64,
     /// Messages whose flow failed (answered 200 all the same).
-    pub failed_flows: u64,
+    pub failed_flows: f64,
     /// Requests over a rate limit: not errors.
-    pub limited: u64,
+    pub limited: f64,
     /// Latency histogram: upper edges in seconds, ascending, the last `+Inf`.
     pub edges: Vec<f64>,
     /// Requests per bucket (not cumulative), one per edge.
-    pub counts: Vec<u64>,
+    pub counts: Vec<f64>,
 }
 
 impl Figures {
@@ -32,7 +33,7 @@ impl Figures {
         let mut all = edges.to_vec();
         all.push(f64::INFINITY);
         Figures {
-            counts: vec![0; all.len()],
+            counts: vec![0.0; all.len()],
             edges: all,
             ..Figures::default()
         }
@@ -42,7 +43,7 @@ impl Figures {
         let last = self.counts.len().saturating_sub(1);
         let bucket = self.edges.partition_point(|edge| *edge < seconds).min(last);
         if let Some(count) = self.counts.get_mut(bucket) {
-            *count += 1;
+            *count += 1.0;
         }
     }
 
@@ -55,7 +56,7 @@ impl Figures {
         self.limited += other.limited;
         if self.edges.is_empty() {
             self.edges.clone_from(&other.edges);
-            self.counts = vec![0; other.counts.len()];
+            self.counts = vec![0.0; other.counts.len()];
         }
         let last = self.counts.len().saturating_sub(1);
         for (edge, count) in other.edges.iter().zip(&other.counts) {
@@ -68,8 +69,7 @@ impl Figures {
 
     /// 5xx answers and failed flows over all requests, in percent; `None` without requests.
     pub fn error_rate(&self) -> Option<f64> {
-        (self.requests > 0)
-            .then(|| (self.errors + self.failed_flows) as f64 * 100.0 / self.requests as f64)
+        (self.requests > 0.0).then(|| (self.errors + self.failed_flows) * 100.0 / self.requests)
     }
 
     /// The `q` quantile of latency in seconds, interpolated within its bucket the way
@@ -77,24 +77,24 @@ impl Figures {
     /// bucket edge compares exactly: the result exceeds edge `e` if and only if fewer than
     /// `q` of the requests took at most `e`.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let total: u64 = self.counts.iter().sum();
-        if total == 0 {
+        let total: f64 = self.counts.iter().sum();
+        if total <= 0.0 {
             return None;
         }
-        let rank = q * total as f64;
-        let mut below = 0_u64;
+        let rank = q * total;
+        let mut below = 0.0;
         for (i, (edge, count)) in self.edges.iter().zip(&self.counts).enumerate() {
             let cumulative = below + count;
-            if cumulative as f64 >= rank {
+            if cumulative >= rank {
                 if edge.is_infinite() {
                     // As Prometheus: the +Inf bucket answers with the highest finite edge.
                     return Some(if i == 0 { 0.0 } else { self.edges[i - 1] });
                 }
                 let start = if i == 0 { 0.0 } else { self.edges[i - 1] };
-                if *count == 0 {
+                if *count <= 0.0 {
                     return Some(*edge);
                 }
-                let within = (rank - below as f64) / *count as f64;
+                let within = (rank - below) / count;
                 return Some(start + (edge - start) * within);
             }
             below = cumulative;
@@ -137,16 +137,16 @@ impl Tally {
     /// Counts one answered request.
     pub fn request(&self, endpoint: &str, status: u16, seconds: f64, limited: bool) {
         self.with(endpoint, |f| {
-            f.requests += 1;
-            f.errors += u64::from(status >= 500);
-            f.limited += u64::from(limited);
+            f.requests += 1.0;
+            f.errors += f64::from(u8::from(status >= 500));
+            f.limited += f64::from(u8::from(limited));
             f.observe(seconds);
         });
     }
 
     /// Counts one message whose flow failed.
     pub fn failed_flow(&self, endpoint: &str) {
-        self.with(endpoint, |f| f.failed_flows += 1);
+        self.with(endpoint, |f| f.failed_flows += 1.0);
     }
 
     /// Everything counted since the last call, by endpoint; the tally starts again from zero.
@@ -229,7 +229,7 @@ mod tests {
         let f = tally.take().remove("wa").unwrap_or_default();
         assert_eq!(
             (f.requests, f.errors, f.failed_flows, f.limited),
-            (99, 1, 1, 90)
+            (99.0, 1.0, 1.0, 90.0)
         );
         let rate = f.error_rate().unwrap_or_default();
         assert!((rate - 200.0 / 99.0).abs() < 1e-9, "{rate}");
@@ -241,8 +241,8 @@ mod tests {
         let mut new = Figures::empty(&[0.5, 1.5, 3.0]);
         let old = latencies(&[1.0], &[0.2, 0.7, 2.0]);
         new.add(&old);
-        assert_eq!(new.requests, 3);
+        assert_eq!(new.requests, 3.0);
         // (0,1] lands in the (0.5,1.5] bucket: coarser, never lost.
-        assert_eq!(new.counts, vec![0, 2, 0, 1]);
+        assert_eq!(new.counts, vec![0.0, 2.0, 0.0, 1.0]);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use sqlx::PgPool;
 
-use crate::metrics::Figures;
+use crate::metrics::{Figures, ScrapeFigures};
 
 /// Adds one process's figures for the interval starting at `bucket`.
 pub async fn add_rollup(
@@ -20,11 +20,7 @@ pub async fn add_rollup(
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     for (endpoint, f) in figures {
-        let counts: Vec<i64> = f
-            .counts
-            .iter()
-            .map(|c| i64::try_from(*c).unwrap_or(i64::MAX))
-            .collect();
+        let counts: Vec<i64> = f.counts.iter().map(|c| count(*c)).collect();
         // The same process rolls up once per bucket; should two roll-ups meet (a slow clock),
         // they add up, bucket by bucket.
         sqlx::query(
@@ -58,8 +54,13 @@ pub async fn add_rollup(
     tx.commit().await
 }
 
-fn count(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// A tally's count as stored: tallies count whole requests, so this is exact.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "whole, non-negative counts"
+)]
+fn count(n: f64) -> i64 {
+    n.round() as i64
 }
 
 type RollupRow = (String, i64, i64, i64, i64, Vec<f64>, Vec<i64>);
@@ -88,8 +89,9 @@ pub async fn window(pool: &PgPool, since: f64) -> Result<HashMap<String, Figures
     Ok(by_endpoint)
 }
 
-fn unsigned(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
+#[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
+fn unsigned(n: i64) -> f64 {
+    n.max(0) as f64
 }
 
 /// Drops figures older than any window can reach.
@@ -105,13 +107,13 @@ pub async fn prune_rollups(pool: &PgPool, before: f64) -> Result<u64, sqlx::Erro
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SystemFigures {
     /// Dead outbox rows not discarded or re-driven.
-    pub dlq_size: i64,
+    pub dlq_size: f64,
     /// Outbox rows not yet accepted by the Graph API.
-    pub outbox_pending: i64,
+    pub outbox_pending: f64,
     /// Payments settled `SUCCESSFUL` within the window.
-    pub payments_successful: i64,
+    pub payments_successful: f64,
     /// Payments settled `FAILED` within the window.
-    pub payments_failed: i64,
+    pub payments_failed: f64,
 }
 
 /// Reads [`SystemFigures`], payments settled since `since`.
@@ -130,22 +132,31 @@ pub async fn system_figures(pool: &PgPool, since: f64) -> Result<SystemFigures, 
         .fetch_one(pool)
         .await?;
     Ok(SystemFigures {
+        dlq_size: unsigned(dlq_size),
+        outbox_pending: unsigned(outbox_pending),
+        payments_successful: unsigned(payments_successful),
+        payments_failed: unsigned(payments_failed),
+    })
+}
+
+/// Reads [`ScrapeFigures`] in one statement.
+pub async fn scrape_figures(pool: &PgPool) -> Result<ScrapeFigures, sqlx::Error> {
+    let (dlq_size, outbox_pending, payments_successful, payments_failed): (i64, i64, i64, i64) =
+        sqlx::query_as(
+            "select
+                 (select count(*) from outbox where status = 'dead'),
+                 (select count(*) from outbox where status in ('pending', 'sending')),
+                 (select count(*) from momo_payments where status = 'SUCCESSFUL'),
+                 (select count(*) from momo_payments where status = 'FAILED')",
+        )
+        .fetch_one(pool)
+        .await?;
+    Ok(ScrapeFigures {
         dlq_size,
         outbox_pending,
         payments_successful,
         payments_failed,
     })
-}
-
-/// Payments settled ever, by final status: counters for `/metrics`, the same on every process.
-pub async fn payments_settled(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "select count(*) filter (where status = 'SUCCESSFUL'),
-                count(*) filter (where status = 'FAILED')
-         from momo_payments where settled_at is not null",
-    )
-    .fetch_one(pool)
-    .await
 }
 
 /// A rule's stored state.

@@ -471,13 +471,6 @@ pub async fn dead_stats(pool: &PgPool) -> Result<(Vec<DeadStat>, i64), sqlx::Err
     Ok((stats, discarded))
 }
 
-/// Dead rows not yet discarded or re-driven: what the `dlq_size` alert metric reads.
-pub async fn dlq_size(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select count(*) from outbox where status = 'dead'")
-        .fetch_one(pool)
-        .await
-}
-
 /// One row with everything the operator may need: the row and each attempt.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct RowDetail {

@@ -89,7 +89,7 @@ fn flapping_within_for_never_fires() {
 fn a_firing_alert_repeats_at_the_repeat_interval_only() {
     let rules = [rule("dead letters", "dlq_size > 100")];
     let mut observation = Observation::default();
-    observation.system.dlq_size = 101;
+    observation.system.dlq_size = 101.0;
     let mut evaluator = Evaluator::default();
     let mut sent = Vec::new();
     for step in 0..=16 {
@@ -159,8 +159,8 @@ fn no_data_never_fires() {
         window_seconds: 300.0,
         ..Observation::default()
     };
-    observation.system.payments_successful = 8;
-    observation.system.payments_failed = 2;
+    observation.system.payments_successful = 8.0;
+    observation.system.payments_failed = 2.0;
     let notices = evaluator.evaluate(&rules, &observation, 15.0, 3600.0);
     let names: Vec<&str> = notices.iter().map(|n| n.alert.as_str()).collect();
     // 80% < 90%; and no request in a whole window is a value, not missing data: traffic stopped.
