@@ -375,3 +375,57 @@ fn a_wrong_expectation_fails_in_both_engines() {
         "{text}"
     );
 }
+
+#[test]
+fn metrics_read_with_prometheus_own_parser() {
+    let receivers = FakeReceivers::start();
+    let config = config(
+        &receivers,
+        "    - name: dead letters
+      when: dlq_size > 0
+      severity: warning
+      notify: [slack]
+",
+    );
+    let env = env(&receivers);
+    let engine = Engine::start_with(&config, "127.0.0.1:0", &borrowed(&env));
+    message(&engine, "250788500000", "wamid.metrics.1", "menu");
+    let forged = engine
+        .request("POST", "/webhooks/whatsapp")
+        .header("X-Hub-Signature-256", "sha256=00")
+        .body(b"{}")
+        .send();
+    assert_eq!(forged.status, 403);
+    let response = engine.request("GET", "/metrics").send();
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = response.text();
+    assert!(
+        text.contains(
+            r#"easymo_http_requests_total{endpoint="wa-webhook-core",status_class="4xx"} 1"#
+        ),
+        "{text}"
+    );
+    // promtool reads the exposition with Prometheus' own parser and lints names and help.
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool does not run ({e}): apt-get install prometheus"));
+    {
+        use std::io::Write as _;
+        let mut stdin = check.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write");
+    }
+    let checked = check.wait_with_output().expect("promtool ends");
+    assert!(
+        checked.status.success(),
+        "{}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}

@@ -848,7 +848,13 @@ fn metrics_count_requests_messages_and_sends_without_phone_numbers() {
         "the replies settled",
         |rows| rows.as_array().is_some_and(|r| r.len() == 5) && settled(rows),
     );
-    let response = engine.request("GET", "/metrics").send();
+    let response = engine
+        .request("GET", "/metrics")
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .send();
     assert_eq!(response.status, 200);
     assert!(
         response
@@ -861,7 +867,7 @@ fn metrics_count_requests_messages_and_sends_without_phone_numbers() {
     for line in [
         r#"easymo_http_requests_total{endpoint="wa-webhook-core",status_class="2xx"} 4"#,
         r#"easymo_http_requests_total{endpoint="wa-webhook-core",status_class="4xx"} 1"#,
-        r#"easymo_messages_total{outcome="answered",flow="cancel"} 5"#,
+        r#"easymo_messages_total{endpoint="wa-webhook-core",outcome="answered",flow="cancel"} 5"#,
         r#"easymo_sends_total{outcome="sent",code_class="none"} 4"#,
         r#"easymo_sends_total{outcome="dead",code_class="window"} 1"#,
         "easymo_dlq_size 1",

@@ -153,7 +153,7 @@ fn count_request(
 /// `GET /metrics`: the Prometheus text format. The queues' sizes and settled payments are
 /// read at each scrape (one statement of counts over partial indexes); when the database does
 /// not answer, the last figures stay.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Ok(figures) = crate::store::alerts::scrape_figures(&state.pool).await {
         state.metrics.observe_database(&figures);
     }
@@ -161,14 +161,30 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state
         .metrics
         .observe_state(&snapshot.version, snapshot.loaded_at, &state.pool);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    // Prometheus asks for OpenMetrics first; anything else gets the classic text format.
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.render(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.render_text_format(),
+        )
+            .into_response()
+    }
 }
 
 /// One request in flight on one endpoint.

@@ -347,13 +347,48 @@ impl Metrics {
         }
     }
 
-    /// The text `/metrics` answers.
+    /// The same figures in the Prometheus text format 0.0.4, for scrapers that do not ask for
+    /// OpenMetrics (see [`text_format`]).
+    pub fn render_text_format(&self) -> String {
+        text_format(&self.render())
+    }
+
+    /// The text `/metrics` answers to OpenMetrics scrapers.
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter's family is named with its
+/// `_total` (OpenMetrics names it without), and `# UNIT` and `# EOF` lines go. prometheus-client
+/// writes only OpenMetrics; the two formats otherwise agree on everything it writes.
+pub fn text_format(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => text.push_str(&line),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 /// Histogram bucket edges shared by every endpoint's latency histogram.
@@ -451,5 +486,16 @@ mod tests {
         );
         assert!(text.contains("# TYPE easymo_dlq_size gauge"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+        let plain = metrics.render_text_format();
+        assert!(
+            plain.contains("# TYPE easymo_http_requests_total counter\n"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("# HELP easymo_http_requests_total HTTP requests"),
+            "{plain}"
+        );
+        assert!(plain.contains("# TYPE easymo_dlq_size gauge\n"), "{plain}");
+        assert!(!plain.contains("# EOF"), "{plain}");
     }
 }
