@@ -1,6 +1,7 @@
 # Sourced by scripts/test: the Debian packages the tests drive for real. Installed when missing
 # and this is Debian run as root; otherwise the exact command is printed and the run stops.
 #   prometheus: promtool, which checks and tests the exported alert rules.
+#   chromium: the headless browser the dashboard's test drives.
 
 need_package() {
   local command=$1 package=$2
@@ -22,3 +23,4 @@ need_package() {
 }
 
 need_package promtool prometheus
+need_package chromium chromium

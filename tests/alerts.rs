@@ -390,11 +390,7 @@ fn metrics_read_with_prometheus_own_parser() {
     let env = env(&receivers);
     let engine = Engine::start_with(&config, "127.0.0.1:0", &borrowed(&env));
     message(&engine, "250788500000", "wamid.metrics.1", "menu");
-    let forged = engine
-        .request("POST", "/webhooks/whatsapp")
-        .header("X-Hub-Signature-256", "sha256=00")
-        .body(b"{}")
-        .send();
+    let forged = engine.forged_whatsapp();
     assert_eq!(forged.status, 403);
     let response = engine.request("GET", "/metrics").send();
     assert_eq!(

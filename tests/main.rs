@@ -31,3 +31,5 @@ mod embedded;
 mod sending;
 // Alert rules evaluated by engines and delivered to fakes of Slack, PagerDuty, Alertmanager.
 mod alerts;
+// The live dashboard: access, its event stream, and the page in headless Chromium.
+mod dashboard;

@@ -1,5 +1,6 @@
 //! Paths into the repository and a runner for the real `easymo` binary.
 
+pub mod browser;
 pub mod receivers;
 
 use std::path::{Path, PathBuf};
@@ -403,6 +404,14 @@ impl Engine {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         false
+    }
+
+    /// A WhatsApp delivery with a forged signature: refused with 403.
+    pub fn forged_whatsapp(&self) -> HttpResponse {
+        self.request("POST", "/webhooks/whatsapp")
+            .header("X-Hub-Signature-256", "sha256=00")
+            .body(b"{}")
+            .send()
     }
 
     /// The process id.

@@ -150,10 +150,8 @@ fn count_request(
         .observe(took.as_secs_f64());
 }
 
-/// `GET /metrics`: the Prometheus text format. The queues' sizes and settled payments are
-/// read at each scrape (one statement of counts over partial indexes); when the database does
-/// not answer, the last figures stay.
-pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+/// Reads what `/metrics` takes from the database and the serving snapshot at each scrape.
+pub async fn refresh_metrics(state: &AppState) {
     if let Ok(figures) = crate::store::alerts::scrape_figures(&state.pool).await {
         state.metrics.observe_database(&figures);
     }
@@ -161,6 +159,33 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     state
         .metrics
         .observe_state(&snapshot.version, snapshot.loaded_at, &state.pool);
+}
+
+/// Whether `headers` carry the admin token as a bearer token.
+pub fn admin_bearer(snapshot: &crate::reload::Snapshot, headers: &HeaderMap) -> bool {
+    let expected = admin_token(snapshot);
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    matches!((given, expected), (Some(g), Some(e)) if tokens_match(g, e))
+}
+
+/// The configured admin token, if any.
+pub fn admin_token(snapshot: &crate::reload::Snapshot) -> Option<&str> {
+    snapshot
+        .config
+        .server
+        .admin_token
+        .as_ref()
+        .and_then(|s| s.value.as_deref())
+}
+
+/// `GET /metrics`: the Prometheus text format. The queues' sizes and settled payments are
+/// read at each scrape (one statement of counts over partial indexes); when the database does
+/// not answer, the last figures stay.
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    refresh_metrics(&state).await;
     // Prometheus asks for OpenMetrics first; anything else gets the classic text format.
     let openmetrics = headers
         .get(header::ACCEPT)
@@ -596,7 +621,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Whether a token given by a caller is the expected one, in time that does not depend on
 /// where they differ. Length is not secret (tokens are fixed by the operator); the content is.
-fn tokens_match(given: &str, expected: &str) -> bool {
+pub fn tokens_match(given: &str, expected: &str) -> bool {
     given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
@@ -626,34 +651,13 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// admin token.
 pub async fn admin_config(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snapshot = state.reloader.current();
-    let expected = snapshot
-        .config
-        .server
-        .admin_token
-        .as_ref()
-        .and_then(|s| s.value.as_deref());
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let authorized = matches!((given, expected), (Some(g), Some(e)) if tokens_match(g, e));
-    if !authorized {
+    if !admin_bearer(&snapshot, &headers) {
         return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}))).into_response();
     }
-    let stats = &state.reloader.stats;
-    let last_error = stats
-        .last_error
-        .lock()
-        .map(|e| e.clone())
-        .unwrap_or_default();
     Json(json!({
         "version": snapshot.version,
         "loaded_at": snapshot.loaded_at,
-        "reloads": {
-            "succeeded": stats.reloaded.load(std::sync::atomic::Ordering::Relaxed),
-            "rejected": stats.rejected.load(std::sync::atomic::Ordering::Relaxed),
-            "last_error": last_error,
-        },
+        "reloads": state.reloader.stats.to_json(),
         "endpoints": snapshot.config.endpoints.iter().map(|e| json!({"name": e.name, "path": e.path, "kind": e.kind.as_str(), "deprecated": e.deprecated.is_some()})).collect::<Vec<_>>(),
         "flows": snapshot.config.flows.index.len(),
         "templates": snapshot.config.templates.len(),

@@ -110,6 +110,22 @@ pub struct Stats {
     pub last_error: Mutex<Option<String>>,
 }
 
+impl Stats {
+    /// The figures as JSON: `succeeded`, `rejected`, `last_error`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let last_error = self
+            .last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        serde_json::json!({
+            "succeeded": self.reloaded.load(std::sync::atomic::Ordering::Relaxed),
+            "rejected": self.rejected.load(std::sync::atomic::Ordering::Relaxed),
+            "last_error": last_error,
+        })
+    }
+}
+
 /// Owns the live snapshot.
 #[derive(Debug)]
 pub struct Reloader {

@@ -89,6 +89,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/metrics", get(gateway::metrics))
         .route("/readyz", get(gateway::readyz))
         .route("/admin/config", get(gateway::admin_config))
+        .route("/dashboard", get(crate::dashboard::page))
+        .route("/dashboard/events", get(crate::dashboard::events))
+        .route("/dashboard/assets/{name}", get(crate::dashboard::asset))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } })
         .fallback(gateway::webhook)
         .with_state(state);

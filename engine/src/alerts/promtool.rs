@@ -296,7 +296,7 @@ pub fn observe(series: &[Series], now: f64, window: f64) -> Observation {
     }
     for (endpoint, by_edge) in buckets {
         let figures = endpoints.entry(endpoint).or_default();
-        histogram_into(figures, by_edge.into_values().collect());
+        figures.set_histogram(by_edge.into_values().collect());
     }
     let highest = |name: &str, matchers: &[(&str, &str)], f: &dyn Fn(&Series) -> Option<f64>| {
         series
@@ -328,21 +328,4 @@ pub fn observe(series: &[Series], now: f64, window: f64) -> Observation {
         endpoints,
         system,
     }
-}
-
-/// Cumulative bucket counts (the `_bucket` series summed by `le`) into per-bucket counts, made
-/// monotonic first as `histogram_quantile` does.
-fn histogram_into(figures: &mut Figures, cumulative: Vec<(f64, f64)>) {
-    let mut running = 0.0_f64;
-    let mut previous = 0.0;
-    let mut edges = Vec::new();
-    let mut counts = Vec::new();
-    for (edge, count) in cumulative {
-        running = running.max(count);
-        edges.push(edge);
-        counts.push(running - previous);
-        previous = running;
-    }
-    figures.edges = edges;
-    figures.counts = counts;
 }

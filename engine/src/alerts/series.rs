@@ -1,12 +1,14 @@
 //! Time series as promtool's rule tests write them, and the two PromQL functions the exported
 //! rules use on them, computed exactly as Prometheus computes them.
 //!
-//! Owns: the series selector (`name{label="value"}`), the expanding notation of values
-//! (`0+10x30`, `_x3`, `stale`), instant values (the last sample within the 5-minute lookback)
-//! and `increase()` with Prometheus' extrapolation to the edges of the range. Must not know
-//! about rules: [`super::promtool`] turns these figures into an observation.
+//! Owns: the expanding notation of values (`0+10x30`, `_x3`, `stale`), instant values (the last
+//! sample within the 5-minute lookback) and `increase()` with Prometheus' extrapolation to the
+//! edges of the range. Must not know about rules: [`super::promtool`] turns these figures into
+//! an observation.
 
 use std::collections::BTreeMap;
+
+use crate::metrics::exposition::parse_selector;
 
 /// Prometheus' default lookback for instant selectors, in seconds.
 const LOOKBACK: f64 = 300.0;
@@ -32,7 +34,7 @@ impl Series {
     /// Reads `series: 'name{a="b"}'` with `values: '0+10x30'`, one sample every `interval`
     /// seconds from 0.
     pub fn parse(selector: &str, values: &str, interval: f64) -> Result<Series, SeriesError> {
-        let (name, labels) = parse_selector(selector)?;
+        let (name, labels) = parse_selector(selector).map_err(|e| SeriesError(e.to_string()))?;
         let mut samples = Vec::new();
         for (i, value) in expand(values)?.into_iter().enumerate() {
             let at = i as f64 * interval;
@@ -115,66 +117,6 @@ impl Series {
         };
         Some(result * (extrapolated / sampled))
     }
-}
-
-fn parse_selector(text: &str) -> Result<(String, BTreeMap<String, String>), SeriesError> {
-    let text = text.trim();
-    let (name, rest) = match text.find('{') {
-        Some(open) => (&text[..open], &text[open..]),
-        None => (text, ""),
-    };
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-            && !s.starts_with(|c: char| c.is_ascii_digit())
-    };
-    if !valid(name) {
-        return Err(SeriesError(format!(
-            "`{text}` does not start with a metric name"
-        )));
-    }
-    let mut labels = BTreeMap::new();
-    if rest.is_empty() {
-        return Ok((name.to_owned(), labels));
-    }
-    let inner = rest
-        .strip_prefix('{')
-        .and_then(|r| r.strip_suffix('}'))
-        .ok_or_else(|| SeriesError(format!("`{text}`: labels must be inside {{ }}")))?;
-    let mut chars = inner.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            break;
-        }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        let key = key.trim().to_owned();
-        if !valid(&key) || chars.next() != Some('"') {
-            return Err(SeriesError(format!(
-                "`{text}`: write labels as name=\"value\""
-            )));
-        }
-        let mut value = String::new();
-        let mut closed = false;
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => value.extend(chars.next()),
-                '"' => {
-                    closed = true;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        if !closed {
-            return Err(SeriesError(format!("`{text}`: unclosed label value")));
-        }
-        labels.insert(key, value);
-    }
-    Ok((name.to_owned(), labels))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -6,6 +6,7 @@
 //! threshold the alert rules use so that those are exact. Must not decide anything: the
 //! modules that know what happened count it here.
 
+pub mod exposition;
 mod tally;
 
 pub use tally::{Figures, Tally};

@@ -67,6 +67,21 @@ impl Figures {
         }
     }
 
+    /// Sets the latency histogram from cumulative counts per edge (Prometheus' `_bucket`
+    /// series, `+Inf` last), made monotonic first as `histogram_quantile` does.
+    pub fn set_histogram(&mut self, cumulative: Vec<(f64, f64)>) {
+        let mut running = 0.0_f64;
+        let mut previous = 0.0;
+        self.edges.clear();
+        self.counts.clear();
+        for (edge, count) in cumulative {
+            running = running.max(count);
+            self.edges.push(edge);
+            self.counts.push(running - previous);
+            previous = running;
+        }
+    }
+
     /// 5xx answers and failed flows over all requests, in percent; `None` without requests.
     pub fn error_rate(&self) -> Option<f64> {
         (self.requests > 0.0).then(|| (self.errors + self.failed_flows) * 100.0 / self.requests)
