@@ -140,6 +140,18 @@ fn nothing_credits_twice_or_on_a_forged_or_broken_text() {
                             "phone": "*********013", "utc": "2024-05-10 14:30:51"}]),
         "one credit, in UTC (the text's Kigali time is UTC+2)"
     );
+    // The same outcomes on /metrics, where "SMS credited" and "unparsed" are business counts.
+    let metrics = engine.request("GET", "/metrics").send().text();
+    for line in [
+        r#"easymo_sms_total{outcome="credited"} 1"#,
+        r#"easymo_sms_total{outcome="duplicate"} 1"#,
+        r#"easymo_sms_total{outcome="unparsed"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
 }
 
 #[test]

@@ -84,6 +84,14 @@ pub async fn webhook(
             if let ApiError::Internal { message, .. } = &error {
                 tracing::error!(service = %endpoint.name, event = "request.failed", request_id = %request_id, error = %message, "Request failed.");
             }
+            state
+                .metrics
+                .refused
+                .get_or_create(&crate::metrics::RefusalLabels {
+                    endpoint: endpoint.name.clone(),
+                    reason: error.code(),
+                })
+                .inc();
             error.into_response()
         }
     };
@@ -404,6 +412,13 @@ impl Request<'_> {
         )
         .await
         .map_err(|e| self.internal(&e))?;
+        state
+            .metrics
+            .callbacks
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
         match outcome {
             CallbackOutcome::Invalid(detail) => Err(ApiError::InvalidPayload(detail)),
             CallbackOutcome::Settled { status } => Ok((
@@ -440,6 +455,16 @@ impl Request<'_> {
         )
         .await
         .map_err(|e| self.internal(&e))?;
+        let outcome = match &intake {
+            SmsIntake::Read { outcome, .. } => outcome.as_str(),
+            SmsIntake::Unparsed { .. } => "unparsed",
+            SmsIntake::Invalid { .. } => "invalid",
+        };
+        state
+            .metrics
+            .sms
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .inc();
         match intake {
             SmsIntake::Read {
                 sms_id,

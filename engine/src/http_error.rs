@@ -73,6 +73,26 @@ pub enum ApiError {
     },
 }
 
+impl ApiError {
+    /// The `error` code of the body: a bounded set, also the reason refusals are counted by.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Deprecated { .. } => "service_deprecated",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Forbidden(denied) => denied.code(),
+            ApiError::VerificationFailed => "verification_failed",
+            ApiError::UnsupportedContentType(_) => "unsupported_content_type",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::InvalidPayload(_) => "invalid_payload",
+            ApiError::UnparsedSms { .. } => "unparsed_sms",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Internal { .. } => "internal_error",
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {

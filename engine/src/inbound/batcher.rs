@@ -145,6 +145,18 @@ impl Batcher {
         Ok(handled)
     }
 
+    /// Counts the replies one message's flow wrote, by template.
+    pub fn count_replies<'a>(&self, templates: impl Iterator<Item = &'a str>) {
+        for template in templates {
+            self.metrics
+                .replies
+                .get_or_create(&crate::metrics::TemplateLabels {
+                    template: template.to_owned(),
+                })
+                .inc();
+        }
+    }
+
     /// Counts one message's outcome in the metrics; a failed flow also counts against its
     /// endpoint's error rate.
     pub fn count(&self, endpoint: &str, outcome: process::MessageOutcome, flow: Option<&str>) {
@@ -182,7 +194,12 @@ async fn work(
             }
         }
         metrics.batch_size.observe(batch.len() as f64);
-        if run(&pool, batch, &handoff).await {
+        let started = std::time::Instant::now();
+        let requested = run(&pool, batch, &handoff).await;
+        metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if requested {
             payments.requests_committed();
         }
     }

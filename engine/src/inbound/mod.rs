@@ -145,6 +145,7 @@ pub async fn accept(
             return match batcher.process(job).await {
                 Ok(handled) => {
                     batcher.count(&endpoint.name, handled.outcome, handled.flow.as_deref());
+                    batcher.count_replies(handled.replies.iter().map(|r| r.template.as_str()));
                     Ok(handled.flow)
                 }
                 Err(error) => {
@@ -175,8 +176,9 @@ pub async fn accept(
     .await
     {
         Ok(summary) => {
-            for (outcome, flow) in &summary.outcomes {
+            for (outcome, flow, templates) in &summary.outcomes {
                 batcher.count(&endpoint.name, *outcome, flow.as_deref());
+                batcher.count_replies(templates.iter().map(String::as_str));
             }
             if summary.payments_requested > 0 {
                 batcher.payments().requests_committed();

@@ -68,7 +68,7 @@ pub struct Summary {
     /// Requests to pay its flows recorded, to be sent now that they are committed.
     pub payments_requested: usize,
     /// Each message's outcome and flow, in order, for the metrics.
-    pub outcomes: Vec<(MessageOutcome, Option<String>)>,
+    pub outcomes: Vec<(MessageOutcome, Option<String>, Vec<String>)>,
 }
 
 /// What became of one inbound message, as `inbound_messages.outcome` records it.
@@ -455,7 +455,10 @@ pub async fn delivery(
         if summary.routed_to.is_none() {
             summary.routed_to = handled.flow.clone();
         }
-        summary.outcomes.push((handled.outcome, handled.flow));
+        let templates = handled.replies.iter().map(|r| r.template.clone()).collect();
+        summary
+            .outcomes
+            .push((handled.outcome, handled.flow, templates));
     }
     Ok(summary)
 }

@@ -110,6 +110,8 @@ pub struct Metrics {
     pub messages: Family<MessageLabels, Counter>,
     /// Messages per batch transaction (one-message deliveries joined by the batcher).
     pub batch_size: Histogram,
+    /// Time in the database per batch: every statement of its transaction, commit included.
+    pub batch_seconds: Histogram,
     /// Calls to the Graph API by outcome and code class.
     pub sends: Family<SendLabels, Counter>,
     /// Duration of calls to the Graph API.
@@ -130,6 +132,15 @@ pub struct Metrics {
     pub pool: Family<PoolLabels, Gauge>,
     /// The same requests and failures per endpoint since the last alert roll-up.
     pub tally: Tally,
+    /// Requests refused by endpoint and reason (the error code of the body).
+    pub refused: Family<RefusalLabels, Counter>,
+    /// Replies written by template: what the services did (a job application received, a
+    /// ride requested, a product shown).
+    pub replies: Family<TemplateLabels, Counter>,
+    /// Forwarded MoMo SMS by outcome (`credited`, `unparsed`, ...).
+    pub sms: Family<OutcomeLabels, Counter>,
+    /// MoMo callbacks by outcome (`settled`, `contradicted`, ...).
+    pub callbacks: Family<OutcomeLabels, Counter>,
     /// Alert notifications by channel and result (`sent`, `failed` attempt, `dropped`).
     pub notifications: Family<NotificationLabels, Counter>,
     /// Alert rules firing now (on the evaluating process; 0 elsewhere).
@@ -138,6 +149,29 @@ pub struct Metrics {
     pub alerts_leader: Gauge,
     /// Payments settled, by final status, read from the database at each scrape.
     pub payments: Family<PaymentLabels, Counter>,
+}
+
+/// A refused request's endpoint and reason.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Endpoint name.
+    pub endpoint: String,
+    /// The body's error code: `invalid_signature`, `payload_too_large`, `malformed_json`, ...
+    pub reason: &'static str,
+}
+
+/// A reply template.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateLabels {
+    /// The template's name in routes.yaml.
+    pub template: String,
+}
+
+/// An outcome from a bounded set.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The outcome.
+    pub outcome: &'static str,
 }
 
 /// One alert channel and what became of a notice.
@@ -183,6 +217,7 @@ impl Metrics {
             rate_limited: Family::default(),
             messages: Family::default(),
             batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            batch_seconds: Histogram::new(LATENCY_EDGES.iter().copied()),
             sends: Family::default(),
             send_seconds: Histogram::new(LATENCY_EDGES.iter().copied()),
             dlq_size: Gauge::default(),
@@ -193,6 +228,10 @@ impl Metrics {
             config_loaded: Gauge::default(),
             pool: Family::default(),
             notifications: Family::default(),
+            refused: Family::default(),
+            replies: Family::default(),
+            sms: Family::default(),
+            callbacks: Family::default(),
             alerts_firing: Gauge::default(),
             alerts_leader: Gauge::default(),
             payments: Family::default(),
@@ -231,6 +270,11 @@ impl Metrics {
             self.batch_size.clone(),
         );
         r.register(
+            "batch_duration_seconds",
+            "Time in the database per batch transaction, statements and commit",
+            self.batch_seconds.clone(),
+        );
+        r.register(
             "sends",
             "Calls to the WhatsApp Cloud API by outcome and Meta error code class",
             self.sends.clone(),
@@ -239,6 +283,22 @@ impl Metrics {
             "send_duration_seconds",
             "Duration of calls to the WhatsApp Cloud API",
             self.send_seconds.clone(),
+        );
+        r.register(
+            "http_refused",
+            "Requests refused, by endpoint and reason (the error code of the answer)",
+            self.refused.clone(),
+        );
+        r.register(
+            "replies",
+            "Replies written by flows, by template",
+            self.replies.clone(),
+        );
+        r.register("sms", "Forwarded MoMo SMS by outcome", self.sms.clone());
+        r.register(
+            "momo_callbacks",
+            "MoMo callbacks by outcome",
+            self.callbacks.clone(),
         );
         r.register(
             "payments_settled",
