@@ -425,3 +425,70 @@ fn metrics_read_with_prometheus_own_parser() {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+#[test]
+fn the_grafana_dashboard_queries_exported_metrics_in_valid_promql() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::support::repo_path("docs/grafana-dashboard.json"))
+            .expect("docs/grafana-dashboard.json"),
+    )
+    .expect("the dashboard is JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| {
+            t["expr"]
+                .as_str()
+                .map(|e| e.replace("$__rate_interval", "5m"))
+        })
+        .collect();
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    // Every metric a panel reads is one the engine exports.
+    let receivers = FakeReceivers::start();
+    let config = config(&receivers, "    - name: dead letters\n      when: dlq_size > 0\n      severity: warning\n      notify: [slack]\n");
+    let env = env(&receivers);
+    let engine = Engine::start_with(&config, "127.0.0.1:0", &borrowed(&env));
+    let exposition = engine.request("GET", "/metrics").send().text();
+    let mut exported = std::collections::BTreeSet::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split(' ');
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        exported.insert(name.to_owned());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_count", "_sum"] {
+                exported.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    let names = regex::Regex::new(r"easymo_[a-z_]+").expect("regex");
+    for expr in &exprs {
+        for name in names.find_iter(expr) {
+            assert!(
+                exported.contains(name.as_str()),
+                "`{}` in `{expr}` is not exported: {exported:?}",
+                name.as_str()
+            );
+        }
+    }
+    // promtool parses each query, as recording rules.
+    let rules: Vec<serde_json::Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, expr)| serde_json::json!({"record": format!("grafana:panel_{i}"), "expr": expr}))
+        .collect();
+    let file = serde_json::json!({"groups": [{"name": "grafana", "rules": rules}]});
+    std::fs::write(
+        config.dir.join("grafana.rules.yml"),
+        serde_yaml::to_string(&file).expect("yaml"),
+    )
+    .expect("write");
+    let (ok, text) = promtool(&["check", "rules", "grafana.rules.yml"], &config.dir);
+    assert!(ok, "{text}");
+}
