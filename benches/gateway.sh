@@ -8,6 +8,7 @@
 #   REPEAT=3 benches/gateway.sh             # three interleaved rounds; compare medians
 #   TARGETS=engine DURATION=30 benches/gateway.sh
 #   SENDING=off benches/gateway.sh          # replies stay in the outbox, as before sending existed
+#   ENGINE_ARGS=--without-telemetry benches/gateway.sh   # no metrics, no alert evaluation
 #
 # With sending on, it also prints, for each second of the engine's run, how many messages were
 # queued and the p99 from a reply's commit to its Graph API request (from the outbox and the
@@ -21,6 +22,7 @@ BENCH=${BENCH:-$(cd ../shared/bench && pwd)}
 PORT=${ENGINE_PORT:-18082}
 GRAPH_PORT=${GRAPH_PORT:-18090}
 SENDING=${SENDING:-on}
+ENGINE_ARGS=${ENGINE_ARGS:-}
 
 echo "[gateway.sh] building the engine (release)" >&2
 cargo build --release --locked --quiet --bin easymo --example fake_graph
@@ -72,7 +74,7 @@ url="\${DATABASE_URL%/*}/easymo_bench"
 "$PWD/target/release/easymo" seed --demo --database-url "\$url" >&2
 psql -X -q "\$url" -c "truncate deliveries, inbound_messages, outbox, outbox_attempts, sessions, message_statuses, contacts, ride_requests, job_applications, handoffs cascade"
 export DATABASE_URL="\$url"
-"$PWD/target/release/easymo" serve --config "$work/routes.yaml" --listen 127.0.0.1:$PORT --log-format json &
+"$PWD/target/release/easymo" serve --config "$work/routes.yaml" --listen 127.0.0.1:$PORT --log-format json $ENGINE_ARGS &
 engine=\$!
 # On TERM (run.sh stopping it): stop the engine, then read the send latencies per second.
 finish() {

@@ -24,6 +24,7 @@ fn the_server_stops_when_its_shutdown_future_resolves() {
         config: config.routes(),
         listen: Some(addr),
         drain: Duration::from_secs(5),
+        telemetry: true,
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

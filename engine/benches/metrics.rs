@@ -8,7 +8,7 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, Criterion};
 use easymo_engine::config::{load, EnvPolicy};
 use easymo_engine::metrics::{
-    status_class, EndpointLabels, MessageLabels, Metrics, RequestLabels, SendLabels,
+    status_class, EndpointLabels, MessageLabels, Metrics, RequestLabels, SendLabels, TemplateLabels,
 };
 
 const ENDPOINTS: usize = 100;
@@ -75,6 +75,32 @@ fn bench(c: &mut Criterion) {
         &format!("render /metrics, {ENDPOINTS} endpoints x {FLOWS} flows ({bytes} bytes)"),
         |b| b.iter(|| metrics.render()),
     );
+    c.bench_function(
+        &format!("render /metrics as text 0.0.4, {ENDPOINTS} endpoints x {FLOWS} flows"),
+        |b| b.iter(|| metrics.render_text_format()),
+    );
+    // What one webhook request costs the hot path in counting: the request (with the alert
+    // tally), its message, and its reply, as the gateway and the batcher count them.
+    let took = std::time::Duration::from_micros(1800);
+    c.bench_function("count one request, its message and its reply", |b| {
+        b.iter(|| {
+            metrics.count_request("endpoint-042", 200, took, false);
+            metrics
+                .messages
+                .get_or_create(&MessageLabels {
+                    endpoint: "endpoint-042".to_owned(),
+                    outcome: "answered".to_owned(),
+                    flow: "flow_07".to_owned(),
+                })
+                .inc();
+            metrics
+                .replies
+                .get_or_create(&TemplateLabels {
+                    template: "main_menu".to_owned(),
+                })
+                .inc();
+        });
+    });
 }
 
 criterion_group!(benches, bench);

@@ -62,6 +62,9 @@ pub enum Command {
         /// Log format: JSON lines (default when stdout is not a terminal) or text.
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
+        /// Count no metrics and evaluate no alert rules: only for measuring what they cost.
+        #[arg(long, hide = true)]
+        without_telemetry: bool,
     },
     /// Apply the database migrations embedded in this binary.
     Migrate {
@@ -273,7 +276,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             listen,
             drain,
             log_format,
-        } => serve(config, listen, &drain, log_format),
+            without_telemetry,
+        } => serve(config, listen, &drain, (log_format, !without_telemetry)),
         Command::Explain {
             text,
             config,
@@ -333,7 +337,7 @@ fn serve(
     config: PathBuf,
     listen: Option<std::net::SocketAddr>,
     drain: &str,
-    log_format: Option<LogFormat>,
+    (log_format, telemetry): (Option<LogFormat>, bool),
 ) -> anyhow::Result<u8> {
     let _flush_logs_on_exit: crate::logging::LogGuard =
         crate::logging::init(log_format.map(|f| matches!(f, LogFormat::Json)));
@@ -344,6 +348,7 @@ fn serve(
         config,
         listen,
         drain,
+        telemetry,
     };
     // Signal handlers register with the runtime: the shutdown future is made inside it.
     let served = runtime.block_on(async {

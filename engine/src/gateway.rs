@@ -22,7 +22,6 @@ use crate::config::{Auth, Endpoint, EndpointKind, LimitKey, OnLimit};
 use crate::http_error::ApiError;
 use crate::inbound;
 use crate::logging::mask;
-use crate::metrics::{status_class, EndpointLabels, Metrics, RequestLabels};
 use crate::payments::{CallbackOutcome, SmsIntake};
 use crate::ratelimit::{ceil_secs, Key, Limiter, Verdict};
 use crate::reload::{Reloader, Snapshot};
@@ -84,14 +83,16 @@ pub async fn webhook(
             if let ApiError::Internal { message, .. } = &error {
                 tracing::error!(service = %endpoint.name, event = "request.failed", request_id = %request_id, error = %message, "Request failed.");
             }
-            state
-                .metrics
-                .refused
-                .get_or_create(&crate::metrics::RefusalLabels {
-                    endpoint: endpoint.name.clone(),
-                    reason: error.code(),
-                })
-                .inc();
+            if state.metrics.enabled {
+                state
+                    .metrics
+                    .refused
+                    .get_or_create(&crate::metrics::RefusalLabels {
+                        endpoint: endpoint.name.clone(),
+                        reason: error.code(),
+                    })
+                    .inc();
+            }
             error.into_response()
         }
     };
@@ -100,22 +101,9 @@ pub async fn webhook(
     let limited = request
         .limit
         .is_some_and(|verdict| matches!(verdict, Verdict::Refused { .. }));
-    count_request(
-        &state.metrics,
-        &endpoint.name,
-        status,
-        started.elapsed(),
-        limited,
-    );
-    if limited {
-        state
-            .metrics
-            .rate_limited
-            .get_or_create(&EndpointLabels {
-                endpoint: endpoint.name.clone(),
-            })
-            .inc();
-    }
+    state
+        .metrics
+        .count_request(&endpoint.name, status, started.elapsed(), limited);
     let user_id = request.sender.as_deref().map(mask);
     tracing::info!(
         service = %endpoint.name,
@@ -131,31 +119,6 @@ pub async fn webhook(
         "Request completed."
     );
     response
-}
-
-fn count_request(
-    metrics: &Metrics,
-    endpoint: &str,
-    status: u16,
-    took: std::time::Duration,
-    limited: bool,
-) {
-    metrics
-        .tally
-        .request(endpoint, status, took.as_secs_f64(), limited);
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            endpoint: endpoint.to_owned(),
-            status_class: status_class(status),
-        })
-        .inc();
-    metrics
-        .request_seconds
-        .get_or_create(&EndpointLabels {
-            endpoint: endpoint.to_owned(),
-        })
-        .observe(took.as_secs_f64());
 }
 
 /// Reads what `/metrics` takes from the database and the serving snapshot at each scrape.
@@ -412,13 +375,15 @@ impl Request<'_> {
         )
         .await
         .map_err(|e| self.internal(&e))?;
-        state
-            .metrics
-            .callbacks
-            .get_or_create(&crate::metrics::OutcomeLabels {
-                outcome: outcome.as_str(),
-            })
-            .inc();
+        if state.metrics.enabled {
+            state
+                .metrics
+                .callbacks
+                .get_or_create(&crate::metrics::OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .inc();
+        }
         match outcome {
             CallbackOutcome::Invalid(detail) => Err(ApiError::InvalidPayload(detail)),
             CallbackOutcome::Settled { status } => Ok((
@@ -460,11 +425,13 @@ impl Request<'_> {
             SmsIntake::Unparsed { .. } => "unparsed",
             SmsIntake::Invalid { .. } => "invalid",
         };
-        state
-            .metrics
-            .sms
-            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
-            .inc();
+        if state.metrics.enabled {
+            state
+                .metrics
+                .sms
+                .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+                .inc();
+        }
         match intake {
             SmsIntake::Read {
                 sms_id,

@@ -53,6 +53,8 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub drain: Duration,
+    /// Count metrics and evaluate alert rules (on unless a benchmark measures their cost).
+    pub telemetry: bool,
 }
 
 /// Why the server could not run.
@@ -163,7 +165,9 @@ pub async fn run(
         .ok_or(ServeError::NoDatabase)?;
     let pool = crate::store::connect(&database_url, DATABASE_CONNECTIONS).await?;
     crate::store::check_schema(&pool).await?;
-    let metrics = Arc::new(crate::metrics::Metrics::new(&snapshot.config));
+    let mut metrics = crate::metrics::Metrics::new(&snapshot.config);
+    metrics.enabled = options.telemetry;
+    let metrics = Arc::new(metrics);
     let payments = crate::payments::Wake::default();
     // The sender's statements have a pool of their own: they never wait behind webhooks for a
     // connection, nor webhooks behind them.
@@ -208,13 +212,24 @@ pub async fn run(
     let momo = crate::payments::Connection::new()
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
     crate::payments::workers::start(pool.clone(), reloader.clone(), momo.clone(), payments);
-    let alerts = crate::alerts::start(
-        pool.clone(),
-        reloader.clone(),
-        metrics.clone(),
-        crate::store::process_name(),
-    )
-    .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
+    let alerts = if options.telemetry {
+        let alerts = crate::alerts::start(
+            pool.clone(),
+            reloader.clone(),
+            metrics.clone(),
+            crate::store::process_name(),
+        );
+        Some(
+            alerts
+                .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?,
+        )
+    } else {
+        tracing::warn!(
+            event = "telemetry.off",
+            "Metrics are not counted and alert rules are not evaluated (--without-telemetry)."
+        );
+        None
+    };
     let state = Arc::new(AppState {
         reloader,
         pool,
@@ -223,7 +238,9 @@ pub async fn run(
         metrics,
     });
     let served = serve_until(listener, state, shutdown, options.drain).await;
-    alerts.stop().await;
+    if let Some(alerts) = alerts {
+        alerts.stop().await;
+    }
     served
 }
 

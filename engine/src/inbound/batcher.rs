@@ -147,6 +147,9 @@ impl Batcher {
 
     /// Counts the replies one message's flow wrote, by template.
     pub fn count_replies<'a>(&self, templates: impl Iterator<Item = &'a str>) {
+        if !self.metrics.enabled {
+            return;
+        }
         for template in templates {
             self.metrics
                 .replies
@@ -160,6 +163,9 @@ impl Batcher {
     /// Counts one message's outcome in the metrics; a failed flow also counts against its
     /// endpoint's error rate.
     pub fn count(&self, endpoint: &str, outcome: process::MessageOutcome, flow: Option<&str>) {
+        if !self.metrics.enabled {
+            return;
+        }
         if outcome == process::MessageOutcome::Failed {
             self.metrics.tally.failed_flow(endpoint);
         }
@@ -193,12 +199,15 @@ async fn work(
                 Err(_) => break,
             }
         }
-        metrics.batch_size.observe(batch.len() as f64);
+        let size = batch.len() as f64;
         let started = std::time::Instant::now();
         let requested = run(&pool, batch, &handoff).await;
-        metrics
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
+        if metrics.enabled {
+            metrics.batch_size.observe(size);
+            metrics
+                .batch_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         if requested {
             payments.requests_committed();
         }

@@ -100,6 +100,8 @@ pub struct ReloadLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Whether the request path counts anything (off only to measure what counting costs).
+    pub enabled: bool,
     /// Requests by endpoint and status class.
     pub requests: Family<RequestLabels, Counter>,
     /// Request latency by endpoint.
@@ -211,6 +213,7 @@ impl Metrics {
         let edges = latency_edges(config);
         let mut metrics = Metrics {
             registry: Registry::with_prefix("easymo"),
+            enabled: true,
             requests: Family::default(),
             tally: Tally::new(&edges),
             request_seconds: Family::new_with_constructor(Buckets(edges.into())),
@@ -380,6 +383,40 @@ impl Metrics {
         self.pool
             .get_or_create(&PoolLabels { state: "in_use" })
             .set((size - idle).max(0));
+    }
+
+    /// Counts one answered request on `endpoint`: its status class, its latency, whether a
+    /// rate limit refused it, and the same in the alert tally.
+    pub fn count_request(
+        &self,
+        endpoint: &str,
+        status: u16,
+        took: std::time::Duration,
+        limited: bool,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let seconds = took.as_secs_f64();
+        self.tally.request(endpoint, status, seconds, limited);
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.to_owned(),
+                status_class: status_class(status),
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_owned(),
+            })
+            .observe(seconds);
+        if limited {
+            self.rate_limited
+                .get_or_create(&EndpointLabels {
+                    endpoint: endpoint.to_owned(),
+                })
+                .inc();
+        }
     }
 
     /// Counts what became of one alert notice on `channel`.

@@ -176,6 +176,9 @@ async fn recorder(
 }
 
 fn count_send(metrics: &crate::metrics::Metrics, answer: &graph::Answer, next: &Next) {
+    if !metrics.enabled {
+        return;
+    }
     let outcome = match next {
         Next::Sent(_) => "sent",
         Next::Retry(_) => "retry",
