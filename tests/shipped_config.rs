@@ -127,8 +127,29 @@ fn alert_rules_and_channels() {
         .filter(|a| a.severity == config::AlertSeverity::Critical)
         .map(|a| a.condition.metric.node.as_str())
         .collect();
-    assert_eq!(critical, ["error_rate", "p95_latency", "dlq_size"]);
-    assert_eq!(config.alerts.len(), 6);
+    assert_eq!(
+        critical,
+        [
+            "error_rate",
+            "p95_latency",
+            "dlq_size",
+            "payment_success_rate"
+        ]
+    );
+    assert_eq!(config.alerts.len(), 7);
+    // Every rule has unit tests in tests/alerts/, by its alert name.
+    let tests: String = std::fs::read_dir(repo_path("tests/alerts"))
+        .expect("tests/alerts")
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    for rule in &config.alerts {
+        let name = rule.alert_name();
+        assert!(
+            tests.contains(&format!("alertname: {name}\n")),
+            "no test in tests/alerts/ for `{name}`"
+        );
+    }
     // Every rule sends on-call to a page (lint checks that it exists).
     for rule in &config.alerts {
         let runbook = rule.runbook.as_deref().unwrap_or_default();
