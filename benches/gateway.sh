@@ -9,6 +9,7 @@
 #   TARGETS=engine DURATION=30 benches/gateway.sh
 #   SENDING=off benches/gateway.sh          # replies stay in the outbox, as before sending existed
 #   ENGINE_ARGS=--without-telemetry benches/gateway.sh   # no metrics, no alert evaluation
+#   CHANNELS_DOWN=1 benches/gateway.sh      # a rule firing every second into channels that hang
 #
 # With sending on, it also prints, for each second of the engine's run, how many messages were
 # queued and the p99 from a reply's commit to its Graph API request (from the outbox and the
@@ -23,6 +24,8 @@ PORT=${ENGINE_PORT:-18082}
 GRAPH_PORT=${GRAPH_PORT:-18090}
 SENDING=${SENDING:-on}
 ENGINE_ARGS=${ENGINE_ARGS:-}
+CHANNELS_DOWN=${CHANNELS_DOWN:-}
+SINK_PORT=${SINK_PORT:-18091}
 
 echo "[gateway.sh] building the engine (release)" >&2
 cargo build --release --locked --quiet --bin easymo --example fake_graph
@@ -36,9 +39,15 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/flows" "$work/docs/runbooks"
 cp flows/*.flow "$work/flows/"
 cp docs/runbooks/*.md "$work/docs/runbooks/"
-python3 - "$work/routes.yaml" "$SENDING" "$GRAPH_PORT" <<'PY'
+python3 - "$work/routes.yaml" "$SENDING" "$GRAPH_PORT" "$CHANNELS_DOWN" "$SINK_PORT" <<'PY'
 import sys
 text = open("routes.yaml").read()
+if sys.argv[4]:
+    # Alerting under stress: evaluated every second, a rule that always holds, sent again every
+    # second, to Slack and PagerDuty addresses that accept connections and never answer.
+    text = text.replace("alerts:\n  channels:\n", "alerts:\n  evaluation_interval: 1s\n  window: 10s\n  repeat_interval: 1s\n  channels:\n")
+    text = text.replace("      routing_key: ${PAGERDUTY_ROUTING_KEY}\n", f"      routing_key: ${{PAGERDUTY_ROUTING_KEY}}\n      events_url: http://127.0.0.1:{sys.argv[5]}/pagerduty\n")
+    text = text.replace("  rules:\n", "  rules:\n    - name: always\n      when: requests_per_minute >= 0\n      severity: critical\n      notify: [pagerduty, slack]\n      runbook: docs/runbooks/error-rate.md\n", 1)
 old = "      requests: 300\n      per: 60s\n      key: endpoint\n"
 assert old in text, "routes.yaml no longer has the shipped limit; update benches/gateway.sh"
 text = text.replace(old, "      requests: 30\n      per: 60s\n      key: sender\n      on_limit: drop\n")
@@ -62,6 +71,19 @@ export WHATSAPP_VERIFY_TOKEN=bench-verify EASYMO_ADMIN_TOKEN=bench-admin MOMO_WE
 export MOMO_SUBSCRIPTION_KEY=bench-key MOMO_API_USER=bench-user MOMO_API_KEY=bench-api-key
 export WHATSAPP_ACCESS_TOKEN=bench-graph-token
 export SLACK_WEBHOOK_URL=http://127.0.0.1:9/slack PAGERDUTY_ROUTING_KEY=bench-pd
+if [[ -n $CHANNELS_DOWN ]]; then
+  export SLACK_WEBHOOK_URL=http://127.0.0.1:$SINK_PORT/slack
+  # Accepts every connection and never answers: each notice waits out its timeout.
+  python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1024)
+held = []
+while True:
+    held.append(s.accept()[0])
+' "$SINK_PORT" &
+  sink=$!
+fi
 export RUST_LOG=${RUST_LOG:-info}
 
 # run.sh gives the engine the bench database, whose tables are the Node peer's; the engine keeps
@@ -98,8 +120,8 @@ chmod +x "$work/engine.sh"
 if [[ $SENDING == on ]]; then
   PORT=$GRAPH_PORT ./target/release/examples/fake_graph 2>"$work/fake-graph.log" &
   graph=$!
-  trap 'kill $graph 2>/dev/null || true; rm -rf "$work"' EXIT
 fi
+trap 'kill ${graph:-} ${sink:-} 2>/dev/null || true; rm -rf "$work"' EXIT
 
 export ENGINE_URL="http://127.0.0.1:$PORT/webhooks/whatsapp"
 export ENGINE_CMD="$work/engine.sh"

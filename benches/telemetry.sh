@@ -2,7 +2,9 @@
 # What metrics and alert evaluation cost on the full path: benches/gateway.sh's closed loop
 # against the engine as shipped and against `serve --without-telemetry` (nothing counted, no
 # alert rules evaluated), alternating round by round in one run so that the machine's drift
-# hits both alike. Prints each round's throughput and the median ratio.
+# hits both alike. Prints each round's throughput and the median ratio. With CHANNELS_DOWN=1,
+# the "with" side also fires a rule every second into Slack and PagerDuty addresses that never
+# answer: what a channel outage costs requests.
 #
 #   benches/telemetry.sh                 # 4 rounds of 10 s each way
 #   ROUNDS=5 DURATION=20 benches/telemetry.sh
@@ -15,7 +17,9 @@ mkdir -p "$out"
 echo "[telemetry.sh] logs and raw results in $out" >&2
 
 run() { # label, engine args: prints the closed loop's throughput
-  ENGINE_ARGS="$2" TARGETS=engine RATE=0 REPEAT=1 benches/gateway.sh >"$out/$1.log" 2>&1 || {
+  local down=
+  [[ -z $2 ]] && down=${CHANNELS_DOWN:-}
+  CHANNELS_DOWN=$down ENGINE_ARGS="$2" TARGETS=engine RATE=0 REPEAT=1 benches/gateway.sh >"$out/$1.log" 2>&1 || {
     cat "$out/$1.log" >&2
     exit 1
   }
