@@ -33,3 +33,5 @@ mod sending;
 mod alerts;
 // The live dashboard: access, its event stream, and the page in headless Chromium.
 mod dashboard;
+// No phone number in any log line, in any encoding.
+mod privacy;

@@ -109,7 +109,7 @@ pub async fn webhook(
         service = %endpoint.name,
         event = "request.completed",
         request_id = %request_id,
-        correlation_id = request.correlation_id.as_deref(),
+        correlation_id = request.correlation_id.as_deref().map(crate::logging::message_ref),
         user_id = user_id,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         method = %method,

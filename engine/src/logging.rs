@@ -1,11 +1,13 @@
 //! Structured logs: one JSON object per line with one schema for every event, or readable text
 //! when stdout is a terminal.
 //!
-//! Owns: the subscriber, the JSON line format, and phone-number masking. Every event is written
-//! with the same top-level keys (`timestamp`, `level`, `service`, `event`, `request_id`,
-//! `correlation_id`, `user_id`, `duration_ms`, `message`), missing ones as null, and any other
-//! field under `metadata`. Call sites pass `user_id` through [`mask`] so no full phone number
-//! reaches a log.
+//! Owns: the subscriber, the JSON line format, and keeping phone numbers out of logs. Every
+//! event is written with the same top-level keys (`timestamp`, `level`, `service`, `event`,
+//! `request_id`, `correlation_id`, `user_id`, `duration_ms`, `message`), missing ones as null,
+//! and any other field under `metadata`. Call sites pass `user_id` through [`mask`] and message
+//! ids through [`message_ref`]: a WhatsApp message id is base64 of the sender's number
+//! (`wamid.HBgMMjUwNzg4…` is `…250788…`). The JSON format also scrubs every text value, in case
+//! a call site or an error message carries one anyway ([`scrub`]).
 
 use std::fmt;
 use std::io::{BufWriter, IsTerminal as _, Stdout, Write as _};
@@ -157,6 +159,78 @@ pub fn mask(id: &str) -> String {
     format!("****{tail}")
 }
 
+/// A message id as logs show it: `wamid#` and 12 hex digits of its SHA-256. Stable, so one
+/// message's lines can be found (hash the id you have: `printf %s "$ID" | sha256sum | cut -c1-12`),
+/// and not reversible to the number inside it.
+pub fn message_ref(id: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    format!("wamid#{}", &hex::encode(digest)[..12])
+}
+
+/// `text` with every WhatsApp message id replaced by its [`message_ref`] and every run of 11 to
+/// 15 digits that can be a full international number (a Rwandan `250…`, or after a `+`)
+/// masked.
+pub fn scrub(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs = text.contains("wamid.") || has_phone_like_run(text);
+    if !needs {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("wamid.") {
+        out.push_str(&rest[..at]);
+        let id_len = rest[at + 6..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "+/=_-".contains(c)))
+            .unwrap_or(rest.len() - at - 6);
+        out.push_str(&message_ref(&rest[at..at + 6 + id_len]));
+        rest = &rest[at + 6 + id_len..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(mask_phone_runs(&out))
+}
+
+/// Whether `text` has a digit run that [`scrub`] masks.
+fn has_phone_like_run(text: &str) -> bool {
+    phone_runs(text).next().is_some()
+}
+
+/// (start, end) of each run of 11–15 digits that starts with `250` or follows a `+`.
+fn phone_runs(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() {
+            if !bytes[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            let len = i - start;
+            let international = start > 0 && bytes[start - 1] == b'+';
+            if (11..=15).contains(&len) && (international || text[start..].starts_with("250")) {
+                return Some((start, i));
+            }
+        }
+        None
+    })
+}
+
+fn mask_phone_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (start, end) in phone_runs(text) {
+        out.push_str(&text[last..start]);
+        out.push_str(&mask(&text[start..end]));
+        last = end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
 /// The JSON line format, written straight into the line buffer (no JSON tree per event: the
 /// gateway logs every request).
 struct JsonLines;
@@ -231,10 +305,10 @@ fn json_string(text: &str) -> String {
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, json_string(&format!("{value:?}")));
+        self.put(field, json_string(&scrub(&format!("{value:?}"))));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, json_string(value));
+        self.put(field, json_string(&scrub(value)));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.put(field, value.to_string());
@@ -290,6 +364,27 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_and_numbers_never_reach_a_line() {
+        let wamid = "wamid.HBgMMjUwNzg4MDAwMTAxFQIAERgSNEFENjIwODRGMkZBMTYzMkRFAA==";
+        let text =
+            format!("duplicate {wamid} from 250788000101, call +14155550123 or txid 76662021700");
+        let scrubbed = scrub(&text);
+        assert_eq!(
+            scrubbed,
+            format!(
+                "duplicate {} from 2507****101, call +1415****123 or txid 76662021700",
+                message_ref(wamid)
+            )
+        );
+        assert!(message_ref(wamid).starts_with("wamid#") && message_ref(wamid).len() == 18);
+        assert_eq!(message_ref(wamid), message_ref(wamid), "stable");
+        assert!(matches!(
+            scrub("nothing to hide 12345"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn masks_phone_numbers() {

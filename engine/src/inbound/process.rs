@@ -535,7 +535,7 @@ async fn turn(
             .as_ref()
             .and_then(Contact::recipient)
             .unwrap_or_default();
-        tracing::info!(service = %endpoint.name, event = "message.duplicate", request_id = %item.request_id, correlation_id = %message.id, user_id = %mask(sender), "Duplicate delivery ignored.");
+        tracing::info!(service = %endpoint.name, event = "message.duplicate", request_id = %item.request_id, correlation_id = %crate::logging::message_ref(&message.id), user_id = %mask(sender), "Duplicate delivery ignored.");
         return Ok(done);
     }
     // No way to know who sent it, or nowhere to route it: kept, not answered.
@@ -681,7 +681,7 @@ fn report_failure(
     request_id: &str,
     message_id: &str,
 ) {
-    tracing::error!(service = %endpoint.name, event = "flow.failed", request_id = %request_id, correlation_id = %message_id, flow = %flow, error = %error, "Flow failed; its changes were rolled back.");
+    tracing::error!(service = %endpoint.name, event = "flow.failed", request_id = %request_id, correlation_id = %crate::logging::message_ref(message_id), flow = %flow, error = %error, "Flow failed; its changes were rolled back.");
     turn.replies.clear();
     turn.session.awaiting_flow = None;
     turn.session.awaiting_kind = None;

@@ -289,7 +289,7 @@ fn log_answer(row: &Queued, answer: &graph::Answer, next: &Next) {
     let latency_ms = answer.latency.as_millis() as u64;
     match next {
         Next::Sent(wamid) => {
-            tracing::debug!(event = "sending.sent", outbox_id = row.id, recipient = %recipient, wamid = %wamid, latency_ms, "Reply accepted by the Cloud API.");
+            tracing::debug!(event = "sending.sent", outbox_id = row.id, recipient = %recipient, wamid = %crate::logging::message_ref(wamid), latency_ms, "Reply accepted by the Cloud API.");
         }
         Next::Retry(wait) => {
             tracing::warn!(event = "sending.retry", outbox_id = row.id, recipient = %recipient, attempt = row.attempts, http_status = answer.http_status, code = answer.code, error = answer.error.as_deref().unwrap_or_default(), unknown_outcome = answer.unknown_outcome, retry_in_ms = wait.as_millis() as u64, "Reply not accepted; trying again.");
