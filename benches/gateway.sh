@@ -30,10 +30,9 @@ SINK_PORT=${SINK_PORT:-18091}
 echo "[gateway.sh] building the engine (release)" >&2
 cargo build --release --locked --quiet --bin easymo --example fake_graph
 
-# The shipped config with one change: the shipped endpoint-wide limit (300 requests a minute,
-# the old system's setting) would refuse all but the first 300 requests of a load test. The
-# bench uses a per-sender limit like the Node peer's (30 a minute), so the limiter still runs
-# on every request.
+# The shipped config with one change: the shipped per-sender limit (30 a minute, like the Node
+# peer's) drops instead of answering once with a slow-down reply, as the peer does; the limiter
+# still runs on every request.
 work=$(mktemp -d /tmp/easymo-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/flows" "$work/docs/runbooks"
@@ -48,7 +47,7 @@ if sys.argv[4]:
     text = text.replace("alerts:\n  channels:\n", "alerts:\n  evaluation_interval: 1s\n  window: 10s\n  repeat_interval: 1s\n  channels:\n")
     text = text.replace("      routing_key: ${PAGERDUTY_ROUTING_KEY}\n", f"      routing_key: ${{PAGERDUTY_ROUTING_KEY}}\n      events_url: http://127.0.0.1:{sys.argv[5]}/pagerduty\n")
     text = text.replace("  rules:\n", "  rules:\n    - name: always\n      when: requests_per_minute >= 0\n      severity: critical\n      notify: [pagerduty, slack]\n      runbook: docs/runbooks/error-rate.md\n", 1)
-old = "      requests: 300\n      per: 60s\n      key: endpoint\n"
+old = "      requests: 30\n      per: 60s\n      key: sender\n      on_limit: reply_once\n      reply_template: slow_down\n"
 assert old in text, "routes.yaml no longer has the shipped limit; update benches/gateway.sh"
 text = text.replace(old, "      requests: 30\n      per: 60s\n      key: sender\n      on_limit: drop\n")
 # Sending goes to the fake Graph API; one number carries the whole load, so its cap is lifted

@@ -211,7 +211,7 @@ fn play(path: &Path) -> String {
             &format!("      fallback: main_menu\n      stale_after: {stale_after}\n"),
         )
         .replace(
-            "      requests: 300\n      per: 60s\n      key: endpoint",
+            crate::support::WHATSAPP_LIMIT,
             "      requests: 1000\n      per: 1s\n      key: endpoint",
         )
     });

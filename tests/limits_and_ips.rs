@@ -13,11 +13,51 @@ fn message_from(sender: &str) -> Vec<u8> {
 }
 
 #[test]
+fn the_shipped_limit_is_per_person_a_burst_of_people_is_served() {
+    let config = ConfigDir::shipped(str::to_owned);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    // A thousand different people at once: every one is answered.
+    for n in 0..1000 {
+        let response = engine.whatsapp(&message_from(&format!("2507881{n:05}")));
+        assert_eq!(response.status, 200, "person {n}: {}", response.text());
+        assert_eq!(response.json()["status"], "success", "person {n}");
+    }
+    // One person: 30 in a minute, then one slow-down reply, then silence; all answered 200.
+    let one = "250788299999";
+    for n in 0..30 {
+        let body = crate::support::text_delivery(one, &format!("wamid.burst.{n}"), "menu");
+        assert_eq!(
+            engine.whatsapp(&body).json()["status"],
+            "success",
+            "message {n}"
+        );
+    }
+    for n in 30..33 {
+        let body = crate::support::text_delivery(one, &format!("wamid.burst.{n}"), "menu");
+        let response = engine.whatsapp(&body);
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json()["status"], "dropped", "message {n}");
+    }
+    let replies = engine.rows(&format!(
+        "select template, count(*) as n from outbox where recipient = '{one}' group by 1 order by 1"
+    ));
+    assert_eq!(
+        replies,
+        serde_json::json!([{"template": "main_menu", "n": 30}, {"template": "slow_down", "n": 1}])
+    );
+}
+
+#[test]
 fn the_301st_request_in_a_minute_is_refused_with_headers() {
     // The limit is a GCRA bucket (governor): 300 at once, then one more every 200 ms. Requests
     // here take a few milliseconds each (every one is recorded in Postgres), so a few tokens come
     // back during the run; the budget allows exactly that many more, and not one beyond.
-    let config = ConfigDir::shipped(str::to_owned);
+    let config = ConfigDir::shipped(|t| {
+        t.replace(
+            crate::support::WHATSAPP_LIMIT,
+            "      requests: 300\n      per: 60s\n      key: endpoint",
+        )
+    });
     let engine = Engine::start(&config, "127.0.0.1:0");
     let started = std::time::Instant::now();
     let mut allowed = 0u32;
@@ -67,7 +107,7 @@ fn the_301st_request_in_a_minute_is_refused_with_headers() {
 fn sender_keys_are_independent_and_budgets_come_back() {
     let config = ConfigDir::shipped(|t| {
         t.replace(
-            "      requests: 300\n      per: 60s\n      key: endpoint",
+            crate::support::WHATSAPP_LIMIT,
             "      requests: 2\n      per: 2s\n      key: sender",
         )
     });
@@ -98,7 +138,7 @@ fn sender_keys_are_independent_and_budgets_come_back() {
 fn a_sender_limit_can_drop_with_200_so_meta_does_not_retry() {
     let config = ConfigDir::shipped(|t| {
         t.replace(
-            "      requests: 300\n      per: 60s\n      key: endpoint",
+            crate::support::WHATSAPP_LIMIT,
             "      requests: 1\n      per: 60s\n      key: sender\n      on_limit: drop",
         )
     });

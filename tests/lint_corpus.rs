@@ -111,7 +111,7 @@ fn a_tab_after_a_key_keeps_positions_and_unknown_sections_visible() {
     let loaded = lint_edited(
         "tab",
         |t| {
-            t.replace("      requests: 300", "      requests:\t300")
+            t.replace("      requests: 30\n", "      requests:\t30\n")
                 .replace("\nalerts:", "\nalertz:")
         },
         None,

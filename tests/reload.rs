@@ -108,8 +108,8 @@ fn an_invalid_edit_keeps_the_old_config_until_it_is_fixed() {
 fn rate_limit_state_survives_reloads_that_keep_the_limit() {
     let config = ConfigDir::shipped(|t| {
         t.replace(
-            "      requests: 300\n      per: 60s",
-            "      requests: 3\n      per: 60s",
+            crate::support::WHATSAPP_LIMIT,
+            "      requests: 3\n      per: 60s\n      key: endpoint",
         )
     });
     let engine = Engine::start(&config, "127.0.0.1:0");

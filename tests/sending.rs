@@ -551,11 +551,11 @@ fn a_sender_over_the_limit_is_told_once_per_window_then_silence() {
     let config = config(&graph, |text| {
         text.replace(
             "      requests: 100000\n      per: 1s\n      key: endpoint\n",
-            "      requests: 2\n      per: 3s\n      key: sender\n      on_limit: reply_once\n      reply_template: slow_down\n",
+            "      requests: 2\n      per: 3s\n      key: sender\n      on_limit: reply_once\n      reply_template: slow_down_named\n",
         )
         .replace(
             "templates:\n",
-            "templates:\n  slow_down:\n    text:\n      body:\n        en: \"Slow down, {{ contact.name }}: try again in a minute.\"\n        rw: \"Buhoro, {{ contact.name }}: ongera mu munota.\"\n        fr: \"Doucement, {{ contact.name }} : réessayez dans une minute.\"\n",
+            "templates:\n  slow_down_named:\n    text:\n      body:\n        en: \"Slow down, {{ contact.name }}: try again in a minute.\"\n        rw: \"Buhoro, {{ contact.name }}: ongera mu munota.\"\n        fr: \"Doucement, {{ contact.name }} : réessayez dans une minute.\"\n",
         )
     });
     let engine = Engine::start(&config, "127.0.0.1:0");
@@ -596,7 +596,7 @@ fn a_sender_over_the_limit_is_told_once_per_window_then_silence() {
         [
             "250788000801 cancelled",
             "250788000801 cancelled",
-            "250788000801 slow_down",
+            "250788000801 slow_down_named",
             "250788000802 cancelled"
         ]
     );
@@ -627,7 +627,11 @@ fn a_sender_over_the_limit_is_told_once_per_window_then_silence() {
         .skip(3)
         .map(|r| r["template"].clone())
         .collect();
-    assert_eq!(last, ["cancelled", "cancelled", "slow_down"], "{rows}");
+    assert_eq!(
+        last,
+        ["cancelled", "cancelled", "slow_down_named"],
+        "{rows}"
+    );
 }
 
 #[test]

@@ -54,8 +54,9 @@ fn whatsapp_core_is_signed_limited_and_routes_every_service() {
     let limit = wa.rate_limit.as_ref().expect("limited");
     assert_eq!(
         (limit.requests.get(), limit.per, limit.key),
-        (300, Duration::from_secs(60), LimitKey::Endpoint)
+        (30, Duration::from_secs(60), LimitKey::Sender)
     );
+    assert_eq!(limit.on_limit, config::OnLimit::ReplyOnce);
 
     let router = wa.router.as_ref().expect("routes");
     for (text, flow) in [
@@ -112,6 +113,14 @@ fn payments_endpoints_and_the_deprecated_webhook() {
     let old = endpoint(&config, "wa-webhook");
     let deprecation = old.deprecated.as_ref().expect("deprecated");
     assert!(deprecation.migration.contains("/webhooks/whatsapp"));
+}
+
+#[test]
+fn the_whatsapp_limit_is_the_one_tests_replace() {
+    // Tests lift or replace the shipped limit by its text: if it changed, they would silently
+    // run with the shipped one.
+    let text = std::fs::read_to_string(repo_path("routes.yaml")).expect("routes.yaml");
+    assert!(text.contains(crate::support::WHATSAPP_LIMIT));
 }
 
 #[test]

@@ -33,12 +33,12 @@ pub fn easymo(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("easymo runs")
 }
 
-/// The shipped routes.yaml without its rate limits (the WhatsApp endpoint's 300 a minute, the
+/// The shipped routes.yaml without its rate limits (the WhatsApp endpoint's 30 per sender, the
 /// SMS gateway's 100 a minute per address), so a test can send freely.
 pub fn unlimited(config: &str) -> String {
     config
         .replace(
-            "      requests: 300\n      per: 60s\n      key: endpoint",
+            WHATSAPP_LIMIT,
             "      requests: 100000\n      per: 1s\n      key: endpoint",
         )
         .replace(
@@ -46,6 +46,9 @@ pub fn unlimited(config: &str) -> String {
             "      requests: 100000\n      per: 1s\n      key: client_ip",
         )
 }
+
+/// The shipped WhatsApp endpoint's rate limit, as written: tests replace it whole.
+pub const WHATSAPP_LIMIT: &str = "      requests: 30\n      per: 60s\n      key: sender\n      on_limit: reply_once\n      reply_template: slow_down";
 
 /// Every environment variable the shipped routes.yaml reads.
 pub const SECRET_VARS: &[&str] = &[
