@@ -301,6 +301,15 @@ mod tests {
         assert!(prefix.covers(&exact));
         assert!(!exact.covers(&prefix));
         assert!(!prefix.covers(&contains));
+        // Two exact routes sharing a keyword (after normalization): the first covers the
+        // second, which can never win; different keywords do not.
+        assert!(route("Jobs!", MatchMode::Exact, "a").covers(&route(
+            "jobs",
+            MatchMode::Exact,
+            "b"
+        )));
+        assert!(!route("jobs", MatchMode::Exact, "a").covers(&route("job", MatchMode::Exact, "b")));
+        assert!(!exact.covers(&route("find", MatchMode::Prefix, "f")));
         assert!(!route("find jobs", MatchMode::Prefix, "d").covers(&route(
             "find",
             MatchMode::Prefix,

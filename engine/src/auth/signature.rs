@@ -247,6 +247,19 @@ mod tests {
             verify_standard_webhooks(&headers, body, &secrets, tolerance, 1_700_000_301),
             Err(Denied::StaleTimestamp)
         );
+        // Exactly at the tolerance, either side, is still in; a second past it is not.
+        for now in [1_700_000_300, 1_699_999_700] {
+            assert_eq!(
+                verify_standard_webhooks(&headers, body, &secrets, tolerance, now),
+                Ok(()),
+                "{now}"
+            );
+        }
+        assert_eq!(
+            verify_standard_webhooks(&headers, body, &secrets, tolerance, 1_699_999_699),
+            Err(Denied::StaleTimestamp),
+            "from the future too"
+        );
         assert_eq!(
             verify_standard_webhooks(&headers, b"{}", &secrets, tolerance, 1_700_000_000),
             Err(Denied::WrongSignature)

@@ -287,6 +287,10 @@ mod tests {
         assert_eq!(whole_units("2000"), Some(2000));
         assert_eq!(whole_units("10."), None);
         assert_eq!(whole_units(""), None);
+        // A sign is not part of an amount: `-5` is not a refund of 5, `+5` not a credit.
+        assert_eq!(whole_units("-5"), None);
+        assert_eq!(whole_units("+5"), None);
+        assert_eq!(whole_units(","), None);
         assert_eq!(
             timestamp("2024-05-10 16:30:51").as_deref(),
             Some("2024-05-10T16:30:51+02:00")
@@ -296,6 +300,18 @@ mod tests {
             Some("2026-09-04T08:45:12.498+02:00")
         );
         assert_eq!(timestamp("2024-05-10 16:30"), None);
+        // Nineteen characters, each one wrong in one place.
+        for malformed in [
+            "2024-05-10X16:30:51",
+            "2024/05/10 16:30:51",
+            "2024-05-10 16-30-51",
+            "20a4-05-10 16:30:51",
+            "2024-05-1a 16:30:51",
+            "2024-05-10 16:30:5a",
+        ] {
+            assert_eq!(malformed.len(), 19);
+            assert_eq!(timestamp(malformed), None, "{malformed}");
+        }
         assert_eq!(timestamp("2026-09-04T08:45:12.498"), None);
         assert_eq!(
             squeeze_spaces("MTN RWANDACELL  LIMITED"),
@@ -335,6 +351,79 @@ mod tests {
         assert!(read(&rules, "In 2000 RWF. Id: ").is_empty(), "cut off");
         assert!(read(&rules, "hello").is_empty());
         assert!(read(&rules, &"x".repeat(MAX_TEXT_CHARS + 1)).is_empty());
+    }
+
+    #[test]
+    fn the_length_cap_is_exactly_two_thousand_characters() {
+        let rules = rules(&[(
+            "in",
+            SmsKind::Credit,
+            r"^In (?P<amount>\d+) RWF\. Id: (?P<txid>\d+)\.x*$",
+        )]);
+        let head = "In 5 RWF. Id: 9.";
+        // Characters, not bytes: the padding is two bytes a character.
+        let at_cap = format!("{head}{}", "x".repeat(MAX_TEXT_CHARS - head.len()));
+        assert_eq!(at_cap.chars().count(), MAX_TEXT_CHARS);
+        assert_eq!(read(&rules, &at_cap).len(), 1, "2,000 is read");
+        assert!(
+            read(&rules, &format!("{at_cap}x")).is_empty(),
+            "2,001 is not"
+        );
+    }
+
+    #[test]
+    fn a_debit_never_credits() {
+        let reading = |kind| Reading {
+            pattern: "p".into(),
+            kind,
+            text: String::new(),
+            amount: Some(5),
+            currency: None,
+            counterparty: None,
+            phone: None,
+            transaction_id: Some("1".into()),
+            balance: None,
+            fee: None,
+            occurred_at: None,
+        };
+        assert!(reading(SmsKind::Credit).is_credit());
+        assert!(reading(SmsKind::Refund).is_credit());
+        assert!(!reading(SmsKind::Debit).is_credit());
+        assert!(!reading(SmsKind::NonPayment).is_credit());
+    }
+
+    #[test]
+    fn a_cut_credit_glued_before_a_text_that_starts_with_digits_credits_nothing() {
+        // The credit's wildcard runs into the loan text, whose transaction id would then be
+        // credited with the cut text's 50,000 RWF. The loan text starts with digits, so the
+        // check for a later payment must look at digits that do not continue a number.
+        let rules = rules(&[
+            (
+                "received",
+                SmsKind::Credit,
+                r"^You have received (?P<amount>[\d,]+) RWF from (?P<counterparty>[^.]+)\..*Id: (?P<txid>\d+)\.$",
+            ),
+            (
+                "loan",
+                SmsKind::Debit,
+                r"^(?P<amount>[\d,]+) RWF paid to your loan\. Id: (?P<txid>\d+)\.$",
+            ),
+        ]);
+        let glued = "You have received 50000 RWF from Jane. Message: rent for10631 RWF paid to your loan. Id: 555.";
+        let readings = read(&rules, glued);
+        assert!(
+            !readings
+                .iter()
+                .any(|r| r.is_credit() && r.transaction_id.as_deref() == Some("555")),
+            "{readings:?}"
+        );
+        // Glued after a space, the same: nothing credits under the loan's id.
+        let spaced = glued.replace("for10631", "for 10631");
+        assert!(
+            !read(&rules, &spaced).iter().any(Reading::is_credit),
+            "{:?}",
+            read(&rules, &spaced)
+        );
     }
 
     fn rules_numbers() -> SmsRules {
