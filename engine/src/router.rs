@@ -318,6 +318,31 @@ mod tests {
     }
 
     #[test]
+    fn global_words_are_only_the_global_tier() {
+        let router = Router {
+            keywords: vec![
+                KeywordRoute {
+                    tier: Tier::Global,
+                    ..route("menu", MatchMode::Exact, "main_menu")
+                },
+                route("jobs", MatchMode::Exact, "jobs"),
+            ],
+            fallback: "main_menu".into(),
+            session_ttl: std::time::Duration::from_secs(3600),
+            stale_after: std::time::Duration::from_secs(3600),
+        };
+        assert_eq!(
+            router.global(" MENU! ").map(|r| r.flow.as_str()),
+            Some("main_menu")
+        );
+        assert!(
+            router.global("jobs").is_none(),
+            "a keyword route is not a global word"
+        );
+        assert!(router.global("hello").is_none());
+    }
+
+    #[test]
     fn first_match_wins_then_fallback() {
         let router = Router {
             keywords: vec![
@@ -336,5 +361,13 @@ mod tests {
         assert_eq!(explanation.flow, "jobs");
         assert!(!explanation.candidates[0].matched);
         assert!(explanation.candidates[1].matched);
+        // What `easymo explain` prints names each route by tier, mode and keyword.
+        assert_eq!(explanation.candidates[0].route, "route exact \"menu\"");
+        assert_eq!(explanation.winner, "route contains \"jobs\"");
+        let global = KeywordRoute {
+            tier: Tier::Global,
+            ..route("help", MatchMode::Prefix, "help")
+        };
+        assert_eq!(global.describe(), "global prefix \"help\"");
     }
 }

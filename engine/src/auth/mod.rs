@@ -77,3 +77,89 @@ pub fn check(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Secret, SignatureEncoding};
+    use hmac::{Hmac, Mac as _};
+
+    fn hmac_auth() -> Auth {
+        Auth::Hmac {
+            header: "X-Hub-Signature-256".into(),
+            prefix: "sha256=".into(),
+            encoding: SignatureEncoding::Hex,
+            secrets: vec![Secret {
+                var: "S".into(),
+                value: Some("app-secret".into()),
+            }],
+        }
+    }
+
+    fn signed(body: &[u8]) -> HeaderMap {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"app-secret").expect("key");
+        mac.update(body);
+        let mut headers = HeaderMap::new();
+        let value = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        headers.insert("X-Hub-Signature-256", value.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn each_kind_of_auth_lets_in_only_what_it_should() {
+        let local: IpAddr = [127, 0, 0, 1].into();
+        let body = b"{\"entry\":[]}";
+        let auth = hmac_auth();
+        assert_eq!(check(&auth, &signed(body), body, local, 0), Ok(()));
+        assert_eq!(
+            check(&auth, &signed(b"{}"), body, local, 0),
+            Err(Denied::WrongSignature),
+            "a signature over another body"
+        );
+        assert_eq!(
+            check(&auth, &HeaderMap::new(), body, local, 0),
+            Err(Denied::MissingSignature)
+        );
+        let mut not_text = HeaderMap::new();
+        not_text.insert(
+            "X-Hub-Signature-256",
+            axum::http::HeaderValue::from_bytes(b"sha256=\xff").expect("header"),
+        );
+        assert_eq!(
+            check(&auth, &not_text, body, local, 0),
+            Err(Denied::MalformedSignature)
+        );
+        let allowlist = Auth::IpAllowlist(vec!["10.20.0.0/16".parse().expect("net")]);
+        assert_eq!(
+            check(
+                &allowlist,
+                &HeaderMap::new(),
+                body,
+                [10, 20, 3, 4].into(),
+                0
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(&allowlist, &HeaderMap::new(), body, local, 0),
+            Err(Denied::IpNotAllowed)
+        );
+        assert_eq!(
+            check(&Auth::None, &HeaderMap::new(), body, local, 0),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn refusals_name_their_reason_in_the_body() {
+        assert_eq!(Denied::IpNotAllowed.code(), "ip_not_allowed");
+        for signature in [
+            Denied::MissingSignature,
+            Denied::MalformedSignature,
+            Denied::WrongSignature,
+            Denied::StaleTimestamp,
+        ] {
+            assert_eq!(signature.code(), "invalid_signature", "{signature:?}");
+        }
+    }
+}

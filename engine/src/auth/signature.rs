@@ -231,6 +231,12 @@ mod tests {
         mac.update(b"msg_1.1700000000.");
         mac.update(body);
         let sig = STANDARD.encode(mac.finalize().into_bytes());
+        // The tools' signer makes exactly this signature.
+        assert_eq!(
+            sign_standard(&format!("whsec_{key}"), "msg_1", 1_700_000_000, body),
+            Some(format!("v1,{sig}"))
+        );
+        assert_eq!(sign_standard("whsec_not base64!", "msg_1", 1, body), None);
         let mut headers = HeaderMap::new();
         headers.insert("webhook-id", "msg_1".parse().expect("header"));
         headers.insert("webhook-timestamp", "1700000000".parse().expect("header"));

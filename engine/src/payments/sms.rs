@@ -212,7 +212,8 @@ fn timestamp(text: &str) -> Option<String> {
     }
     match (bytes.get(10), text.len()) {
         (Some(b' '), 19) => Some(format!("{}T{}+02:00", &text[..10], &text[11..])),
-        (Some(b'T'), n) if n > 19 => {
+        // A `T` time must carry its offset: without one, the check below finds none.
+        (Some(b'T'), _) => {
             let zone = &text[19..];
             let fraction_then_offset = zone
                 .trim_start_matches(|c: char| c == '.' || c.is_ascii_digit())
