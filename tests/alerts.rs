@@ -52,6 +52,15 @@ fn env(receivers: &FakeReceivers) -> Vec<(&'static str, String)> {
     env
 }
 
+/// An engine on a fresh database with `rules`, telling `receivers`; the config stays alive
+/// beside it.
+fn engine_with(receivers: &FakeReceivers, rules: &str) -> (ConfigDir, Engine) {
+    let config = config(receivers, rules);
+    let env = env(receivers);
+    let engine = Engine::start_with(&config, "127.0.0.1:0", &borrowed(&env));
+    (config, engine)
+}
+
 fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
@@ -96,7 +105,7 @@ fn count(received: &[Received], path: &str, status: &str) -> usize {
 #[test]
 fn failing_flows_fire_on_every_channel_and_resolve() {
     let receivers = FakeReceivers::start();
-    let config = config(
+    let (_config, engine) = engine_with(
         &receivers,
         "    - name: flows failing
       when: error_rate on wa-webhook-core > 50% for 2s
@@ -105,8 +114,6 @@ fn failing_flows_fire_on_every_channel_and_resolve() {
       runbook: docs/runbooks/error-rate.md
 ",
     );
-    let env = env(&receivers);
-    let engine = Engine::start_with(&config, "127.0.0.1:0", &borrowed(&env));
     // The jobs flow's first query now fails: every "jobs" is a failed flow, answered 200.
     exec(&engine.database_url, "drop table job_categories cascade");
     for n in 0..4 {
@@ -163,7 +170,7 @@ fn failing_flows_fire_on_every_channel_and_resolve() {
 fn a_receiver_that_is_down_is_retried_and_holds_up_nobody() {
     let receivers = FakeReceivers::start();
     receivers.down("slack");
-    let config = config(
+    let (_config, engine) = engine_with(
         &receivers,
         "    - name: dead letters
       when: dlq_size > 0
@@ -172,8 +179,6 @@ fn a_receiver_that_is_down_is_retried_and_holds_up_nobody() {
       runbook: docs/runbooks/dead-letters.md
 ",
     );
-    let env = env(&receivers);
-    let engine = Engine::start_with(&config, "127.0.0.1:0", &borrowed(&env));
     dead_letter(&engine.database_url, "250788300000");
     // Slack refuses; the webhook receiver, behind its own queue, is told at once.
     let received = receivers.wait_until(Duration::from_secs(15), |r| {
@@ -379,7 +384,7 @@ fn a_wrong_expectation_fails_in_both_engines() {
 #[test]
 fn metrics_read_with_prometheus_own_parser() {
     let receivers = FakeReceivers::start();
-    let config = config(
+    let (_config, engine) = engine_with(
         &receivers,
         "    - name: dead letters
       when: dlq_size > 0
@@ -387,8 +392,6 @@ fn metrics_read_with_prometheus_own_parser() {
       notify: [slack]
 ",
     );
-    let env = env(&receivers);
-    let engine = Engine::start_with(&config, "127.0.0.1:0", &borrowed(&env));
     message(&engine, "250788500000", "wamid.metrics.1", "menu");
     let forged = engine.forged_whatsapp();
     assert_eq!(forged.status, 403);
@@ -447,9 +450,7 @@ fn the_grafana_dashboard_queries_exported_metrics_in_valid_promql() {
     assert!(exprs.len() >= 15, "{exprs:?}");
     // Every metric a panel reads is one the engine exports.
     let receivers = FakeReceivers::start();
-    let config = config(&receivers, "    - name: dead letters\n      when: dlq_size > 0\n      severity: warning\n      notify: [slack]\n");
-    let env = env(&receivers);
-    let engine = Engine::start_with(&config, "127.0.0.1:0", &borrowed(&env));
+    let (config, engine) = engine_with(&receivers, "    - name: dead letters\n      when: dlq_size > 0\n      severity: warning\n      notify: [slack]\n");
     let exposition = engine.request("GET", "/metrics").send().text();
     let mut exported = std::collections::BTreeSet::new();
     for line in exposition.lines() {
