@@ -123,7 +123,7 @@ pub async fn webhook(
 
 /// Reads what `/metrics` takes from the database and the serving snapshot at each scrape.
 pub async fn refresh_metrics(state: &AppState) {
-    if let Ok(figures) = crate::store::alerts::scrape_figures(&state.pool).await {
+    if let Ok(figures) = crate::store::alerts::system_figures(&state.pool, 0.0).await {
         state.metrics.observe_database(&figures);
     }
     let snapshot = state.reloader.current();

@@ -16,8 +16,7 @@ use serde::Deserialize;
 use super::rules::{alert_annotations, alert_labels, Evaluator, Observation, Phase};
 use super::series::Series;
 use crate::config::Config;
-use crate::metrics::Figures;
-use crate::store::alerts::SystemFigures;
+use crate::metrics::{Figures, SystemFigures};
 
 /// A test file.
 #[derive(Debug, Deserialize)]

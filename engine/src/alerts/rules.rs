@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use easymo_dsl::ast::Unit;
 
 use crate::config::{AlertRule, AlertSeverity, Alerting};
-use crate::metrics::Figures;
-use crate::store::alerts::{StoredState, SystemFigures};
+use crate::metrics::{Figures, SystemFigures};
+use crate::store::alerts::StoredState;
 
 /// The figures of one window, for every rule evaluated at one moment.
 #[derive(Debug, Clone, Default)]

@@ -22,18 +22,19 @@ use easymo_dsl::ast::Unit;
 
 use crate::config::Config;
 
-/// What `/metrics` reads from the database at each scrape (the store reads it): the same on
-/// every process.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScrapeFigures {
+/// Figures of the whole system, read from its tables (the store reads them): queue sizes and
+/// payments settled since some time. The same on every process. `f64`, as the alert evaluator
+/// takes them, also from promtool's series, where increases are extrapolated.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SystemFigures {
     /// Dead outbox rows not discarded or re-driven.
-    pub dlq_size: i64,
+    pub dlq_size: f64,
     /// Outbox rows not yet accepted by the Graph API.
-    pub outbox_pending: i64,
-    /// Payments ever settled `SUCCESSFUL` (settled payments are never deleted: a counter).
-    pub payments_successful: i64,
-    /// Payments ever settled `FAILED`.
-    pub payments_failed: i64,
+    pub outbox_pending: f64,
+    /// Payments settled `SUCCESSFUL` since the time asked for.
+    pub payments_successful: f64,
+    /// Payments settled `FAILED` since the time asked for.
+    pub payments_failed: f64,
 }
 
 /// Latency bucket edges, in seconds, before the alert rules' own thresholds are added.
@@ -429,18 +430,19 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets what the database says at a scrape: queue sizes, and the settled-payment counters
-    /// moved up to the totals (which only grow: settled payments are never deleted).
-    pub fn observe_database(&self, figures: &ScrapeFigures) {
-        self.dlq_size.set(figures.dlq_size);
-        self.outbox_pending.set(figures.outbox_pending);
+    /// Sets what the database says at a scrape (payments settled since the epoch): queue sizes,
+    /// and the settled-payment counters moved up to the totals (which only grow: settled
+    /// payments are never deleted).
+    pub fn observe_database(&self, figures: &SystemFigures) {
+        self.dlq_size.set(whole(figures.dlq_size));
+        self.outbox_pending.set(whole(figures.outbox_pending));
         let totals = [
             ("successful", figures.payments_successful),
             ("failed", figures.payments_failed),
         ];
         for (outcome, total) in totals {
             let counter = self.payments.get_or_create(&PaymentLabels { outcome });
-            let total = u64::try_from(total).unwrap_or(0);
+            let total = u64::try_from(whole(total)).unwrap_or(0);
             counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
@@ -458,6 +460,15 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// A count read from the database as the integer it was.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "whole counts far below 2^53"
+)]
+fn whole(count: f64) -> i64 {
+    count.round() as i64
 }
 
 /// OpenMetrics text as the Prometheus text format 0.0.4: a counter's family is named with its

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use sqlx::PgPool;
 
-use crate::metrics::{Figures, ScrapeFigures};
+use crate::metrics::{Figures, SystemFigures};
 
 /// Adds one process's figures for the interval starting at `bucket`.
 pub async fn add_rollup(
@@ -103,20 +103,8 @@ pub async fn prune_rollups(pool: &PgPool, before: f64) -> Result<u64, sqlx::Erro
     Ok(done.rows_affected())
 }
 
-/// Figures of the whole system read from its tables at evaluation time.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct SystemFigures {
-    /// Dead outbox rows not discarded or re-driven.
-    pub dlq_size: f64,
-    /// Outbox rows not yet accepted by the Graph API.
-    pub outbox_pending: f64,
-    /// Payments settled `SUCCESSFUL` within the window.
-    pub payments_successful: f64,
-    /// Payments settled `FAILED` within the window.
-    pub payments_failed: f64,
-}
-
-/// Reads [`SystemFigures`], payments settled since `since`.
+/// Reads [`SystemFigures`] in one statement, payments settled since `since` (Unix seconds; `0`
+/// for every one ever settled).
 pub async fn system_figures(pool: &PgPool, since: f64) -> Result<SystemFigures, sqlx::Error> {
     let (dlq_size, outbox_pending, payments_successful, payments_failed): (i64, i64, i64, i64) =
         sqlx::query_as(
@@ -136,26 +124,6 @@ pub async fn system_figures(pool: &PgPool, since: f64) -> Result<SystemFigures, 
         outbox_pending: unsigned(outbox_pending),
         payments_successful: unsigned(payments_successful),
         payments_failed: unsigned(payments_failed),
-    })
-}
-
-/// Reads [`ScrapeFigures`] in one statement.
-pub async fn scrape_figures(pool: &PgPool) -> Result<ScrapeFigures, sqlx::Error> {
-    let (dlq_size, outbox_pending, payments_successful, payments_failed): (i64, i64, i64, i64) =
-        sqlx::query_as(
-            "select
-                 (select count(*) from outbox where status = 'dead'),
-                 (select count(*) from outbox where status in ('pending', 'sending')),
-                 (select count(*) from momo_payments where status = 'SUCCESSFUL'),
-                 (select count(*) from momo_payments where status = 'FAILED')",
-        )
-        .fetch_one(pool)
-        .await?;
-    Ok(ScrapeFigures {
-        dlq_size,
-        outbox_pending,
-        payments_successful,
-        payments_failed,
     })
 }
 
