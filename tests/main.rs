@@ -35,3 +35,5 @@ mod alerts;
 mod dashboard;
 // No phone number in any log line, in any encoding.
 mod privacy;
+// Connections opened for real: descriptor exhaustion, slow clients, body memory, the drain.
+mod connections;

@@ -317,8 +317,38 @@ impl Engine {
 
     /// Starts the engine with exactly `env` (its DATABASE_URL included).
     pub fn start_on(config: &ConfigDir, listen: &str, env: &[(&str, &str)]) -> Engine {
+        Self::start_through(&[], config, listen, env)
+    }
+
+    /// Like [`Engine::start`], run through `launcher` (e.g. `prlimit --nofile=256:1024`).
+    pub fn start_under(launcher: &[&str], config: &ConfigDir) -> Engine {
+        let database_url = fresh_database();
+        let mut env: Vec<(&str, &str)> = engine_env()
+            .into_iter()
+            .filter(|(k, _)| *k != "DATABASE_URL")
+            .collect();
+        env.push(("DATABASE_URL", &database_url));
+        let mut engine = Self::start_through(launcher, config, "127.0.0.1:0", &env);
+        engine.database_url = database_url.clone();
+        engine
+    }
+
+    fn start_through(
+        launcher: &[&str],
+        config: &ConfigDir,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Engine {
         use std::io::BufRead as _;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_easymo-under-test"));
+        let binary = env!("CARGO_BIN_EXE_easymo-under-test");
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .args(["serve", "--config"])
             .arg(config.routes())
@@ -597,24 +627,30 @@ impl HttpRequest {
     }
 }
 
-fn read_response(mut stream: std::net::TcpStream) -> HttpResponse {
-    let mut raw = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut stream, &mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+/// The status and headers (names lowercased) of a response head.
+pub fn parse_response_head(head: &str) -> (u16, Vec<(String, String)>) {
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .expect("status");
-    let headers: Vec<(String, String)> = lines
+    let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
+    (status, headers)
+}
+
+/// Reads a whole response from `stream` (to its end: the server closes it).
+pub fn read_response(mut stream: std::net::TcpStream) -> HttpResponse {
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
+    let (status, headers) = parse_response_head(&String::from_utf8_lossy(&raw[..split]));
     let mut body = raw[split + 4..].to_vec();
     if headers
         .iter()

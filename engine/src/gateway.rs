@@ -40,6 +40,32 @@ pub struct AppState {
     pub momo: crate::payments::Connection,
     /// What `/metrics` shows.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Room for request bodies, shared by all requests.
+    pub body_memory: BodyMemory,
+}
+
+/// Memory for request bodies, shared by all requests, in KiB. A body is counted at its
+/// declared length (or the limit, when chunked) before a byte of it is read, and until the
+/// request is answered: 200 slow 3 MB uploads cannot pin 600 MB.
+#[derive(Debug, Clone)]
+pub struct BodyMemory(Arc<tokio::sync::Semaphore>);
+
+impl BodyMemory {
+    /// Room for `bytes` of bodies at once.
+    pub fn new(bytes: usize) -> Self {
+        let permits = kib(bytes).min(tokio::sync::Semaphore::MAX_PERMITS);
+        BodyMemory(Arc::new(tokio::sync::Semaphore::new(permits)))
+    }
+
+    /// Room for one body of `bytes`, if there is some now.
+    fn reserve(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permits = u32::try_from(kib(bytes)).ok()?;
+        self.0.clone().try_acquire_many_owned(permits).ok()
+    }
+}
+
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024).max(1)
 }
 
 /// The id of one request: from `x-request-id` when the caller sent a sane one, else generated.
@@ -235,7 +261,15 @@ impl Request<'_> {
         if let Auth::IpAllowlist(_) = endpoint.auth {
             self.authenticate(headers, &[])?;
         }
-        let body = read_body(headers, body, snapshot.config.server.max_body_bytes).await?;
+        let server = &snapshot.config.server;
+        let (body, _room) = read_body(
+            headers,
+            body,
+            server.max_body_bytes,
+            server.connections.body_timeout,
+            &state.body_memory,
+        )
+        .await?;
         if !matches!(endpoint.auth, Auth::IpAllowlist(_)) {
             self.authenticate(headers, &body)?;
         }
@@ -537,7 +571,15 @@ impl Request<'_> {
     }
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a body of at most `limit` bytes within `timeout`, holding room for it in `memory`
+/// (returned: the room is held until the request is answered).
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+    memory: &BodyMemory,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -545,12 +587,17 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+    let expected = declared.map_or(limit, |n| usize::try_from(n).unwrap_or(limit));
+    let room = memory
+        .reserve(expected)
+        .ok_or(ApiError::Overloaded { retry_after: 1 })?;
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(ApiError::Timeout { what: "body" }),
+        Ok(Ok(collected)) => Ok((collected.to_bytes(), room)),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ApiError::PayloadTooLarge { limit })
         }
-        Err(error) => Err(ApiError::InvalidPayload(format!(
+        Ok(Err(error)) => Err(ApiError::InvalidPayload(format!(
             "could not read the body: {error}"
         ))),
     }

@@ -63,6 +63,33 @@ pub enum ApiError {
         /// Seconds until a request fits.
         retry_after: u64,
     },
+    /// The client did not send in time (`what`: its headers or its body).
+    #[error("{what} not received in time")]
+    Timeout {
+        /// `headers` or `body`.
+        what: &'static str,
+    },
+    /// The request line and headers are over the limit.
+    #[error("headers over {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// Not HTTP/1.1 the server can read.
+    #[error("malformed request: {0}")]
+    MalformedRequest(String),
+    /// Too many connections or too much body memory in use: try again shortly.
+    #[error("overloaded")]
+    Overloaded {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// Postgres cannot be reached: nothing could be recorded, so nothing is acknowledged.
+    #[error("database unavailable")]
+    DatabaseUnavailable {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// Anything else.
     #[error("internal error: {message}")]
     Internal {
@@ -88,6 +115,11 @@ impl ApiError {
             ApiError::InvalidPayload(_) => "invalid_payload",
             ApiError::UnparsedSms { .. } => "unparsed_sms",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Timeout { .. } => "request_timeout",
+            ApiError::HeadersTooLarge { .. } => "headers_too_large",
+            ApiError::MalformedRequest(_) => "malformed_request",
+            ApiError::Overloaded { .. } => "overloaded",
+            ApiError::DatabaseUnavailable { .. } => "database_unavailable",
             ApiError::Internal { .. } => "internal_error",
         }
     }
@@ -140,6 +172,26 @@ impl IntoResponse for ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 json!({"error": "rate_limited", "message": format!("too many requests; retry in {retry_after} s"), "retryAfter": retry_after}),
             ),
+            ApiError::Timeout { what } => (
+                StatusCode::REQUEST_TIMEOUT,
+                json!({"error": "request_timeout", "message": format!("the request's {what} did not arrive in time")}),
+            ),
+            ApiError::HeadersTooLarge { limit } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                json!({"error": "headers_too_large", "message": format!("the request line and headers are larger than {limit} bytes")}),
+            ),
+            ApiError::MalformedRequest(detail) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "malformed_request", "message": detail}),
+            ),
+            ApiError::Overloaded { retry_after } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "overloaded", "message": format!("the server is at capacity; retry in {retry_after} s"), "retryAfter": retry_after}),
+            ),
+            ApiError::DatabaseUnavailable { retry_after } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "database_unavailable", "message": format!("the database is unreachable and nothing was recorded; retry in {retry_after} s"), "retryAfter": retry_after}),
+            ),
             ApiError::Internal { request_id, .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({"error": "internal_error", "message": "Something went wrong on our side.", "requestId": request_id}),
@@ -152,7 +204,9 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::RateLimited { retry_after } => {
+            ApiError::RateLimited { retry_after }
+            | ApiError::Overloaded { retry_after }
+            | ApiError::DatabaseUnavailable { retry_after } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));

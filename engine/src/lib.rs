@@ -34,6 +34,7 @@ pub mod alerts;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod dashboard;
 pub mod explain;
 pub mod flow;

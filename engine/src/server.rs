@@ -1,11 +1,11 @@
 //! `easymo serve`: the HTTP server, its error boundary, reloads and graceful shutdown.
 //!
 //! Owns: the axum router (built-in routes plus the webhook fallback), the middleware that gives
-//! every request an id and turns any panic into a JSON 500, the reload loop (file watcher and
-//! SIGHUP, one at a time, off the request path), and shutdown (stop accepting, drain within a
-//! deadline, exit 0). Must not know what a webhook means: `gateway` does.
+//! every request an id and turns any panic into a JSON 500, the start of every long-running part
+//! in order, the reload loop (file watcher and SIGHUP, one at a time, off the request path), and
+//! shutdown. Must not know what a webhook means (`gateway` does) nor how connections are
+//! accepted, bounded and drained (`connections` does).
 
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch as tokio_watch};
+use tokio::sync::mpsc;
 
 use crate::config::{Env, EnvPolicy};
 use crate::gateway::{self, AppState, RequestId};
@@ -190,6 +190,9 @@ pub async fn run(
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { address, source })?;
+    let connections = snapshot.config.server.connections;
+    let fd_limit = crate::connections::raise_descriptor_limit();
+    let cap = crate::connections::connection_cap(connections.max_connections, fd_limit);
     // Take over SIGHUP before saying we listen: its default action ends the process, and a
     // reload requested right after start must not.
     let hangup = hangup_signal();
@@ -198,6 +201,8 @@ pub async fn run(
         address = %local,
         config_version = %snapshot.version,
         endpoints = snapshot.config.endpoints.len(),
+        fd_limit,
+        max_connections = cap,
         "Listening."
     );
 
@@ -212,36 +217,47 @@ pub async fn run(
     let momo = crate::payments::Connection::new()
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
     crate::payments::workers::start(pool.clone(), reloader.clone(), momo.clone(), payments);
-    let alerts = if options.telemetry {
-        let alerts = crate::alerts::start(
-            pool.clone(),
-            reloader.clone(),
-            metrics.clone(),
-            crate::store::process_name(),
-        );
-        Some(
-            alerts
-                .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?,
-        )
-    } else {
-        tracing::warn!(
-            event = "telemetry.off",
-            "Metrics are not counted and alert rules are not evaluated (--without-telemetry)."
-        );
-        None
-    };
+    let alerts = start_alerts(options.telemetry, &pool, &reloader, &metrics)?;
     let state = Arc::new(AppState {
         reloader,
         pool,
         batcher,
         momo,
         metrics,
+        body_memory: crate::gateway::BodyMemory::new(connections.max_body_memory),
     });
-    let served = serve_until(listener, state, shutdown, options.drain).await;
+    let live = state.reloader.clone();
+    let settings: crate::connections::Settings =
+        Arc::new(move || live.current().config.server.connections);
+    crate::connections::serve(listener, app(state), settings, cap, shutdown, options.drain).await;
     if let Some(alerts) = alerts {
         alerts.stop().await;
     }
-    served
+    Ok(())
+}
+
+/// The alert evaluator, unless telemetry is off.
+fn start_alerts(
+    telemetry: bool,
+    pool: &sqlx::PgPool,
+    reloader: &Arc<Reloader>,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<Option<crate::alerts::Alerts>, ServeError> {
+    if !telemetry {
+        tracing::warn!(
+            event = "telemetry.off",
+            "Metrics are not counted and alert rules are not evaluated (--without-telemetry)."
+        );
+        return Ok(None);
+    }
+    crate::alerts::start(
+        pool.clone(),
+        reloader.clone(),
+        metrics.clone(),
+        crate::store::process_name(),
+    )
+    .map(Some)
+    .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))
 }
 
 /// SIGHUP, taken over so that it reloads instead of ending the process.
@@ -283,45 +299,6 @@ fn spawn_reloading(
             sweeper.sweep_limiters();
         }
     });
-}
-
-/// Serves until `shutdown`, then stops accepting and gives requests in flight `drain` to finish.
-async fn serve_until(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl std::future::Future<Output = ()>,
-    drain: Duration,
-) -> Result<(), ServeError> {
-    let (stop_tx, mut stop_rx) = tokio_watch::channel(false);
-    let server = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    });
-    let mut serving = tokio::spawn(server.into_future());
-    tokio::select! {
-        result = &mut serving => {
-            return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(ServeError::Runtime(e.to_string())),
-                Err(e) => Err(ServeError::Runtime(e.to_string())),
-            };
-        }
-        () = shutdown => {
-            tracing::info!(event = "server.shutting_down", drain_ms = drain.as_millis() as u64, "Shutting down: no new connections, finishing requests in flight.");
-        }
-    }
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(drain, serving).await {
-        Ok(_) => tracing::info!(event = "server.stopped", "All requests finished; stopped."),
-        Err(_) => tracing::warn!(
-            event = "server.stopped",
-            "Drain deadline passed with requests still in flight; stopped."
-        ),
-    }
-    Ok(())
 }
 
 /// Reloads on every file-change signal and on SIGHUP, one at a time.

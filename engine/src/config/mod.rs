@@ -117,6 +117,23 @@ pub struct Server {
     pub database_url: Option<Secret>,
     /// Admin bearer token.
     pub admin_token: Option<Secret>,
+    /// Connection limits and timeouts.
+    pub connections: Connections,
+}
+
+/// What one client may hold of the server: time, connections and body memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    /// For a new connection's first request headers.
+    pub header_timeout: std::time::Duration,
+    /// For a request's body, once its headers are in.
+    pub body_timeout: std::time::Duration,
+    /// For a keep-alive connection's next request headers.
+    pub idle_timeout: std::time::Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Request body bytes held at once, across requests.
+    pub max_body_memory: usize,
 }
 
 /// One endpoint.

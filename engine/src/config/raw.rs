@@ -111,10 +111,47 @@ pub struct Server {
     /// Bearer token for the admin routes; an environment reference.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// How long a new connection may take to send its first request's headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
+    /// How long a request may take to send its body once its headers are in.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: String,
+    /// How long a keep-alive connection may wait, idle, for its next request's headers.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+    /// Open connections served at once; newer ones are shed (probes still answered). Capped
+    /// below the process's file-descriptor limit at start.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Bytes of request bodies held in memory at once, across all requests; a request whose
+    /// body does not fit is answered 503 before it is read.
+    #[serde(default = "default_max_body_memory_bytes")]
+    pub max_body_memory_bytes: u64,
 }
 
 fn default_max_body_bytes() -> u64 {
     3 * 1024 * 1024
+}
+
+fn default_header_timeout() -> String {
+    "10s".to_owned()
+}
+
+fn default_body_timeout() -> String {
+    "30s".to_owned()
+}
+
+fn default_idle_timeout() -> String {
+    "60s".to_owned()
+}
+
+fn default_max_connections() -> u32 {
+    10_000
+}
+
+fn default_max_body_memory_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 /// One HTTP endpoint.

@@ -5,7 +5,7 @@ use easymo_dsl::codes;
 use super::context::Cx;
 use crate::config::raw;
 use crate::config::yaml::Path;
-use crate::config::{Momo, Server};
+use crate::config::{Connections, Momo, Server};
 
 pub(super) fn compile_server(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Server> {
     let path = Path::root().key("server");
@@ -43,12 +43,48 @@ pub(super) fn compile_server(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Se
         .admin_token
         .as_ref()
         .and_then(|v| cx.secret(v, &path.key("admin_token"), "the admin token"));
+    let connections = compile_connections(cx, server);
     Some(Server {
         listen: listen?,
         trusted_proxies,
         max_body_bytes: usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX),
         database_url,
         admin_token,
+        connections: connections?,
+    })
+}
+
+fn compile_connections(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Connections> {
+    let path = Path::root().key("server");
+    let header_timeout = cx.duration(&server.header_timeout, &path.key("header_timeout"));
+    let body_timeout = cx.duration(&server.body_timeout, &path.key("body_timeout"));
+    let idle_timeout = cx.duration(&server.idle_timeout, &path.key("idle_timeout"));
+    if server.max_connections == 0 {
+        cx.error(
+            codes::INVALID_VALUE,
+            "`max_connections` must be greater than zero",
+            &path.key("max_connections"),
+            "",
+        );
+    }
+    if server.max_body_memory_bytes < server.max_body_bytes {
+        cx.error(
+            codes::INVALID_VALUE,
+            format!(
+                "`max_body_memory_bytes` ({}) is smaller than `max_body_bytes` ({}): no request at the size limit could ever be read",
+                server.max_body_memory_bytes, server.max_body_bytes
+            ),
+            &path.key("max_body_memory_bytes"),
+            "",
+        )
+        .help = Some("hold room for a few bodies at the limit, e.g. 64 MiB for 3 MB bodies".to_owned());
+    }
+    Some(Connections {
+        header_timeout: header_timeout?,
+        body_timeout: body_timeout?,
+        idle_timeout: idle_timeout?,
+        max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
+        max_body_memory: usize::try_from(server.max_body_memory_bytes).unwrap_or(usize::MAX),
     })
 }
 
