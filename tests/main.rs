@@ -37,3 +37,7 @@ mod dashboard;
 mod privacy;
 // Connections opened for real: descriptor exhaustion, slow clients, body memory, the drain.
 mod connections;
+// Postgres taken away and given back under the engine: fast 503s, recovery on its own.
+mod outage;
+// Deliveries recorded but not processed, processed by the running engine; poison input kept.
+mod poison;

@@ -1,6 +1,7 @@
 //! Paths into the repository and a runner for the real `easymo` binary.
 
 pub mod browser;
+pub mod proxy;
 pub mod receivers;
 
 use std::path::{Path, PathBuf};

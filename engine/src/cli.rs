@@ -7,8 +7,8 @@
 //! - `simulate`: play one message through a flow against a database.
 //! - `explain`: say which route a text takes, and why.
 //! - `schema`: print the JSON Schema of routes.yaml.
-//! - `dlq list | show | retry | discard | stats`: the dead-letter queue of replies that could
-//!   not be sent ([`crate::outbound::dlq`]).
+//! - `dlq list | show | retry | discard | stats | inbound`: the dead-letter queue of replies
+//!   that could not be sent ([`crate::outbound::dlq`]), and deliveries kept as poison.
 //!
 //! Owns: argument parsing (clap) and dispatch to the commands. Together with `main.rs`, the only
 //! place that uses anyhow: everything below returns typed errors.
@@ -198,6 +198,9 @@ pub enum DlqCommand {
     },
     /// Dead rows by reason.
     Stats,
+    /// The inbound counterpart: WhatsApp deliveries kept as poison (a NUL byte, a message
+    /// without an id, a timestamp out of range, attempts used up), newest first.
+    Inbound,
 }
 
 /// The dead rows a retry or discard acts on.
@@ -515,6 +518,7 @@ fn dlq(
                 dlq::acted("discarded", &ids, rows.dry_run, output)
             }
             DlqCommand::Stats => dlq::stats(pool, output).await?,
+            DlqCommand::Inbound => dlq::inbound(pool, output).await?,
         };
         write_out(&printed);
         anyhow::Ok(0)

@@ -42,7 +42,13 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Room for request bodies, shared by all requests.
     pub body_memory: BodyMemory,
+    /// Whether Postgres is reachable: while it is not, webhooks are refused at once.
+    pub database: Arc<crate::store::health::Health>,
 }
+
+/// Seconds a caller is asked to wait while the database is unreachable (Meta and the SMS
+/// gateway retry on their own schedules; this is for everyone else).
+const DATABASE_RETRY_AFTER: u64 = 5;
 
 /// Memory for request bodies, shared by all requests, in KiB. A body is counted at its
 /// declared length (or the limit, when chunked) before a byte of it is read, and until the
@@ -257,6 +263,13 @@ impl Request<'_> {
         if *method == Method::GET {
             return self.handshake(uri);
         }
+        // Nothing can be recorded, so nothing may be acknowledged; saying so now spares the
+        // caller a wait for a connection that will not come.
+        if !state.database.is_up() {
+            return Err(ApiError::DatabaseUnavailable {
+                retry_after: DATABASE_RETRY_AFTER,
+            });
+        }
         // An allowlist needs no body: refuse before reading one.
         if let Auth::IpAllowlist(_) = endpoint.auth {
             self.authenticate(headers, &[])?;
@@ -366,15 +379,20 @@ impl Request<'_> {
             request_id: self.request_id,
         };
         // Durable before the answer: once this returns, a crash loses nothing.
-        let routed_to = inbound::accept(&state.pool, &state.batcher, delivery)
+        let accepted = inbound::accept(&state.pool, &state.batcher, delivery)
             .await
-            .map_err(|e| self.internal(&e))?;
-        self.flow = routed_to.clone();
-        Ok((
-            StatusCode::OK,
-            Json(json!({"status": "success", "routed_to": routed_to})),
-        )
-            .into_response())
+            .map_err(|e| match &e {
+                inbound::AcceptError::NotRecorded(error) => self.database_failed(state, error),
+                inbound::AcceptError::UnknownEndpoint(_) => self.internal(&e),
+            })?;
+        self.flow = accepted.routed_to.clone();
+        let body = match accepted.poison {
+            // Kept, but it can never be processed: 200 all the same, or Meta would send it
+            // again for days.
+            Some(reason) => json!({"status": "poison", "reason": reason, "routed_to": null}),
+            None => json!({"status": "success", "routed_to": accepted.routed_to}),
+        };
+        Ok((StatusCode::OK, Json(body)).into_response())
     }
 
     /// A MoMo callback: recorded, then confirmed with MoMo itself (see [`crate::payments`]).
@@ -408,7 +426,7 @@ impl Request<'_> {
             },
         )
         .await
-        .map_err(|e| self.internal(&e))?;
+        .map_err(|e| self.database_failed(state, &e))?;
         if state.metrics.enabled {
             state
                 .metrics
@@ -437,7 +455,7 @@ impl Request<'_> {
             // Dropped with a 200, the forwarder will not send it again: keep it for review.
             crate::payments::keep_dropped_sms(&state.pool, &self.endpoint.name, body)
                 .await
-                .map_err(|e| self.internal(&e))?;
+                .map_err(|e| self.database_failed(state, &e))?;
             return Ok(dropped);
         }
         let Some(rules) = &self.endpoint.sms else {
@@ -453,7 +471,7 @@ impl Request<'_> {
             self.request_id,
         )
         .await
-        .map_err(|e| self.internal(&e))?;
+        .map_err(|e| self.database_failed(state, &e))?;
         let outcome = match &intake {
             SmsIntake::Read { outcome, .. } => outcome.as_str(),
             SmsIntake::Unparsed { .. } => "unparsed",
@@ -545,6 +563,19 @@ impl Request<'_> {
         if let Err(error) = queued {
             tracing::warn!(service = %self.endpoint.name, event = "request.slow_down_not_sent", request_id = %self.request_id, error = %error, "Could not queue the slow-down reply.");
         }
+    }
+
+    /// A statement failed: 503 if the database may be out of reach (nothing was recorded, the
+    /// caller should retry), else a 500. Either way the breaker hears of it.
+    fn database_failed(&self, state: &AppState, error: &sqlx::Error) -> ApiError {
+        state.database.report(error);
+        if crate::store::health::is_unreachable(error) {
+            tracing::warn!(service = %self.endpoint.name, event = "request.database_unreachable", request_id = %self.request_id, error = %error, "Nothing recorded: the database is out of reach.");
+            return ApiError::DatabaseUnavailable {
+                retry_after: DATABASE_RETRY_AFTER,
+            };
+        }
+        self.internal(error)
     }
 
     fn internal(&self, error: &dyn std::fmt::Display) -> ApiError {
@@ -672,10 +703,12 @@ pub async fn healthz() -> Response {
 /// `GET /readyz`: a config is loaded and serving.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let snapshot = state.reloader.current();
-    if let Err(error) = sqlx::query("select 1").execute(&state.pool).await {
+    // From the breaker, not a query: a probe must answer at once, and above all while the
+    // database does not.
+    if !state.database.is_up() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "error": "database_unreachable", "message": error.to_string()})),
+            Json(json!({"status": "unavailable", "error": "database_unreachable", "message": "the database did not answer the last probe"})),
         )
             .into_response();
     }

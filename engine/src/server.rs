@@ -156,31 +156,26 @@ pub async fn run(
             .map_err(|e| ServeError::Runtime(e.to_string()))??;
     let reloader = Arc::new(reloader);
     let snapshot = reloader.current();
-    let database_url = snapshot
-        .config
-        .server
-        .database_url
-        .as_ref()
-        .and_then(|s| s.value.clone())
-        .ok_or(ServeError::NoDatabase)?;
-    let pool = crate::store::connect(&database_url, DATABASE_CONNECTIONS).await?;
-    crate::store::check_schema(&pool).await?;
+    let (pool, sending_pool, database) = connect(&snapshot.config).await?;
+    // This process, as leases and roll-ups name it.
+    let process = crate::store::process_name();
     let mut metrics = crate::metrics::Metrics::new(&snapshot.config);
     metrics.enabled = options.telemetry;
     let metrics = Arc::new(metrics);
     let payments = crate::payments::Wake::default();
-    // The sender's statements have a pool of their own: they never wait behind webhooks for a
-    // connection, nor webhooks behind them.
-    let sending_pool =
-        crate::store::connect_planning_each_time(&database_url, SENDING_CONNECTIONS).await?;
     let handoff = crate::outbound::start(sending_pool, reloader.clone(), metrics.clone())
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
-    tokio::spawn(crate::inbound::recover(
-        pool.clone(),
-        reloader.clone(),
-        payments.clone(),
-        handoff.clone(),
-    ));
+    tokio::spawn(
+        crate::inbound::redelivery::Redelivery {
+            pool: pool.clone(),
+            reloader: reloader.clone(),
+            payments: payments.clone(),
+            handoff: handoff.clone(),
+            health: database.clone(),
+            process: process.clone(),
+        }
+        .run(),
+    );
 
     tokio::spawn(crate::store::stats::keep_current(pool.clone()));
     let address = options.listen.unwrap_or(snapshot.config.server.listen);
@@ -217,7 +212,7 @@ pub async fn run(
     let momo = crate::payments::Connection::new()
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
     crate::payments::workers::start(pool.clone(), reloader.clone(), momo.clone(), payments);
-    let alerts = start_alerts(options.telemetry, &pool, &reloader, &metrics)?;
+    let alerts = start_alerts(options.telemetry, &pool, &reloader, &metrics, process)?;
     let state = Arc::new(AppState {
         reloader,
         pool,
@@ -225,6 +220,7 @@ pub async fn run(
         momo,
         metrics,
         body_memory: crate::gateway::BodyMemory::new(connections.max_body_memory),
+        database,
     });
     let live = state.reloader.clone();
     let settings: crate::connections::Settings =
@@ -236,12 +232,41 @@ pub async fn run(
     Ok(())
 }
 
+/// The pools (the webhooks' and the sender's) on a current schema, and the breaker watching the
+/// database.
+async fn connect(
+    config: &crate::config::Config,
+) -> Result<
+    (
+        sqlx::PgPool,
+        sqlx::PgPool,
+        Arc<crate::store::health::Health>,
+    ),
+    ServeError,
+> {
+    let url = config
+        .server
+        .database_url
+        .as_ref()
+        .and_then(|s| s.value.clone())
+        .ok_or(ServeError::NoDatabase)?;
+    let database = crate::store::health::Health::new();
+    let pool = crate::store::connect_watched(&url, DATABASE_CONNECTIONS, false, &database).await?;
+    crate::store::check_schema(&pool).await?;
+    // The sender's statements have a pool of their own: they never wait behind webhooks for a
+    // connection, nor webhooks behind them.
+    let sending = crate::store::connect_watched(&url, SENDING_CONNECTIONS, true, &database).await?;
+    database.watch(crate::store::connect_options(&url)?);
+    Ok((pool, sending, database))
+}
+
 /// The alert evaluator, unless telemetry is off.
 fn start_alerts(
     telemetry: bool,
     pool: &sqlx::PgPool,
     reloader: &Arc<Reloader>,
     metrics: &Arc<crate::metrics::Metrics>,
+    process: String,
 ) -> Result<Option<crate::alerts::Alerts>, ServeError> {
     if !telemetry {
         tracing::warn!(
@@ -250,14 +275,9 @@ fn start_alerts(
         );
         return Ok(None);
     }
-    crate::alerts::start(
-        pool.clone(),
-        reloader.clone(),
-        metrics.clone(),
-        crate::store::process_name(),
-    )
-    .map(Some)
-    .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))
+    crate::alerts::start(pool.clone(), reloader.clone(), metrics.clone(), process)
+        .map(Some)
+        .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))
 }
 
 /// SIGHUP, taken over so that it reloads instead of ending the process.

@@ -193,7 +193,60 @@ impl Envelope {
     }
 }
 
+/// Latest Unix second Postgres and people agree on (the last second of year 9999).
+const LAST_TIMESTAMP: i64 = 253_402_300_799;
+
+/// Whether `body` holds an escaped NUL (`\u0000`) anywhere: JSON can carry one no other way,
+/// and Postgres stores none in `text` or `jsonb`. Cheap enough for every delivery; only when it
+/// says yes are the messages looked at field by field.
+pub fn may_hold_nul(body: &[u8]) -> bool {
+    body.windows(6).any(|w| w == b"\\u0000")
+}
+
 impl Message {
+    /// Why this message can never be processed, if so: no id (it could not be told from any
+    /// other), a NUL byte in anything stored (`may_hold_nul`: the delivery's body has one
+    /// somewhere), a timestamp no calendar holds. Such a message is kept, its delivery's bytes
+    /// intact, and marked poison, instead of failing its delivery at every attempt.
+    pub fn poison(&self, value: &Value, may_hold_nul: bool) -> Option<String> {
+        if self.id.is_empty() {
+            return Some("a message without an id".to_owned());
+        }
+        if let Ok(seconds) = self.timestamp.parse::<i64>() {
+            if !(0..=LAST_TIMESTAMP).contains(&seconds) {
+                return Some(format!(
+                    "message {}: timestamp {seconds} is out of range",
+                    crate::logging::message_ref(&self.id)
+                ));
+            }
+        }
+        if !may_hold_nul {
+            return None;
+        }
+        let profile_nul = value.contacts.iter().any(|c| {
+            [
+                c.wa_id.as_deref(),
+                c.user_id.as_deref(),
+                c.profile.name.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|s| s.contains('\0'))
+        });
+        let message_nul = serde_json::to_string(self).is_ok_and(|json| json.contains("\\u0000"));
+        (profile_nul || message_nul).then(|| {
+            let place = if message_nul {
+                "the message"
+            } else {
+                "the sender's profile"
+            };
+            format!(
+                "message {}: a NUL byte in {place}",
+                crate::logging::message_ref(&self.id)
+            )
+        })
+    }
+
     /// Who sent it: the phone-number id, else the business-scoped user id.
     pub fn sender(&self) -> Option<&str> {
         self.from.as_deref().or(self.from_user_id.as_deref())

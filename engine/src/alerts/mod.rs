@@ -129,7 +129,7 @@ impl Round {
             return;
         }
         let ttl = lease_ttl(config.alerting.evaluation_interval);
-        match store::hold_lease(&self.pool, LEASE, &self.process, ttl).await {
+        match crate::store::leases::hold_lease(&self.pool, LEASE, &self.process, ttl).await {
             Ok(true) => {}
             Ok(false) => {
                 if self.evaluator.take().is_some() {
@@ -212,7 +212,9 @@ impl Round {
     async fn step_down(&mut self) {
         if self.evaluator.take().is_some() {
             self.metrics.alerts_leader.set(0);
-            if let Err(error) = store::release_lease(&self.pool, LEASE, &self.process).await {
+            if let Err(error) =
+                crate::store::leases::release_lease(&self.pool, LEASE, &self.process).await
+            {
                 tracing::warn!(event = "alerts.release_failed", error = %error, "Could not let go of the alerts lease; it expires by itself.");
             }
         }

@@ -1,10 +1,11 @@
 //! The lifecycle of an inbound WhatsApp delivery (what Meta calls one webhook POST): recorded,
 //! processed, answered, and never lost on the way.
 //!
-//! Comes in: a signed, rate-limited, parsed [`Envelope`] with its raw body, from the gateway; at
-//! start, the deliveries a previous run recorded but never processed. Goes out: the flow its
-//! first message was routed to (or none), after everything it decided is committed, or an error
-//! when it could not even be recorded (the gateway answers 500 and Meta retries).
+//! Comes in: a signed, rate-limited, parsed [`Envelope`] with its raw body, from the gateway;
+//! in [`redelivery`], the deliveries recorded but not processed. Goes out: the flow its first
+//! message was routed to (or none) and whether any of it is poison, after everything it decided
+//! is committed, or an error when it could not even be recorded (the gateway answers 503 or 500
+//! and Meta retries).
 //!
 //! Tables: `deliveries` (recorded, processed, the error that stopped one), and through
 //! [`process`] the messages, contacts, sessions and outbox rows each message writes.
@@ -13,12 +14,14 @@
 //! group commit, [`batcher`], and is recorded in the transaction that processes it) and the
 //! other (several messages or statuses: recorded first, then processed message by message);
 //! the fallback when a batch fails (recorded on its own, answered 200 so Meta does not retry,
-//! processed again at the next start); and that recovery. Must not know HTTP: the gateway maps
+//! processed again by [`redelivery`]); and poison (a message that can never be processed is
+//! kept, marked, and does not hold up its neighbours). Must not know HTTP: the gateway maps
 //! what [`accept`] returns to a response.
 
 pub mod batcher;
 pub mod limited;
 pub mod process;
+pub mod redelivery;
 
 use std::sync::Arc;
 
@@ -26,14 +29,9 @@ use axum::body::Bytes;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::outbound::Handoff;
-use crate::payments::Wake;
-use crate::reload::{Reloader, Snapshot};
-use crate::store::conversation as store;
+use crate::reload::Snapshot;
+use crate::store::deliveries as store;
 use crate::whatsapp::{self, Envelope};
-
-/// Unprocessed deliveries read at start, oldest first.
-const RECOVERY_BATCH: i64 = 10_000;
 
 /// A delivery that holds exactly one message and nothing else (the usual case), checked once:
 /// such a delivery is recorded in the transaction that processes its message.
@@ -111,14 +109,24 @@ pub enum AcceptError {
     NotRecorded(#[from] sqlx::Error),
 }
 
-/// Makes a delivery durable and processes it. Returns the flow its first message was routed
-/// to; `Ok(None)` also when processing failed after the delivery was recorded (it is retried
-/// at the next start: Meta must not send it again). An error means nothing was recorded.
+/// What became of an accepted delivery: it is recorded either way, so Meta must not send it
+/// again.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    /// The flow its first message was routed to, if one ran.
+    pub routed_to: Option<String>,
+    /// Why it (or one of its messages) can never be processed; kept for operators.
+    pub poison: Option<String>,
+}
+
+/// Makes a delivery durable and processes it. When processing fails after the delivery was
+/// recorded, it is still accepted ([`redelivery`] processes it again, in this process or
+/// another). An error means nothing was recorded.
 pub async fn accept(
     pool: &PgPool,
     batcher: &batcher::Batcher,
     delivery: Delivery<'_>,
-) -> Result<Option<String>, AcceptError> {
+) -> Result<Accepted, AcceptError> {
     let Delivery {
         snapshot,
         endpoint: index,
@@ -132,39 +140,36 @@ pub async fn accept(
         .endpoints
         .get(index)
         .ok_or(AcceptError::UnknownEndpoint(index))?;
+    let may_hold_nul = whatsapp::may_hold_nul(&body);
     let envelope = match Single::new(envelope) {
         Ok(single) => {
+            if let Some(reason) = single
+                .parts()
+                .and_then(|(value, message)| message.poison(value, may_hold_nul))
+            {
+                store::record_poison(pool, &endpoint.name, &headers, &body, &reason).await?;
+                tracing::warn!(service = %endpoint.name, event = "delivery.poison", request_id = %request_id, reason = %reason, "Delivery kept as poison: it can never be processed.");
+                return Ok(Accepted {
+                    routed_to: None,
+                    poison: Some(reason),
+                });
+            }
             let job = batcher::Job {
                 snapshot: Arc::clone(snapshot),
                 endpoint: index,
                 single,
-                headers: headers.clone(),
-                body: body.clone(),
+                headers,
+                body,
                 request_id: request_id.to_owned(),
             };
-            return match batcher.process(job).await {
-                Ok(handled) => {
-                    batcher.count(&endpoint.name, handled.outcome, handled.flow.as_deref());
-                    batcher.count_replies(handled.replies.iter().map(|r| r.template.as_str()));
-                    Ok(handled.flow)
-                }
-                Err(error) => {
-                    batcher.count(&endpoint.name, process::MessageOutcome::Failed, None);
-                    // The transaction (and its record) rolled back: record the delivery on its
-                    // own so nothing is lost, answer 200 so Meta does not retry, process it at
-                    // next start.
-                    tracing::error!(service = %endpoint.name, event = "delivery.processing_failed", request_id = %request_id, error = %error, "Delivery not processed; recorded for a retry at start.");
-                    store::insert_delivery(pool, &endpoint.name, &headers, &body).await?;
-                    Ok(None)
-                }
-            };
+            return single_message(pool, batcher, endpoint, job).await;
         }
         Err(envelope) => envelope,
     };
     // Several messages or statuses: durable before anything else, then processed.
     let delivery_id = store::insert_delivery(pool, &endpoint.name, &headers, &body).await?;
     let caches = (&snapshot.config, &snapshot.caches);
-    match process::delivery(
+    let processed = process::delivery(
         pool,
         caches,
         endpoint,
@@ -173,89 +178,70 @@ pub async fn accept(
         request_id,
         batcher.handoff(),
     )
-    .await
-    {
-        Ok(summary) => {
-            for (outcome, flow, templates) in &summary.outcomes {
-                batcher.count(&endpoint.name, *outcome, flow.as_deref());
-                batcher.count_replies(templates.iter().map(String::as_str));
-            }
-            if summary.payments_requested > 0 {
-                batcher.payments().requests_committed();
-            }
-            if let Err(error) = store::finish_delivery(pool, delivery_id, None).await {
-                tracing::warn!(service = %endpoint.name, event = "delivery.unfinished", request_id = %request_id, error = %error, "Could not mark the delivery processed; it may be processed again, and duplicates are ignored.");
-            }
-            Ok(summary.routed_to)
+    .await;
+    let summary = match processed {
+        Ok(summary) => summary,
+        Err(error) => {
+            batcher.count(&endpoint.name, process::MessageOutcome::Failed, None);
+            // Recorded, so not lost: answered 200 so Meta does not retry; redelivery processes
+            // it again shortly.
+            tracing::error!(service = %endpoint.name, event = "delivery.processing_failed", request_id = %request_id, error = %error, delivery_id, "Delivery recorded but not processed; it will be retried.");
+            return Ok(Accepted::default());
+        }
+    };
+    for (outcome, flow, templates) in &summary.outcomes {
+        batcher.count(&endpoint.name, *outcome, flow.as_deref());
+        batcher.count_replies(templates.iter().map(String::as_str));
+    }
+    if summary.payments_requested > 0 {
+        batcher.payments().requests_committed();
+    }
+    let poison = summary.poison();
+    let closed = match &poison {
+        Some(reason) => {
+            tracing::warn!(service = %endpoint.name, event = "delivery.poison", request_id = %request_id, reason = %reason, delivery_id, "Part of the delivery is kept as poison; the rest was processed.");
+            store::mark_poison(pool, delivery_id, reason).await
+        }
+        None => store::finish_delivery(pool, delivery_id, None).await,
+    };
+    if let Err(error) = closed {
+        tracing::warn!(service = %endpoint.name, event = "delivery.unfinished", request_id = %request_id, error = %error, "Could not mark the delivery processed; it may be processed again, and duplicates are ignored.");
+    }
+    Ok(Accepted {
+        routed_to: summary.routed_to,
+        poison,
+    })
+}
+
+/// The usual path: a one-message delivery joins a batch, and is recorded in its transaction.
+async fn single_message(
+    pool: &PgPool,
+    batcher: &batcher::Batcher,
+    endpoint: &crate::config::Endpoint,
+    job: batcher::Job,
+) -> Result<Accepted, AcceptError> {
+    let (headers, body, request_id) = (
+        job.headers.clone(),
+        job.body.clone(),
+        job.request_id.clone(),
+    );
+    match batcher.process(job).await {
+        Ok(handled) => {
+            batcher.count(&endpoint.name, handled.outcome, handled.flow.as_deref());
+            batcher.count_replies(handled.replies.iter().map(|r| r.template.as_str()));
+            Ok(Accepted {
+                routed_to: handled.flow,
+                poison: None,
+            })
         }
         Err(error) => {
             batcher.count(&endpoint.name, process::MessageOutcome::Failed, None);
-            // Recorded, so not lost: answered 200 so Meta does not retry, retried at start.
-            tracing::error!(service = %endpoint.name, event = "delivery.processing_failed", request_id = %request_id, error = %error, delivery_id, "Delivery recorded but not processed; it will be retried.");
-            Ok(None)
-        }
-    }
-}
-
-/// Processes deliveries recorded before a crash or restart but never processed, with the
-/// config that serves now. One that can no longer be processed (its endpoint is gone, its body
-/// does not parse) is closed with the reason; one whose processing fails stays for next time.
-pub async fn recover(pool: PgPool, reloader: Arc<Reloader>, payments: Wake, handoff: Handoff) {
-    let pending = match store::unprocessed_deliveries(&pool, RECOVERY_BATCH).await {
-        Ok(pending) => pending,
-        Err(error) => {
-            tracing::error!(event = "delivery.recovery_failed", error = %error, "Could not read unprocessed deliveries.");
-            return;
-        }
-    };
-    if pending.is_empty() {
-        return;
-    }
-    tracing::info!(
-        event = "delivery.recovering",
-        count = pending.len(),
-        "Processing deliveries left over from the last run."
-    );
-    for pending in pending {
-        let id = pending.id;
-        let snapshot = reloader.current();
-        let Some(endpoint) = snapshot
-            .config
-            .endpoints
-            .iter()
-            .find(|e| e.name == pending.endpoint)
-        else {
-            let _ = store::finish_delivery(&pool, id, Some("endpoint no longer configured")).await;
-            continue;
-        };
-        let envelope: Envelope = match serde_json::from_slice(&pending.body) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                let _ = store::finish_delivery(&pool, id, Some(&error.to_string())).await;
-                continue;
-            }
-        };
-        let request_id = format!("recovery-{id}");
-        match process::delivery(
-            &pool,
-            (&snapshot.config, &snapshot.caches),
-            endpoint,
-            (id, &pending.body),
-            &envelope,
-            &request_id,
-            &handoff,
-        )
-        .await
-        {
-            Ok(summary) => {
-                if summary.payments_requested > 0 {
-                    payments.requests_committed();
-                }
-                let _ = store::finish_delivery(&pool, id, None).await;
-            }
-            Err(error) => {
-                tracing::error!(event = "delivery.recovery_failed", delivery_id = id, error = %error, "Recovery of a delivery failed; it stays for the next start.")
-            }
+            // The transaction (and its record) rolled back: record the delivery on its own so
+            // nothing is lost, answer 200 so Meta does not retry; redelivery processes it again
+            // shortly.
+            tracing::error!(service = %endpoint.name, event = "delivery.processing_failed", request_id = %request_id, error = %error, "Delivery not processed; recorded for another attempt.");
+            store::insert_delivery(pool, &endpoint.name, &headers, &body).await?;
+            Ok(Accepted::default())
         }
     }
 }

@@ -69,6 +69,15 @@ pub struct Summary {
     pub payments_requested: usize,
     /// Each message's outcome and flow, in order, for the metrics.
     pub outcomes: Vec<(MessageOutcome, Option<String>, Vec<String>)>,
+    /// Why parts of it were left unprocessed for good (poison messages, unstorable statuses).
+    pub poisoned: Vec<String>,
+}
+
+impl Summary {
+    /// The poison reasons together, if any part was poison.
+    pub fn poison(&self) -> Option<String> {
+        (!self.poisoned.is_empty()).then(|| self.poisoned.join("; "))
+    }
 }
 
 /// What became of one inbound message, as `inbound_messages.outcome` records it.
@@ -404,6 +413,7 @@ pub async fn delivery(
 ) -> Result<Summary, sqlx::Error> {
     let mut summary = Summary::default();
     let payloads = whatsapp::message_json(body);
+    let may_hold_nul = whatsapp::may_hold_nul(body);
     let mut items = Vec::new();
     for entry in &envelope.entry {
         for change in &entry.changes {
@@ -412,27 +422,24 @@ pub async fn delivery(
                 tracing::warn!(service = %endpoint.name, event = "whatsapp.delivery_errors", request_id = %request_id, errors = %serde_json::Value::Array(value.errors.clone()), "Meta reported errors in a delivery.");
             }
             if !value.statuses.is_empty() {
-                let mut tx = pool.begin().await?;
-                for status in &value.statuses {
-                    let id = status.get("id").and_then(Value::as_str).unwrap_or_default();
-                    let state = status
-                        .get("status")
-                        .and_then(Value::as_str)
-                        .unwrap_or("unknown");
-                    let recipient = status
-                        .get("recipient_id")
-                        .or_else(|| status.get("recipient_user_id"))
-                        .and_then(Value::as_str);
-                    let at = status
-                        .get("timestamp")
-                        .and_then(Value::as_str)
-                        .and_then(|t| t.parse().ok());
-                    store::record_status(&mut tx, id, state, recipient, at, status).await?;
-                    summary.statuses += 1;
+                match statuses(pool, value).await {
+                    Ok(n) => summary.statuses += n,
+                    // A status Postgres cannot store must not cost the messages beside it.
+                    Err(error) if crate::store::is_data_error(&error) => {
+                        summary.poisoned.push(format!("statuses: {error}"));
+                    }
+                    Err(error) => return Err(error),
                 }
-                tx.commit().await?;
             }
-            items.extend(value.messages.iter().map(|message| Inbound {
+            let (poisoned, sound): (Vec<_>, Vec<_>) = value
+                .messages
+                .iter()
+                .map(|message| (message, message.poison(value, may_hold_nul)))
+                .partition(|(_, poison)| poison.is_some());
+            summary
+                .poisoned
+                .extend(poisoned.into_iter().filter_map(|(_, poison)| poison));
+            items.extend(sound.into_iter().map(|(message, _)| Inbound {
                 config,
                 caches,
                 endpoint,
@@ -461,6 +468,29 @@ pub async fn delivery(
             .push((handled.outcome, handled.flow, templates));
     }
     Ok(summary)
+}
+
+/// Records a change's statuses in one transaction; returns how many.
+async fn statuses(pool: &PgPool, value: &whatsapp::Value) -> Result<usize, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for status in &value.statuses {
+        let id = status.get("id").and_then(Value::as_str).unwrap_or_default();
+        let state = status
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        let recipient = status
+            .get("recipient_id")
+            .or_else(|| status.get("recipient_user_id"))
+            .and_then(Value::as_str);
+        let at = status
+            .get("timestamp")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse().ok());
+        store::record_status(&mut tx, id, state, recipient, at, status).await?;
+    }
+    tx.commit().await?;
+    Ok(value.statuses.len())
 }
 
 /// The input an awaiting flow receives, and the text keyword routing reads.

@@ -1,8 +1,9 @@
 //! `easymo dlq`: the dead-letter queue as an operator sees it, short, aligned and scriptable.
 //!
-//! Owns: the commands' output (text tables or JSON). Must not decide what is dead or send:
-//! a retry only re-queues, and the running engine sends at each number's cap, in outbox order
-//! per recipient.
+//! Owns: the commands' output (text tables or JSON), and that of its inbound counterpart,
+//! `dlq inbound` (deliveries kept as poison, [`crate::inbound::redelivery`]). Must not decide
+//! what is dead or send: a retry only re-queues, and the running engine sends at each number's
+//! cap, in outbox order per recipient.
 
 use std::fmt::Write as _;
 
@@ -69,6 +70,40 @@ pub async fn list(
         } else {
             ""
         }
+    );
+    Ok(out)
+}
+
+/// `dlq inbound`: deliveries kept as poison, newest first.
+pub async fn inbound(pool: &PgPool, output: Output) -> Result<String, sqlx::Error> {
+    let rows = crate::store::deliveries::poison(pool, LIST_LIMIT).await?;
+    if output == Output::Json {
+        return Ok(json(&rows));
+    }
+    let mut table = vec![[
+        "ID".to_owned(),
+        "RECEIVED AT".to_owned(),
+        "ENDPOINT".to_owned(),
+        "TRIES".to_owned(),
+        "BYTES".to_owned(),
+        "REASON".to_owned(),
+    ]];
+    for row in &rows {
+        table.push([
+            row.id.to_string(),
+            row.received_at.clone(),
+            row.endpoint.clone(),
+            row.attempts.to_string(),
+            row.bytes.to_string(),
+            one_line(&crate::logging::scrub(&row.reason), 100),
+        ]);
+    }
+    let mut out = aligned(&table);
+    let _ = writeln!(
+        out,
+        "{} poison deliver{} (kept whole in `deliveries`, never processed)",
+        rows.len(),
+        if rows.len() == 1 { "y" } else { "ies" },
     );
     Ok(out)
 }

@@ -50,10 +50,12 @@ impl Forwarded {
         let Value::Object(fields) = body else {
             return Err(SmsError::NotAnObject);
         };
+        // Postgres stores no NUL in text: one becomes U+FFFD in the columns read from, and
+        // the body keeps the bytes as sent. No pattern matches across it either way.
         let pick = |keys: &[&str]| {
             keys.iter()
                 .find_map(|k| fields.get(*k).and_then(Value::as_str))
-                .map(str::to_owned)
+                .map(|s| s.replace('\0', "\u{FFFD}"))
         };
         let sender = pick(SENDER_KEYS).ok_or(SmsError::MissingField {
             field: "sender",
@@ -262,6 +264,12 @@ mod tests {
         .expect("reads");
         assert_eq!((sms.sender.as_str(), sms.text.as_str()), ("M-Money", "hi"));
         assert_eq!(sms.metadata.keys().collect::<Vec<_>>(), ["received_at"]);
+        let nul = Forwarded::from_json(&json!({"sender": "M-Money\u{0}", "text": "a\u{0}b"}))
+            .expect("reads");
+        assert_eq!(
+            (nul.sender.as_str(), nul.text.as_str()),
+            ("M-Money\u{FFFD}", "a\u{FFFD}b")
+        );
         assert_eq!(
             Forwarded::from_json(&json!({"sender": "M-Money"})),
             Err(SmsError::MissingField {

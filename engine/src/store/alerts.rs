@@ -1,7 +1,7 @@
 //! Alert evaluation's tables: each process's per-interval figures, each rule's state, the
-//! figures read from the system of record, and leases.
+//! figures read from the system of record (leases: [`super::leases`]).
 //!
-//! Owns: SQL against `alert_rollups`, `alert_states` and `leases`. Times cross this boundary as
+//! Owns: SQL against `alert_rollups` and `alert_states`. Times cross this boundary as
 //! Unix seconds (`f64`). Must not evaluate a rule: it stores and reads what the alerts module
 //! decides.
 
@@ -199,46 +199,4 @@ pub async fn save_states(pool: &PgPool, states: &[StoredState]) -> Result<(), sq
         .await?;
     }
     tx.commit().await
-}
-
-/// Takes or renews the lease `name` for `holder` until `ttl` seconds from now; `true` when
-/// `holder` has it. A lease held by someone else is taken only once it has expired.
-pub async fn hold_lease(
-    pool: &PgPool,
-    name: &str,
-    holder: &str,
-    ttl: f64,
-) -> Result<bool, sqlx::Error> {
-    let held: Option<String> = sqlx::query_scalar(
-        "insert into leases (name, holder, expires_at)
-         values ($1, $2, now() + make_interval(secs => $3))
-         on conflict (name) do update set
-             holder = excluded.holder, expires_at = excluded.expires_at
-         where leases.holder = excluded.holder or leases.expires_at < now()
-         returning holder",
-    )
-    .bind(name)
-    .bind(holder)
-    .bind(ttl)
-    .fetch_optional(pool)
-    .await?;
-    Ok(held.as_deref() == Some(holder))
-}
-
-/// Lets go of the lease `name` if `holder` has it, so another process need not wait it out.
-pub async fn release_lease(pool: &PgPool, name: &str, holder: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from leases where name = $1 and holder = $2")
-        .bind(name)
-        .bind(holder)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Who holds the lease `name` now, if anyone.
-pub async fn lease_holder(pool: &PgPool, name: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("select holder from leases where name = $1 and expires_at >= now()")
-        .bind(name)
-        .fetch_optional(pool)
-        .await
 }

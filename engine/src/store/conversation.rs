@@ -48,61 +48,6 @@ pub struct Session {
     pub context: serde_json::Map<String, Value>,
 }
 
-/// Records a delivery as received; returns its id.
-pub async fn insert_delivery(
-    pool: &PgPool,
-    endpoint: &str,
-    headers: &Value,
-    body: &[u8],
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "insert into deliveries (endpoint, headers, body) values ($1, $2, $3) returning id",
-    )
-    .bind(endpoint)
-    .bind(sqlx::types::Json(headers))
-    .bind(body)
-    .fetch_one(pool)
-    .await
-}
-
-/// Marks a delivery done, with the error that stopped it if any.
-pub async fn finish_delivery(
-    pool: &PgPool,
-    id: i64,
-    error: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("update deliveries set processed_at = now(), error = $2 where id = $1")
-        .bind(id)
-        .bind(error)
-        .execute(pool)
-        .await
-        .map(drop)
-}
-
-/// A delivery recorded but never processed.
-#[derive(Debug, sqlx::FromRow)]
-pub struct Unprocessed {
-    /// Row id.
-    pub id: i64,
-    /// The endpoint it came to, by name.
-    pub endpoint: String,
-    /// The raw body.
-    pub body: Vec<u8>,
-}
-
-/// Deliveries recorded but never processed (the process stopped in between), oldest first.
-pub async fn unprocessed_deliveries(
-    pool: &PgPool,
-    limit: i64,
-) -> Result<Vec<Unprocessed>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, endpoint, body from deliveries where processed_at is null order by id limit $1",
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
 /// The live session of the contact with phone number `wa_id`, read without locking or writing.
 pub async fn session_of(pool: &PgPool, wa_id: &str) -> Result<Session, sqlx::Error> {
     let row = sqlx::query(

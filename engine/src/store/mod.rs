@@ -8,6 +8,9 @@
 
 pub mod alerts;
 pub mod conversation;
+pub mod deliveries;
+pub mod health;
+pub mod leases;
 pub mod outbox;
 pub mod payments;
 pub mod stats;
@@ -58,32 +61,62 @@ pub enum Error {
     },
 }
 
+/// Whether `error` is Postgres refusing the data itself (SQLSTATE class 22: a NUL byte, a
+/// number or date out of range): the same statement with the same values fails every time.
+pub fn is_data_error(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")))
+}
+
 /// Opens a pool of `max` connections.
 pub async fn connect(url: &str, max: u32) -> Result<PgPool, Error> {
     let options = PgConnectOptions::from_str(url).map_err(|e| Error::Url(e.to_string()))?;
     open_pool(options, max).await
 }
 
-/// Opens a pool of `max` connections whose statements are planned for their values each time.
-/// For statements run a few hundred times a second over arrays of ids (the sender's claims
-/// and results): the planning costs little there, and a generic plan made while a table was
-/// small would scan it whole once it has grown.
-pub async fn connect_planning_each_time(url: &str, max: u32) -> Result<PgPool, Error> {
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|e| Error::Url(e.to_string()))?
-        .options([("plan_cache_mode", "force_custom_plan")]);
-    open_pool(options, max).await
+/// Like [`connect`], for the server: a short acquire timeout, and no connection reused that was
+/// made before the database last came back. With `planning_each_time`, statements are planned
+/// for their values each time: for statements run a few hundred times a second over arrays of
+/// ids (the sender's claims and results), the planning costs little, and a generic plan made
+/// while a table was small would scan it whole once it has grown.
+pub async fn connect_watched(
+    url: &str,
+    max: u32,
+    planning_each_time: bool,
+    health: &std::sync::Arc<health::Health>,
+) -> Result<PgPool, Error> {
+    let mut options = PgConnectOptions::from_str(url).map_err(|e| Error::Url(e.to_string()))?;
+    if planning_each_time {
+        options = options.options([("plan_cache_mode", "force_custom_plan")]);
+    }
+    let health = health.clone();
+    Ok(pool_options(max)
+        // While the database is down, a request must not wait out connection retries: the
+        // breaker refuses it at once, and this bounds the ones caught as it goes down.
+        .acquire_timeout(std::time::Duration::from_secs(1))
+        .before_acquire(move |_, meta| {
+            let fresh = !health.predates_recovery(meta.age);
+            Box::pin(async move { Ok(fresh) })
+        })
+        .connect_with(options)
+        .await?)
 }
 
-async fn open_pool(options: PgConnectOptions, max: u32) -> Result<PgPool, Error> {
-    Ok(PgPoolOptions::new()
+fn pool_options(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(std::time::Duration::from_secs(5))
         // A ping before every use was a round trip per transaction; a broken connection fails
         // its statement instead, and the pool replaces it.
         .test_before_acquire(false)
-        .connect_with(options)
-        .await?)
+}
+
+async fn open_pool(options: PgConnectOptions, max: u32) -> Result<PgPool, Error> {
+    Ok(pool_options(max).connect_with(options).await?)
+}
+
+/// The connection options of `url`, for connections of one's own (the breaker's prober).
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, Error> {
+    PgConnectOptions::from_str(url).map_err(|e| Error::Url(e.to_string()))
 }
 
 /// Creates the database named in `url` if it does not exist (connecting to the server's
