@@ -66,7 +66,7 @@ PY
 
 # Placeholders for the secrets the config names; run.sh sets WHATSAPP_APP_SECRET and
 # DATABASE_URL itself.
-export WHATSAPP_VERIFY_TOKEN=bench-verify EASYMO_ADMIN_TOKEN=bench-admin MOMO_WEBHOOK_SECRET=bench-momo
+export WHATSAPP_VERIFY_TOKEN=bench-verify EASYMO_ADMIN_TOKEN=bench-admin MOMO_CALLBACK_CIDRS=127.0.0.1/32
 export MOMO_SUBSCRIPTION_KEY=bench-key MOMO_API_USER=bench-user MOMO_API_KEY=bench-api-key
 export WHATSAPP_ACCESS_TOKEN=bench-graph-token
 export SLACK_WEBHOOK_URL=http://127.0.0.1:9/slack PAGERDUTY_ROUTING_KEY=bench-pd

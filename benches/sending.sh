@@ -42,7 +42,7 @@ open(sys.argv[1], "w").write(text.replace(old, new))
 PY
 
 export WHATSAPP_VERIFY_TOKEN=bench-verify WHATSAPP_APP_SECRET=bench-secret EASYMO_ADMIN_TOKEN=bench-admin
-export WHATSAPP_ACCESS_TOKEN=bench-graph-token MOMO_WEBHOOK_SECRET=bench-momo
+export WHATSAPP_ACCESS_TOKEN=bench-graph-token MOMO_CALLBACK_CIDRS=127.0.0.1/32
 export MOMO_SUBSCRIPTION_KEY=bench-key MOMO_API_USER=bench-user MOMO_API_KEY=bench-api-key
 export SLACK_WEBHOOK_URL=http://127.0.0.1:9/slack PAGERDUTY_ROUTING_KEY=bench-pd
 export DATABASE_URL=$DB RUST_LOG=${RUST_LOG:-warn}

@@ -4,9 +4,6 @@
 
 use crate::support::{ConfigDir, Engine, ADMIN_TOKEN, CORPUS_APP_SECRET};
 
-/// The MoMo webhook secret the test engines get (see `support::engine_env`).
-const MOMO_SECRET: &str = "momo-test-secret";
-
 /// One example: the heading it sits under, the request and the response blocks as written.
 struct Example {
     heading: String,
@@ -84,18 +81,10 @@ fn play(engine: &Engine, example: &Example) -> Result<(), String> {
         let value = value.trim();
         let value = if value == "<signature>" {
             let hex = easymo_engine::auth::signature::sign_hex(
-                if path.contains("momo") {
-                    MOMO_SECRET.as_bytes()
-                } else {
-                    CORPUS_APP_SECRET.as_bytes()
-                },
+                CORPUS_APP_SECRET.as_bytes(),
                 body.as_bytes(),
             );
-            if path.contains("momo") {
-                hex
-            } else {
-                format!("sha256={hex}")
-            }
+            format!("sha256={hex}")
         } else {
             value.replace("<admin-token>", ADMIN_TOKEN)
         };

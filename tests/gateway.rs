@@ -369,7 +369,7 @@ fn a_rotated_secret_and_its_successor_are_both_accepted() {
 fn standard_webhooks_signatures_and_replay_window() {
     let config = ConfigDir::shipped(|t| {
         t.replace(
-            "    auth:\n      hmac:\n        header: X-Signature\n        encoding: hex\n        secrets:\n          - ${MOMO_WEBHOOK_SECRET}\n",
+            "    auth:\n      ip_allowlist:\n        cidrs: [\"${MOMO_CALLBACK_CIDRS}\"]\n",
             "    auth:\n      standard_webhooks:\n        secrets:\n          - ${MOMO_WEBHOOK_SECRET}\n        tolerance: 5m\n",
         )
     });

@@ -155,18 +155,17 @@ fn a_sender_limit_can_drop_with_200_so_meta_does_not_retry() {
 
 fn sms_config(trusted: &str, allowed: &str, limit: &str) -> ConfigDir {
     ConfigDir::shipped(move |t| {
-        t.replace(
-            "trusted_proxies: [127.0.0.1/32, \"::1/128\", 10.0.0.0/8]",
-            &format!("trusted_proxies: [{trusted}]"),
-        )
-        .replace(
-            "cidrs: [127.0.0.1/32, \"::1/128\", 10.20.0.0/16]",
-            &format!("cidrs: [{allowed}]"),
-        )
-        .replace(
-            "      requests: 100\n      per: 60s",
-            &format!("      requests: {limit}\n      per: 60s"),
-        )
+        let shipped_proxies = "trusted_proxies: [127.0.0.1/32, \"::1/128\", 10.0.0.0/24]";
+        assert!(t.contains(shipped_proxies), "the shipped proxies changed");
+        t.replace(shipped_proxies, &format!("trusted_proxies: [{trusted}]"))
+            .replace(
+                "cidrs: [127.0.0.1/32, \"::1/128\", 10.20.0.0/16]",
+                &format!("cidrs: [{allowed}]"),
+            )
+            .replace(
+                "      requests: 100\n      per: 60s",
+                &format!("      requests: {limit}\n      per: 60s"),
+            )
     })
 }
 

@@ -144,3 +144,38 @@ fn a_broken_flow_file_does_not_cause_false_errors_elsewhere() {
     let codes: Vec<&str> = loaded.diagnostics.iter().map(|d| d.code).collect();
     assert_eq!(codes, ["E200"], "{:#?}", loaded.diagnostics);
 }
+
+#[test]
+fn a_signed_callback_endpoint_that_names_its_signer_and_narrow_proxies_lint_clean() {
+    let momo = |auth: &'static str| {
+        move |t: &str| {
+            t.replace(
+                "      fallback: menu\ntemplates:",
+                &format!("      fallback: menu\n  - name: momo\n    path: /momo\n    kind: momo_callback\n    auth:\n{auth}templates:"),
+            )
+        }
+    };
+    let signed = lint_edited(
+        "signer",
+        momo("      hmac:\n        header: X-Signature\n        signer: the payments proxy, which checks MTN's TLS client\n        secrets:\n          - ${MOMO_WEBHOOK_SECRET}\n"),
+        None,
+    );
+    assert!(signed.diagnostics.is_empty(), "{:#?}", signed.diagnostics);
+    // A /24 of load balancers, or proxies with no allowlist beside them, are fine.
+    let narrow = lint_edited(
+        "narrow",
+        momo("      ip_allowlist:\n        cidrs: [196.12.0.0/24]\n"),
+        None,
+    );
+    assert!(narrow.diagnostics.is_empty(), "{:#?}", narrow.diagnostics);
+    let wide_alone = lint_edited(
+        "wide-alone",
+        |t| t.replace("[10.0.0.0/24]", "[10.0.0.0/8]"),
+        None,
+    );
+    assert!(
+        wide_alone.diagnostics.is_empty(),
+        "{:#?}",
+        wide_alone.diagnostics
+    );
+}

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::support::{corpus, ConfigDir, Engine, FakeMomo, HttpResponse};
 
-/// The shipped config pointed at the fake, with a short timeout, and the callback endpoint
-/// allowing loopback instead of the old system's HMAC (MTN itself signs nothing).
+/// The shipped config pointed at the fake, with a short timeout (the callback endpoint's
+/// allowlist comes from `MOMO_CALLBACK_CIDRS`, loopback in the tests).
 fn config(momo: &FakeMomo) -> ConfigDir {
     let url = momo.url();
     ConfigDir::shipped(move |text| {
@@ -16,10 +16,6 @@ fn config(momo: &FakeMomo) -> ConfigDir {
             &format!("  base_url: {url}\n  target_environment: sandbox\n"),
         )
         .replace("  timeout: 5s\n", "  timeout: 1s\n")
-        .replace(
-            "    auth:\n      hmac:\n        header: X-Signature\n        encoding: hex\n        secrets:\n          - ${MOMO_WEBHOOK_SECRET}\n",
-            "    auth:\n      ip_allowlist:\n        cidrs: [127.0.0.1/32]\n",
-        )
     })
 }
 

@@ -90,18 +90,16 @@ fn whatsapp_core_is_signed_limited_and_routes_every_service() {
 #[test]
 fn payments_endpoints_and_the_deprecated_webhook() {
     let config = shipped();
+    // MTN signs no callback: an allowlist of its hosts, from the environment (empty while
+    // linting without it).
     let momo = endpoint(&config, "momo-webhook");
-    let Auth::Hmac {
-        header,
-        prefix,
-        secrets,
-        ..
-    } = &momo.auth
-    else {
-        panic!()
-    };
-    assert_eq!((header.as_str(), prefix.as_str()), ("X-Signature", ""));
-    assert_eq!(secrets[0].var, "MOMO_WEBHOOK_SECRET");
+    assert!(
+        matches!(&momo.auth, Auth::IpAllowlist(_)),
+        "{:?}",
+        momo.auth
+    );
+    let raw = std::fs::read_to_string(crate::support::repo_path("routes.yaml")).expect("routes");
+    assert!(raw.contains("cidrs: [\"${MOMO_CALLBACK_CIDRS}\"]"));
 
     let sms = endpoint(&config, "momo-sms-webhook");
     assert!(matches!(&sms.auth, Auth::IpAllowlist(nets) if !nets.is_empty()));
@@ -191,16 +189,52 @@ fn secrets_resolve_from_the_environment_when_serving() {
     let path = crate::support::repo_path("routes.yaml");
     let none = config::load(&path, &EnvPolicy::Resolve(config::Env::default())).expect("readable");
     let unset: Vec<&str> = none.diagnostics.iter().map(|d| d.code).collect();
-    assert_eq!(unset.len(), crate::support::SECRET_VARS.len(), "{unset:?}");
+    // MOMO_WEBHOOK_SECRET is for test configs that sign callbacks; the shipped one does not.
+    let used: Vec<&str> = crate::support::SECRET_VARS
+        .iter()
+        .copied()
+        .filter(|v| *v != "MOMO_WEBHOOK_SECRET")
+        .collect();
+    assert_eq!(unset.len(), used.len(), "{unset:?}");
     assert!(unset.iter().all(|c| *c == "E117"));
-    let env = config::Env::from_pairs(crate::support::SECRET_VARS.iter().map(|v| (*v, "x")));
-    let all = config::load(&path, &EnvPolicy::Resolve(env)).expect("readable");
-    assert!(all.diagnostics.is_empty());
+    let with_cidrs = |cidrs: &'static str| {
+        let env = config::Env::from_pairs(used.iter().map(|v| {
+            (
+                *v,
+                if *v == "MOMO_CALLBACK_CIDRS" {
+                    cidrs
+                } else {
+                    "x"
+                },
+            )
+        }));
+        config::load(&path, &EnvPolicy::Resolve(env)).expect("readable")
+    };
+    let all = with_cidrs("196.12.0.0/24, 196.13.0.7\n2001:db8::/48");
+    assert!(all.diagnostics.is_empty(), "{:?}", all.diagnostics);
     let config = all.config.expect("loads");
     let Auth::Hmac { secrets, .. } = &endpoint(&config, "wa-webhook-core").auth else {
         panic!()
     };
     assert_eq!(secrets[0].value.as_deref(), Some("x"));
+    let Auth::IpAllowlist(mtn) = &endpoint(&config, "momo-webhook").auth else {
+        panic!()
+    };
+    let mtn: Vec<String> = mtn.iter().map(ToString::to_string).collect();
+    assert_eq!(mtn, ["196.12.0.0/24", "196.13.0.7/32", "2001:db8::/48"]);
+    // A list that says nothing, or something that is not an address, does not serve.
+    for (cidrs, code) in [
+        (" , ", "E104"),
+        ("mtn.example", "E114"),
+        ("0.0.0.0/0", "E121"),
+    ] {
+        let codes: Vec<&str> = with_cidrs(cidrs)
+            .diagnostics
+            .iter()
+            .map(|d| d.code)
+            .collect();
+        assert_eq!(codes, [code], "{cidrs:?}");
+    }
 }
 
 #[test]

@@ -59,6 +59,7 @@ pub const SECRET_VARS: &[&str] = &[
     "WHATSAPP_APP_SECRET",
     "WHATSAPP_ACCESS_TOKEN",
     "MOMO_WEBHOOK_SECRET",
+    "MOMO_CALLBACK_CIDRS",
     "MOMO_SUBSCRIPTION_KEY",
     "MOMO_API_USER",
     "MOMO_API_KEY",
@@ -189,6 +190,8 @@ pub fn engine_env() -> Vec<(&'static str, &'static str)> {
         ("WHATSAPP_APP_SECRET", CORPUS_APP_SECRET),
         ("WHATSAPP_ACCESS_TOKEN", GRAPH_TOKEN),
         ("MOMO_WEBHOOK_SECRET", "momo-test-secret"),
+        // The tests post callbacks from loopback, standing in for MTN's hosts.
+        ("MOMO_CALLBACK_CIDRS", "127.0.0.1/32, ::1/128"),
         ("MOMO_SUBSCRIPTION_KEY", "momo-test-subscription-key"),
         ("MOMO_API_USER", "momo-test-user"),
         ("MOMO_API_KEY", "momo-test-key"),

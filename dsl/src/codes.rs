@@ -115,3 +115,9 @@ pub const OPEN_ENDPOINT: Code = "W104";
 pub const MISSING_RUNTIME_TEMPLATE: Code = "W105";
 /// A number's throughput above what Meta grants (1,000 messages a second).
 pub const THROUGHPUT_ABOVE_META: Code = "W106";
+/// A signature required of a sender that signs nothing (MTN's MoMo callbacks), with no
+/// `signer` saying who does.
+pub const SIGNATURE_NOBODY_SENDS: Code = "W107";
+/// A trusted proxy network far wider than a set of load balancers, beside an IP allowlist it
+/// lets any of its hosts get around.
+pub const WIDE_TRUSTED_PROXIES: Code = "W108";

@@ -331,6 +331,10 @@ pub struct Hmac {
     /// Accepted secrets (several during a rotation); environment references.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Who signs, where the sender itself is known to sign nothing (MTN signs no MoMo
+    /// callback): the proxy of yours that does.
+    #[serde(default)]
+    pub signer: Option<String>,
 }
 
 /// Encoding of signature bytes.

@@ -179,25 +179,70 @@ impl Cx<'_> {
         Some(net)
     }
 
-    /// A list of networks; one covering every address defeats its purpose.
+    /// A list of networks; one covering every address defeats its purpose. An entry `${NAME}`
+    /// stands for the networks listed in that variable, separated by commas or spaces: the
+    /// addresses of a partner (MTN's callback hosts) differ between deployments and change
+    /// without a release.
     pub(super) fn nets(&mut self, list: &[String], path: &Path, why: &str) -> Vec<IpNet> {
         let mut nets = Vec::new();
         for (i, text) in list.iter().enumerate() {
-            let Some(net) = self.net(text, &path.index(i)) else {
-                continue;
+            let entries = match reference(text) {
+                Some(var) => self.listed_in(var, &path.index(i)),
+                None => vec![text.clone()],
             };
-            if net.prefix_len() == 0 {
-                self.error(
-                    codes::ALLOWS_EVERYONE,
-                    format!("`{text}` covers every address"),
-                    &path.index(i),
-                    why.to_owned(),
-                )
-                .help = Some("list the real addresses or networks".to_owned());
-                continue;
+            for text in &entries {
+                nets.extend(self.specific_net(text, &path.index(i), why));
             }
-            nets.push(net);
         }
         nets
+    }
+
+    /// The entries of the variable `var`: none while linting without the environment.
+    fn listed_in(&mut self, var: &str, path: &Path) -> Vec<String> {
+        let EnvPolicy::Resolve(env) = self.policy else {
+            return Vec::new();
+        };
+        let Some(value) = env.get(var).map(str::to_owned) else {
+            self.error(
+                codes::UNSET_ENV,
+                format!("environment variable `{var}` is not set"),
+                path,
+                "the addresses come from here",
+            )
+            .help = Some(format!(
+                "export {var}=\"203.0.113.7/32, 198.51.100.0/24\" before starting the engine"
+            ));
+            return Vec::new();
+        };
+        let entries: Vec<String> = value
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|entry| !entry.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if entries.is_empty() {
+            self.error(
+                codes::INVALID_VALUE,
+                format!("environment variable `{var}` lists no address"),
+                path,
+                "",
+            );
+        }
+        entries
+    }
+
+    /// The network `text`, unless it is not one or covers every address.
+    fn specific_net(&mut self, text: &str, path: &Path, why: &str) -> Option<IpNet> {
+        let net = self.net(text, path)?;
+        if net.prefix_len() == 0 {
+            self.error(
+                codes::ALLOWS_EVERYONE,
+                format!("`{text}` covers every address"),
+                path,
+                why.to_owned(),
+            )
+            .help = Some("list the real addresses or networks".to_owned());
+            return None;
+        }
+        Some(net)
     }
 }

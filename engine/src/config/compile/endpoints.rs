@@ -214,6 +214,16 @@ fn check_kind_fields(cx: &mut Cx<'_>, raw: &raw::Endpoint, at: &Path) {
             "",
         );
     }
+    if let (true, EndpointKind::MomoCallback, raw::Auth::Hmac(hmac)) = (active, kind, &raw.auth) {
+        if hmac.signer.is_none() {
+            let span = cx.index.key(&at.key("auth").key("hmac"));
+            cx.out.push(
+                Diagnostic::warning(codes::SIGNATURE_NOBODY_SENDS, format!("MoMo callback endpoint `{}` requires a signature MTN never sends", raw.name))
+                    .at(cx.file, span, "every genuine callback would be refused with 403, and not even recorded")
+                    .help("use an `ip_allowlist` of MTN's callback addresses (the engine confirms every callback with MoMo's status endpoint, and polls when none comes); if a proxy of yours signs callbacks, name it with `signer:`"),
+            );
+        }
+    }
     if active && matches!(raw.auth, raw::Auth::None) {
         let span = cx.index.value(&at.key("auth"));
         let d = if kind == EndpointKind::Whatsapp {

@@ -36,7 +36,7 @@ use alerts::{alerts_section, compile_alerts};
 use context::Cx;
 use endpoints::compile_endpoints;
 use flows::{check_flows, check_reachability, load_flows};
-use server::{compile_momo, compile_server};
+use server::{check_trusted_proxies, compile_momo, compile_server};
 use templates::{check_runtime_templates, check_templates, templates_section};
 
 #[derive(Clone, Copy)]
@@ -102,7 +102,8 @@ pub(super) fn compile(
     let momo: Option<raw::Momo> = section(&mut cx, take("momo"), "momo", false);
 
     // Values.
-    let server = server.and_then(|s| compile_server(&mut cx, &s));
+    let raw_server = server;
+    let server = raw_server.as_ref().and_then(|s| compile_server(&mut cx, s));
     let momo = momo.and_then(|m| compile_momo(&mut cx, &m));
     let template_infos = check_templates(&mut cx, &templates, &broken_templates);
     let (flows, incomplete_flows) = load_flows(
@@ -120,6 +121,9 @@ pub(super) fn compile(
     let flows = check_flows(&mut cx, flows, &context, sources);
     let endpoints = compile_endpoints(&mut cx, &endpoints, &flows, incomplete_flows, &context);
     check_runtime_templates(&mut cx, &endpoints, &context);
+    if let Some(raw_server) = &raw_server {
+        check_trusted_proxies(&mut cx, raw_server, &endpoints);
+    }
     let alerts = compile_alerts(&mut cx, alerts, (input.base_dir, input.files), &endpoints);
     // A flow file or endpoint that failed to load hides references: do not guess.
     if !incomplete_flows && !incomplete_endpoints {

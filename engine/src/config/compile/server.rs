@@ -1,11 +1,11 @@
 //! `server:` and `momo:`: process-wide settings and the MoMo account.
 
-use easymo_dsl::codes;
+use easymo_dsl::{codes, Diagnostic};
 
 use super::context::Cx;
 use crate::config::raw;
 use crate::config::yaml::Path;
-use crate::config::{Connections, Momo, Server};
+use crate::config::{Auth, Connections, Endpoint, Momo, Server};
 
 pub(super) fn compile_server(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Server> {
     let path = Path::root().key("server");
@@ -86,6 +86,74 @@ fn compile_connections(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Connecti
         max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
         max_body_memory: usize::try_from(server.max_body_memory_bytes).unwrap_or(usize::MAX),
     })
+}
+
+/// Trusted proxies name the client; beside an IP allowlist, a proxy network much wider than a
+/// set of load balancers lets any of its hosts claim an allowed address.
+pub(super) fn check_trusted_proxies(cx: &mut Cx<'_>, server: &raw::Server, endpoints: &[Endpoint]) {
+    let Some(allowlisted) = endpoints
+        .iter()
+        .find(|e| e.deprecated.is_none() && matches!(e.auth, Auth::IpAllowlist(_)))
+    else {
+        return;
+    };
+    let path = Path::root().key("server").key("trusted_proxies");
+    for (i, text) in server.trusted_proxies.iter().enumerate() {
+        let Ok(net) = text.parse::<ipnet::IpNet>() else {
+            continue;
+        };
+        let (bits, widest) = match net {
+            ipnet::IpNet::V4(_) => (32, 24),
+            ipnet::IpNet::V6(_) => (128, 120),
+        };
+        if net.prefix_len() == 0 || net.prefix_len() >= widest {
+            continue;
+        }
+        let hosts = bits - u32::from(net.prefix_len());
+        let count = if hosts < 63 {
+            thousands(1_u64 << hosts)
+        } else {
+            format!("2^{hosts}")
+        };
+        let span = cx.index.value(&path.index(i));
+        cx.out.push(
+            Diagnostic::warning(
+                codes::WIDE_TRUSTED_PROXIES,
+                format!("`{text}` trusts {count} addresses to say who the client is"),
+            )
+            .at(
+                cx.file,
+                span,
+                format!(
+                    "any host here can claim an address on `{}`'s allowlist",
+                    allowlisted.name
+                ),
+            )
+            .help(format!(
+                "list only the load balancers' addresses or their subnet (a /{widest} or narrower)"
+            )),
+        );
+    }
+}
+
+/// `16777216` as `16,777,216`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    // Digits until the next comma: the first group holds what is left over from threes.
+    let mut until_comma = match digits.len() % 3 {
+        0 => 3,
+        r => r,
+    };
+    for digit in digits.chars() {
+        if until_comma == 0 {
+            out.push(',');
+            until_comma = 3;
+        }
+        out.push(digit);
+        until_comma -= 1;
+    }
+    out
 }
 
 pub(super) fn compile_momo(cx: &mut Cx<'_>, momo: &raw::Momo) -> Option<Momo> {
