@@ -197,12 +197,13 @@ fn variants<'a>(field: &'a Field<'_>, index: &YamlIndex) -> Vec<(Option<&'a str>
     }
 }
 
-/// Characters of a template's literal text, with `{{ }}`, `{% %}` and `{# #}` removed.
+/// The length of a template's literal text as WhatsApp's limits count it
+/// ([`crate::limits::length`]), with `{{ }}`, `{% %}` and `{# #}` removed.
 pub fn literal_len(source: &str) -> usize {
     let mut count = 0;
     let mut rest = source;
     while let Some(open) = rest.find('{') {
-        count += rest[..open].chars().count();
+        count += crate::limits::length(&rest[..open]);
         let after = &rest[open + 1..];
         let close = match after.chars().next() {
             Some('{') => "}}",
@@ -221,7 +222,7 @@ pub fn literal_len(source: &str) -> usize {
             }
         }
     }
-    count + rest.chars().count()
+    count + crate::limits::length(rest)
 }
 
 /// Whether `source` has a tag that loads another template.
