@@ -257,6 +257,20 @@ fn broken_requests_are_refused_in_json() {
     assert_eq!(response.status, 431);
     assert_eq!(response.json()["error"], "headers_too_large");
     assert!(response.header("x-request-id").is_some());
+
+    // The same, as a later request on a keep-alive connection (parsed by hyper, not by the
+    // accept side).
+    for (second, status, error) in [
+        (huge.as_str(), 431, "headers_too_large"),
+        ("NOT A REQUEST\r\n\r\n", 400, "malformed_request"),
+    ] {
+        let mut stream = connect(&engine);
+        assert_eq!(keep_alive_get(&mut stream, "/healthz").0, 200);
+        stream.write_all(second.as_bytes()).expect("second request");
+        let response = read_response(stream);
+        assert_eq!(response.status, status, "{}", response.text());
+        assert_eq!(response.json()["error"], error);
+    }
 }
 
 /// Sends a keep-alive GET on `stream` and reads its response by its length.

@@ -5,7 +5,8 @@
 //! what happens to connections over it (probes answered, the rest told 503, the newest shed
 //! first), the deadline for a new connection's first request headers and for an idle
 //! keep-alive connection's next ones, the JSON refusals of requests too broken or too slow to
-//! reach a handler, and the drain (`Connection: close` on the last responses, idle connections
+//! reach a handler (and of later requests on a keep-alive connection that hyper itself refuses,
+//! rewritten in `stream`), and the drain (`Connection: close` on the last responses, idle connections
 //! closed after a moment). Must not know what a request means: it serves the `Router` the
 //! server hands it, and its refusals are [`ApiError`]s like everyone else's.
 
@@ -18,10 +19,8 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue};
-use axum::response::IntoResponse as _;
 use axum::Router;
 use bytes::BytesMut;
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -32,9 +31,9 @@ use tower::ServiceExt as _;
 use crate::config::Connections;
 use crate::http_error::ApiError;
 
-mod prefixed;
+mod stream;
 
-use prefixed::Prefixed;
+use stream::{Answers, Stream};
 
 /// Descriptors kept for everything that is not a client connection: the database pools, the
 /// config files and their watcher, outbound HTTP to Meta, MoMo and alert channels, logs.
@@ -261,9 +260,12 @@ async fn connection(
         return refuse(stream, ApiError::Overloaded { retry_after: 1 }).await;
     }
     let shared = slot.shared.clone();
+    let answers = Answers::default();
+    let owed = answers.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let shared = shared.clone();
+        let owed = owed.clone();
         async move {
             let Ok(mut response) = shared.app.clone().oneshot(request).await;
             if shed || shared.draining.load(Ordering::SeqCst) {
@@ -271,6 +273,7 @@ async fn connection(
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            owed.owe();
             Ok::<_, Infallible>(response)
         }
     });
@@ -278,8 +281,10 @@ async fn connection(
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.idle_timeout)
         .max_headers(MAX_HEADERS)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(!shed);
-    let conn = http.serve_connection(TokioIo::new(Prefixed::new(head.bytes, stream)), service);
+    let io = TokioIo::new(Stream::new(head.bytes, stream, answers));
+    let conn = http.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
@@ -360,31 +365,9 @@ fn parse_head(bytes: &[u8]) -> Result<Option<String>, ApiError> {
 
 /// Answers a refusal the router never saw, in the same JSON as every other, and closes.
 async fn refuse(mut stream: TcpStream, error: ApiError) {
-    let response = error.into_response();
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|collected| collected.to_bytes())
-        .unwrap_or_default();
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\n",
-        parts.status.as_str(),
-        parts.status.canonical_reason().unwrap_or("")
-    );
-    for (name, value) in &parts.headers {
-        if let Ok(value) = value.to_str() {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    head.push_str(&format!(
-        "x-request-id: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        uuid::Uuid::new_v4(),
-        body.len()
-    ));
+    let answer = error.to_http1_close();
     let written = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await?;
+        stream.write_all(&answer).await?;
         stream.shutdown().await
     };
     if tokio::time::timeout(SHED_HEADER_TIMEOUT, written)

@@ -125,9 +125,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, body) = match &self {
+impl ApiError {
+    /// The status and JSON body of the answer.
+    pub fn status_and_body(&self) -> (StatusCode, serde_json::Value) {
+        match self {
             ApiError::NotFound(path) => (
                 StatusCode::NOT_FOUND,
                 json!({"error": "not_found", "message": format!("no endpoint at {path}")}),
@@ -196,7 +197,36 @@ impl IntoResponse for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({"error": "internal_error", "message": "Something went wrong on our side.", "requestId": request_id}),
             ),
-        };
+        }
+    }
+
+    /// The whole answer as HTTP/1.1 bytes, closing the connection: for refusals made before
+    /// there is a request for the router to answer (see [`crate::connections`]).
+    pub fn to_http1_close(&self) -> Vec<u8> {
+        let (status, body) = self.status_and_body();
+        let body = body.to_string();
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: {}\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
+            body.len(),
+            uuid::Uuid::new_v4(),
+        );
+        if let ApiError::Overloaded { retry_after }
+        | ApiError::DatabaseUnavailable { retry_after } = self
+        {
+            head.push_str(&format!("retry-after: {retry_after}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.status_and_body();
         let mut response = (status, axum::Json(body)).into_response();
         match self {
             ApiError::MethodNotAllowed { allow } => {
