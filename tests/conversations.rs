@@ -240,6 +240,10 @@ fn play(path: &Path) -> String {
         .into_iter()
         .filter(|l| l.contains("\"level\":\"error\""))
         .collect();
+    // The snapshot pins how many; the lines say why, for whoever reviews a change.
+    for failure in &failures {
+        eprintln!("{}: {failure}", path.display());
+    }
     let report =
         json!({"steps": steps, "sessions": session, "rows": rows, "errors_logged": failures.len()});
     serde_json::to_string_pretty(&report).expect("json")

@@ -34,9 +34,11 @@ fn admin(engine: &Engine) -> serde_json::Value {
 }
 
 fn with_keyword(config: &str, keyword: &str) -> String {
+    let shop = "        - keywords: {en: [shop, marketplace], rw: [guhaha], fr: [boutique]}";
+    assert!(config.contains(shop), "the shipped shop route changed");
     config.replace(
-        "        - keywords: [shop, marketplace, guhaha, boutique]",
-        &format!("        - keywords: [shop, marketplace, guhaha, boutique, {keyword}]"),
+        shop,
+        &format!("        - keywords: {{en: [shop, marketplace], rw: [guhaha, {keyword}], fr: [boutique]}}"),
     )
 }
 

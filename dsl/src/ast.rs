@@ -79,6 +79,8 @@ pub enum Stmt {
         /// Session key.
         name: Ident,
     },
+    /// `choose_language value`: the contact's own choice of language.
+    ChooseLanguage(Spanned<Expr>),
     /// `call flow(args)`: continue in another flow; statements after it do not run.
     Call {
         /// Target flow.

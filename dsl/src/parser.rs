@@ -293,6 +293,7 @@ fn lower_simple_stmt<'i>(
         Rule::clear_stmt => Stmt::Clear {
             name: ident(&inner.next()?),
         },
+        Rule::choose_language_stmt => Stmt::ChooseLanguage(lower_expr(inner.next()?)),
         Rule::request_payment_stmt => {
             let parts: Vec<Pair<'_, Rule>> = inner.filter(|p| p.as_rule() != Rule::comma).collect();
             let next = parts
@@ -517,7 +518,7 @@ fn is_keyword(rule: Rule) -> bool {
 }
 
 /// The words that can start a statement, reported together as "a statement".
-const STATEMENT_STARTS: [Rule; 10] = [
+const STATEMENT_STARTS: [Rule; 11] = [
     Rule::kw_let,
     Rule::kw_exec,
     Rule::kw_if,
@@ -527,6 +528,7 @@ const STATEMENT_STARTS: [Rule; 10] = [
     Rule::kw_clear,
     Rule::kw_call,
     Rule::kw_request_payment,
+    Rule::kw_choose_language,
     Rule::kw_end,
 ];
 
@@ -551,6 +553,7 @@ fn describe_keyword(rule: Rule) -> Option<&'static str> {
         Rule::kw_call => "`call`",
         Rule::kw_end => "`end`",
         Rule::kw_request_payment => "`request_payment`",
+        Rule::kw_choose_language => "`choose_language`",
         Rule::kw_and => "`and`",
         Rule::kw_or => "`or`",
         Rule::kw_not => "`not`",
@@ -594,8 +597,9 @@ fn describe(rule: Rule) -> &'static str {
         | Rule::clear_stmt
         | Rule::call_stmt
         | Rule::request_payment_stmt
+        | Rule::choose_language_stmt
         | Rule::end_stmt => {
-            "a statement (let, exec, if, reply, await, set, clear, call, request_payment, end)"
+            "a statement (let, exec, if, reply, await, set, clear, call, request_payment, choose_language, end)"
         }
         Rule::query | Rule::query_kind => "`query` or `query_one`",
         Rule::query_args | Rule::bindings => "`with`",

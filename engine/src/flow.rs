@@ -53,6 +53,14 @@ pub enum FlowError {
         /// Why.
         reason: String,
     },
+    /// `choose_language` with a value that is not a language easyMO serves.
+    #[error("flow `{flow}`: `choose_language` got {value}, not one of en, rw, fr")]
+    UnknownLanguage {
+        /// The flow.
+        flow: String,
+        /// What it got.
+        value: String,
+    },
     /// Too many `call`s in one turn.
     #[error("flow `{0}`: more than {MAX_JUMPS} calls in one message; is there a loop?")]
     TooManyJumps(String),
@@ -68,6 +76,8 @@ pub struct Turn<'a> {
     pub contact: Value,
     /// The contact's language.
     pub language: String,
+    /// The contact's row and how their language stands, when there is a contact to keep it on.
+    pub standing: Option<(i64, crate::language::Standing)>,
     /// Where replies go.
     pub recipient: String,
     /// `message` as flows see it.
@@ -212,6 +222,25 @@ impl Turn<'_> {
                 Stmt::Clear { name } => {
                     self.session.context.remove(&name.node);
                 }
+                Stmt::ChooseLanguage(value) => {
+                    let value = self.eval(&value.node, scope);
+                    let Some(language) = value
+                        .as_str()
+                        .filter(|l| crate::config::templates::LANGUAGES.contains(l))
+                    else {
+                        return Err(FlowError::UnknownLanguage {
+                            flow: flow.to_owned(),
+                            value: value.to_string(),
+                        });
+                    };
+                    self.take_savepoint(tx, flow).await?;
+                    self.settle_language(tx, crate::language::chosen(language))
+                        .await
+                        .map_err(|source| FlowError::Query {
+                            flow: flow.to_owned(),
+                            source,
+                        })?;
+                }
                 Stmt::Call { flow: target, args } => {
                     let args = args.iter().map(|a| self.eval(&a.node, scope)).collect();
                     return Ok(Next::Jump(target.node.clone(), args));
@@ -277,6 +306,29 @@ impl Turn<'_> {
             cache.put(&key, &args, &value, ttl.node);
         }
         Ok(value)
+    }
+
+    /// Keeps `next` as the contact's language standing and answers in it from now on.
+    pub async fn settle_language(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        next: crate::language::Standing,
+    ) -> Result<(), sqlx::Error> {
+        let Some((contact_id, now)) = self.standing.as_mut() else {
+            return Ok(());
+        };
+        crate::store::conversation::set_language(
+            tx,
+            *contact_id,
+            &next.language,
+            next.source.as_str(),
+            next.hint.as_deref(),
+        )
+        .await?;
+        self.language.clone_from(&next.language);
+        self.contact["language"] = Value::from(next.language.as_str());
+        *now = next;
+        Ok(())
     }
 
     /// Takes the turn's savepoint before its first database statement.

@@ -41,6 +41,7 @@ pub mod flow;
 pub mod gateway;
 pub mod http_error;
 pub mod inbound;
+pub mod language;
 pub mod limits;
 pub mod lint;
 pub mod logging;

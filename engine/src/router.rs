@@ -83,6 +83,8 @@ pub struct KeywordRoute {
     pub mode: MatchMode,
     /// Target flow.
     pub flow: String,
+    /// The language the keyword is in, when routes.yaml says.
+    pub language: Option<String>,
 }
 
 impl KeywordRoute {
@@ -134,6 +136,8 @@ pub struct Router {
     pub session_ttl: std::time::Duration,
     /// Messages older than this are recorded, not answered.
     pub stale_after: std::time::Duration,
+    /// The language of a contact nothing has told the engine about yet.
+    pub default_language: String,
 }
 
 /// The result of routing one message.
@@ -151,6 +155,14 @@ impl Decision<'_> {
         match self {
             Decision::Keyword(route) => &route.flow,
             Decision::Fallback(flow) => flow,
+        }
+    }
+
+    /// The language of the keyword that matched, when routes.yaml says.
+    pub fn language(&self) -> Option<String> {
+        match self {
+            Decision::Keyword(route) => route.language.clone(),
+            Decision::Fallback(_) => None,
         }
     }
 }
@@ -265,6 +277,7 @@ mod tests {
             normalized: normalize(keyword),
             mode,
             flow: flow.into(),
+            language: None,
         }
     }
 
@@ -330,6 +343,7 @@ mod tests {
             fallback: "main_menu".into(),
             session_ttl: std::time::Duration::from_secs(3600),
             stale_after: std::time::Duration::from_secs(3600),
+            default_language: "en".into(),
         };
         assert_eq!(
             router.global(" MENU! ").map(|r| r.flow.as_str()),
@@ -352,6 +366,7 @@ mod tests {
             fallback: "main_menu".into(),
             session_ttl: std::time::Duration::from_secs(3600),
             stale_after: std::time::Duration::from_secs(3600),
+            default_language: "en".into(),
         };
         assert_eq!(router.route("Any JOBS?").flow(), "jobs");
         assert_eq!(router.route("hello").flow(), "main_menu");

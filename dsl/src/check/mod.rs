@@ -205,7 +205,7 @@ pub(crate) fn stmt_exprs(stmt: &Stmt) -> Vec<&crate::ast::Expr> {
         Stmt::Let { query, .. } | Stmt::Exec(query) => query.args.iter().map(|a| &a.node).collect(),
         Stmt::If { cond, .. } => vec![&cond.node],
         Stmt::Reply { bindings, .. } => bindings.iter().map(|b| &b.value.node).collect(),
-        Stmt::Set { value, .. } => vec![&value.node],
+        Stmt::Set { value, .. } | Stmt::ChooseLanguage(value) => vec![&value.node],
         Stmt::Call { args, .. } => args.iter().map(|a| &a.node).collect(),
         Stmt::RequestPayment {
             amount,

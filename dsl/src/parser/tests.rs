@@ -438,3 +438,17 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
     );
     assert!(parse_flows(&fine).is_ok(), "{:?}", parse_flows(&fine));
 }
+
+#[test]
+fn choose_language_takes_an_expression() {
+    let b = body("flow a(choice) { choose_language choice.id end }");
+    let Stmt::ChooseLanguage(value) = &b[0].node else {
+        panic!("{:?}", b[0].node)
+    };
+    let crate::ast::Expr::Path(path) = &value.node else {
+        panic!("{:?}", value.node)
+    };
+    let names: Vec<&str> = path.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(names, ["choice", "id"]);
+    assert!(matches!(&b[1].node, Stmt::End));
+}

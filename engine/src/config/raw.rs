@@ -435,6 +435,13 @@ pub struct Routing {
     /// Messages older than this (replayed after an outage) are recorded but not answered.
     #[serde(default = "default_stale_after")]
     pub stale_after: String,
+    /// The language of a contact nothing has told the engine about yet (`en`, `rw`, `fr`).
+    #[serde(default = "default_language")]
+    pub default_language: String,
+}
+
+fn default_language() -> String {
+    "en".to_owned()
 }
 
 fn default_session_ttl() -> String {
@@ -450,12 +457,52 @@ fn default_stale_after() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Keywords; matched on normalized text (case, spacing, punctuation and accents ignored).
-    pub keywords: Vec<String>,
+    /// A list, or lists by language (`{en: [jobs], rw: [akazi], fr: [emplois], any: [taxi]}`;
+    /// `any` for words of every language): a conversation started with a keyword of a
+    /// language is answered in it.
+    pub keywords: Keywords,
     /// How a keyword matches the message.
     #[serde(default, rename = "match")]
     pub mode: MatchMode,
     /// The flow started.
     pub flow: String,
+}
+
+/// A route's keywords: in no particular language, or by language.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Keywords {
+    /// `[jobs, akazi]`: words that say nothing of the contact's language.
+    Plain(Vec<String>),
+    /// `{en: [jobs], rw: [akazi]}`.
+    ByLanguage(std::collections::BTreeMap<String, Vec<String>>),
+}
+
+impl Keywords {
+    /// Every keyword with the key it is listed under (a language, `any`, or none for a plain
+    /// list) and its index there.
+    pub fn each(&self) -> Vec<(Option<&str>, usize, &str)> {
+        match self {
+            Keywords::Plain(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (None, i, k.as_str()))
+                .collect(),
+            Keywords::ByLanguage(map) => map
+                .iter()
+                .flat_map(|(lang, list)| {
+                    list.iter()
+                        .enumerate()
+                        .map(move |(i, k)| (Some(lang.as_str()), i, k.as_str()))
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether there is none at all.
+    pub fn is_empty(&self) -> bool {
+        self.each().is_empty()
+    }
 }
 
 /// SMS parsing.

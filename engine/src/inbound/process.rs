@@ -260,6 +260,7 @@ async fn run_round(
                 user_id: identities[i].user_id.as_deref(),
                 name: identities[i].name.as_deref(),
                 provider_message_id: &items[i].message.id,
+                first_language: first_language(&items[i]),
             })
             .collect();
         let started = store::begin_batch(&mut tx, &arrivals).await?;
@@ -586,6 +587,7 @@ async fn turn(
         caches: item.caches,
         contact: contact.to_json(),
         language: contact.language.clone(),
+        standing: Some(standing_of(contact)),
         recipient: contact.recipient().unwrap_or_default().to_owned(),
         message: json!({"id": message.id, "kind": message.kind, "text": message.routing_text()}),
         session: started.session,
@@ -625,6 +627,37 @@ async fn turn(
     Ok(done)
 }
 
+/// The contact's row and how their language stands.
+fn standing_of(contact: &Contact) -> (i64, crate::language::Standing) {
+    let standing = crate::language::Standing {
+        language: contact.language.clone(),
+        source: crate::language::Source::parse(&contact.language_source),
+        hint: contact.language_hint.clone(),
+    };
+    (contact.id, standing)
+}
+
+/// The language a contact whose first message this is starts with: the language of the keyword
+/// it starts a conversation with, else the endpoint's default (see `crate::language`).
+fn first_language<'a>(item: &Inbound<'a>) -> (&'a str, &'static str) {
+    let Some(router) = &item.endpoint.router else {
+        return ("en", "default");
+    };
+    let keyword = input(item.message).and_then(|(_, _, text)| {
+        router
+            .global(&text)
+            .or_else(|| match router.route(&text) {
+                crate::router::Decision::Keyword(route) => Some(route),
+                crate::router::Decision::Fallback(_) => None,
+            })
+            .and_then(|route| route.language.as_deref())
+    });
+    match keyword {
+        Some(language) => (language, "inferred"),
+        None => (router.default_language.as_str(), "default"),
+    }
+}
+
 /// What a message asks of its flows: its kind, the input a waiting flow receives, the text
 /// routing reads.
 struct Asked {
@@ -660,11 +693,27 @@ async fn answer(
         page(turn, offset);
         Ok((MessageOutcome::Answered, awaiting))
     } else {
-        let (flow, args) = match (router.global(&asked.text), awaiting) {
-            (Some(global), _) => (global.flow.clone(), Vec::new()),
-            (None, Some(flow)) => (flow, vec![asked.input]),
-            (None, None) => (router.route(&asked.text).flow().to_owned(), Vec::new()),
+        let (flow, args, language) = match (router.global(&asked.text), awaiting) {
+            (Some(global), _) => (global.flow.clone(), Vec::new(), global.language.clone()),
+            (None, Some(flow)) => (flow, vec![asked.input], None),
+            (None, None) => {
+                let decision = router.route(&asked.text);
+                (decision.flow().to_owned(), Vec::new(), decision.language())
+            }
         };
+        // The words that start a conversation say which language to answer in, unless the
+        // contact chose one (see `crate::language`).
+        let next = turn.standing.as_ref().and_then(|(_, now)| {
+            crate::language::decide(now, language.as_deref(), &router.default_language)
+        });
+        if let (Some(next), None) = (next, failed) {
+            turn.settle_language(tx, next)
+                .await
+                .map_err(|source| FlowError::Query {
+                    flow: flow.clone(),
+                    source,
+                })?;
+        }
         turn.session.context.remove(PAGER_KEY);
         if let Some(error) = failed {
             report_failure(

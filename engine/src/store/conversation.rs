@@ -17,6 +17,10 @@ pub struct Contact {
     pub name: Option<String>,
     /// `en`, `rw` or `fr`.
     pub language: String,
+    /// How it was decided: `default`, `inferred` or `chosen`.
+    pub language_source: String,
+    /// The language of the last conversation-starting keyword, when it differed.
+    pub language_hint: Option<String>,
 }
 
 impl Contact {
@@ -164,6 +168,9 @@ pub struct Arrival<'a> {
     pub name: Option<&'a str>,
     /// The wamid.
     pub provider_message_id: &'a str,
+    /// The language and its source (`default` or `inferred`) a new contact starts with: known
+    /// before the batch, so that a first message costs no second write to the contact.
+    pub first_language: (&'a str, &'static str),
 }
 
 /// What the first statement found for one message.
@@ -188,6 +195,8 @@ pub async fn begin_batch(
     let user_ids: Vec<Option<&str>> = arrivals.iter().map(|a| a.user_id).collect();
     let names: Vec<Option<&str>> = arrivals.iter().map(|a| a.name).collect();
     let ids: Vec<&str> = arrivals.iter().map(|a| a.provider_message_id).collect();
+    let languages: Vec<&str> = arrivals.iter().map(|a| a.first_language.0).collect();
+    let sources: Vec<&str> = arrivals.iter().map(|a| a.first_language.1).collect();
     // The phone number is the conflict target when there is one; username users (no phone
     // number) are found by their business-scoped id. An unchanged contact is not rewritten:
     // its row comes from the statement's snapshot instead of RETURNING.
@@ -197,39 +206,41 @@ pub async fn begin_batch(
     // a hashed scan of the whole message table then, and keep it as the table grew.
     let rows = sqlx::query(
         "with i as (
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                 with ordinality as i(wa_id, user_id, name, mid, n)
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[])
+                 with ordinality as i(wa_id, user_id, name, mid, language, source, n)
          ),
          by_phone as (
-             insert into contacts (wa_id, user_id, name)
-             select wa_id, user_id, name from i where wa_id is not null
+             insert into contacts (wa_id, user_id, name, language, language_source)
+             select wa_id, user_id, name, language, source from i where wa_id is not null
              on conflict (wa_id) do update set name = coalesce(excluded.name, contacts.name),
                  user_id = coalesce(contacts.user_id, excluded.user_id), updated_at = now()
              where contacts.name is distinct from coalesce(excluded.name, contacts.name)
                 or (contacts.user_id is null and excluded.user_id is not null)
-             returning id, wa_id, user_id, name, language
+             returning id, wa_id, user_id, name, language, language_source, language_hint
          ),
          by_user as (
-             insert into contacts (user_id, name)
-             select user_id, name from i where wa_id is null and user_id is not null
+             insert into contacts (user_id, name, language, language_source)
+             select user_id, name, language, source from i
+             where wa_id is null and user_id is not null
              on conflict (user_id) where user_id is not null
              do update set name = coalesce(excluded.name, contacts.name), updated_at = now()
              where contacts.name is distinct from coalesce(excluded.name, contacts.name)
-             returning id, wa_id, user_id, name, language
+             returning id, wa_id, user_id, name, language, language_source, language_hint
          )
-         select c.id, c.wa_id, c.user_id, c.name, c.language,
+         select c.id, c.wa_id, c.user_id, c.name, c.language, c.language_source, c.language_hint,
                 m.seen is not null as seen,
                 s.awaiting_flow, s.awaiting_kind, s.context
          from i
          left join lateral (
              select * from by_phone p where p.wa_id = i.wa_id
              union all
-             select k.id, k.wa_id, k.user_id, k.name, k.language from contacts k
+             select k.id, k.wa_id, k.user_id, k.name, k.language, k.language_source, k.language_hint from contacts k
                  where k.wa_id = i.wa_id
              union all
              select * from by_user u where i.wa_id is null and u.user_id = i.user_id
              union all
-             select k.id, k.wa_id, k.user_id, k.name, k.language from contacts k
+             select k.id, k.wa_id, k.user_id, k.name, k.language, k.language_source, k.language_hint from contacts k
                  where i.wa_id is null and k.user_id = i.user_id
              limit 1
          ) c on true
@@ -243,6 +254,8 @@ pub async fn begin_batch(
     .bind(&user_ids)
     .bind(&names)
     .bind(&ids)
+    .bind(&languages)
+    .bind(&sources)
     .fetch_all(&mut **tx)
     .await?;
     rows.iter()
@@ -255,22 +268,46 @@ pub async fn begin_batch(
                     user_id: row.try_get(2)?,
                     name: row.try_get(3)?,
                     language: row.try_get(4)?,
+                    language_source: row.try_get(5)?,
+                    language_hint: row.try_get(6)?,
                 }),
                 None => None,
             };
             let context: Option<sqlx::types::Json<serde_json::Map<String, Value>>> =
-                row.try_get(8)?;
+                row.try_get(10)?;
             Ok(Started {
-                seen: row.try_get(5)?,
+                seen: row.try_get(7)?,
                 contact,
                 session: Session {
-                    awaiting_flow: row.try_get(6)?,
-                    awaiting_kind: row.try_get(7)?,
+                    awaiting_flow: row.try_get(8)?,
+                    awaiting_kind: row.try_get(9)?,
                     context: context.map(|c| c.0).unwrap_or_default(),
                 },
             })
         })
         .collect()
+}
+
+/// Records how a contact's language now stands (rare: only when something changed).
+pub async fn set_language(
+    tx: &mut Transaction<'_, Postgres>,
+    contact_id: i64,
+    language: &str,
+    source: &str,
+    hint: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update contacts set language = $2, language_source = $3, language_hint = $4,
+             updated_at = now()
+         where id = $1",
+    )
+    .bind(contact_id)
+    .bind(language)
+    .bind(source)
+    .bind(hint)
+    .execute(&mut **tx)
+    .await
+    .map(drop)
 }
 
 /// Everything a batch writes, gathered so that one statement writes it.

@@ -6,6 +6,7 @@ use easymo_dsl::{codes, Diagnostic};
 
 use super::context::Cx;
 use crate::config::raw;
+use crate::config::templates::LANGUAGES;
 use crate::config::yaml::Path;
 use crate::config::Flows;
 use crate::router::{normalize, KeywordRoute, Router, Tier};
@@ -66,8 +67,16 @@ pub(super) fn compile_routing(
                     "",
                 );
             }
-            for (k, keyword) in route.keywords.iter().enumerate() {
-                let kp = rp.key("keywords").index(k);
+            for (language, k, keyword) in route.keywords.each() {
+                let kp = match language {
+                    Some(lang) => rp.key("keywords").key(lang).index(k),
+                    None => rp.key("keywords").index(k),
+                };
+                if let Some(lang) = language.filter(|l| !LANGUAGES.contains(l) && *l != ANY) {
+                    unknown_language(cx, lang, &rp.key("keywords").key(lang), true);
+                    continue;
+                }
+                let language = language.filter(|l| *l != ANY);
                 let normalized = normalize(keyword);
                 if normalized.is_empty() {
                     cx.error(
@@ -86,10 +95,11 @@ pub(super) fn compile_routing(
                     tier,
                     route: r,
                     keyword_index: k,
-                    keyword: keyword.clone(),
+                    keyword: keyword.to_owned(),
                     normalized,
                     mode: route.mode,
                     flow: route.flow.clone(),
+                    language: language.map(str::to_owned),
                 };
                 check_shadowing(cx, &keywords, &candidate, &kp);
                 keywords.push((candidate, kp));
@@ -109,12 +119,45 @@ pub(super) fn compile_routing(
     let stale_after = cx
         .duration(&raw.stale_after, &at.key("stale_after"))
         .unwrap_or(std::time::Duration::from_secs(3600));
+    let default_language = if LANGUAGES.contains(&raw.default_language.as_str()) {
+        raw.default_language.clone()
+    } else {
+        unknown_language(
+            cx,
+            &raw.default_language,
+            &at.key("default_language"),
+            false,
+        );
+        "en".to_owned()
+    };
     Router {
         keywords: keywords.into_iter().map(|(k, _)| k).collect(),
         fallback: raw.fallback.clone(),
         session_ttl,
         stale_after,
+        default_language,
     }
+}
+
+/// The key of keywords that belong to every language (`taxi`, `moto`).
+const ANY: &str = "any";
+
+/// `lang` at `at` (the key of a keyword list, or a value) is not a language easyMO serves.
+fn unknown_language(cx: &mut Cx<'_>, lang: &str, at: &Path, is_key: bool) {
+    let message = format!("unknown language `{lang}`");
+    let label = "not a language easyMO serves";
+    let diagnostic = if is_key {
+        cx.error_at_key(codes::UNKNOWN_LANGUAGE, message, at, label)
+    } else {
+        cx.error(codes::UNKNOWN_LANGUAGE, message, at, label)
+    };
+    let any = if is_key {
+        ", or `any` for words of every language"
+    } else {
+        ""
+    };
+    diagnostic.help = did_you_mean(lang, LANGUAGES.iter().copied())
+        .or_else(|| Some(format!("use `en`, `rw` (Kinyarwanda) or `fr`{any}")));
 }
 
 pub(super) fn check_shadowing(
