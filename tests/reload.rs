@@ -56,7 +56,52 @@ fn a_valid_edit_is_served_within_a_second() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(admin(&engine)["reloads"]["succeeded"], 1);
+    let reloads = &admin(&engine)["reloads"];
+    assert_eq!(reloads["succeeded"], 1);
+    // What changed, in routes.yaml's words.
+    let last = &reloads["last_attempt"];
+    assert_eq!(last["outcome"], "reloaded");
+    assert!(
+        last["at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{last}"
+    );
+    assert_eq!(
+        last["changes"],
+        serde_json::json!({
+            "routes": {"added": ["wa-webhook-core \"duka\""], "removed": [], "changed": []},
+            "templates": {"added": [], "removed": [], "changed": []},
+            "flows": {"added": [], "removed": [], "changed": []},
+        })
+    );
+    // A template and a flow edited at once.
+    let edited = config.read().replace(
+        "Done, easyMO will answer you in English.",
+        "Done, easyMO answers you in English from now on.",
+    );
+    assert!(edited.contains("from now on"));
+    std::fs::write(
+        config.dir.join("flows/language.flow"),
+        std::fs::read_to_string(config.dir.join("flows/language.flow"))
+            .expect("flow")
+            .replace(
+                "  reply language_set\n",
+                "  reply language_set\n  clear pending\n",
+            ),
+    )
+    .expect("flow written");
+    config.write(&edited);
+    let reloaded = Instant::now();
+    let changes = loop {
+        let last = admin(&engine)["reloads"]["last_attempt"].clone();
+        if last["changes"]["templates"]["changed"] == serde_json::json!(["language_set"])
+            && last["changes"]["flows"]["changed"] == serde_json::json!(["language_chosen"])
+        {
+            break last["changes"].clone();
+        }
+        assert!(reloaded.elapsed() < Duration::from_secs(3), "{last}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(changes["routes"]["added"], serde_json::json!([]));
 }
 
 #[test]
@@ -94,6 +139,16 @@ fn an_invalid_edit_keeps_the_old_config_until_it_is_fixed() {
         .as_str()
         .unwrap_or_default()
         .contains("E301"));
+    assert_eq!(state["reloads"]["last_attempt"]["outcome"], "rejected");
+    // Putting the file back as it serves clears the error: nothing is wrong any more.
+    config.write(&good);
+    assert!(
+        engine.wait_for_log("\"config.unchanged\"", Duration::from_secs(3)),
+        "a no-op reload is logged as such"
+    );
+    let state = admin(&engine);
+    assert_eq!(state["reloads"]["last_error"], serde_json::Value::Null);
+    assert_eq!(state["reloads"]["last_attempt"]["outcome"], "unchanged");
     // Fixing the file later is picked up.
     config.write(&with_keyword(&good, "duka"));
     let fixed = Instant::now();

@@ -85,6 +85,8 @@ pub enum LoadError {
     NeedsRestart(&'static str),
 }
 
+pub mod changes;
+
 /// What a reload did.
 #[derive(Debug)]
 pub enum Outcome {
@@ -92,6 +94,8 @@ pub enum Outcome {
     Reloaded {
         /// Its version.
         version: String,
+        /// What changed.
+        changes: changes::Changes,
     },
     /// Same files as before: nothing to do.
     Unchanged,
@@ -106,8 +110,11 @@ pub struct Stats {
     pub reloaded: AtomicU64,
     /// Rejected reloads.
     pub rejected: AtomicU64,
-    /// The last rejection, rendered.
+    /// The rejection that stands: cleared once the files load cleanly again (fixed, or put
+    /// back as they were).
     pub last_error: Mutex<Option<String>>,
+    /// The last reload attempt: when, its outcome, what changed.
+    pub last_attempt: Mutex<Option<serde_json::Value>>,
 }
 
 impl Stats {
@@ -118,12 +125,34 @@ impl Stats {
             .lock()
             .map(|e| e.clone())
             .unwrap_or_default();
+        let last_attempt = self
+            .last_attempt
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
         serde_json::json!({
             "succeeded": self.reloaded.load(std::sync::atomic::Ordering::Relaxed),
             "rejected": self.rejected.load(std::sync::atomic::Ordering::Relaxed),
             "last_error": last_error,
+            "last_attempt": last_attempt,
         })
     }
+
+    fn record(&self, attempt: serde_json::Value, error: Option<String>) {
+        *self
+            .last_attempt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(attempt);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+}
+
+/// Now, RFC 3339 in UTC, for the admin route.
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// Owns the live snapshot.
@@ -175,24 +204,36 @@ impl Reloader {
             }
             Ok(new)
         });
+        let at = now_rfc3339();
         match outcome {
-            Ok(new) if new.version == old.version => Outcome::Unchanged,
+            Ok(new) if new.version == old.version => {
+                // The files are as they serve: whatever was wrong with them is fixed.
+                self.stats.record(
+                    serde_json::json!({"at": at, "outcome": "unchanged", "version": old.version}),
+                    None,
+                );
+                Outcome::Unchanged
+            }
             Ok(new) => {
                 let version = new.version.clone();
+                let changes = changes::Changes::between(&old.config, &new.config);
                 let live = new.limits();
                 self.current.store(Arc::new(new));
                 self.limiters.sweep(&live);
                 self.stats.reloaded.fetch_add(1, Ordering::Relaxed);
-                Outcome::Reloaded { version }
+                self.stats.record(
+                    serde_json::json!({"at": at, "outcome": "reloaded", "version": version, "changes": changes}),
+                    None,
+                );
+                Outcome::Reloaded { version, changes }
             }
             Err(error) => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                let mut last = self
-                    .stats
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                *last = Some(error.to_string());
+                let rendered = error.to_string();
+                self.stats.record(
+                    serde_json::json!({"at": at, "outcome": "rejected", "version": old.version, "error": rendered}),
+                    Some(rendered),
+                );
                 Outcome::Rejected(error)
             }
         }

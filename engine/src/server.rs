@@ -346,9 +346,10 @@ async fn reload_loop(
             }
         };
         match outcome {
-            Outcome::Reloaded { version } => {
+            Outcome::Reloaded { version, changes } => {
                 count_reload(&metrics, "ok");
-                tracing::info!(event = "config.reloaded", cause = cause, config_version = %version, "Configuration reloaded.");
+                let changed = serde_json::to_string(&changes).unwrap_or_default();
+                tracing::info!(event = "config.reloaded", cause = cause, config_version = %version, changes = %changed, "Configuration reloaded.");
                 let files = reloader.current().files.clone();
                 if files != before {
                     match watch::spawn(&files, resend.clone()) {
@@ -359,10 +360,10 @@ async fn reload_loop(
                     }
                 }
             }
-            Outcome::Unchanged => tracing::debug!(
+            Outcome::Unchanged => tracing::info!(
                 event = "config.unchanged",
                 cause = cause,
-                "Configuration unchanged."
+                "Reloaded: the files are as they serve, nothing changed."
             ),
             Outcome::Rejected(error) => {
                 count_reload(&metrics, "rejected");
