@@ -41,3 +41,5 @@ mod connections;
 mod outage;
 // Deliveries recorded but not processed, processed by the running engine; poison input kept.
 mod poison;
+// A product's own tables from a migration beside routes.yaml, without a rebuild.
+mod product_tables;

@@ -74,6 +74,10 @@ pub enum Command {
         /// Create the database first if it does not exist.
         #[arg(long)]
         create: bool,
+        /// The config whose `server.migrations` (the product's own tables) are applied after
+        /// the engine's; without it, routes.yaml when there is one here.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Load data into the database.
     Seed {
@@ -289,7 +293,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Migrate {
             database_url,
             create,
-        } => migrate(database_url, create),
+            config,
+        } => migrate(database_url, create, config),
         Command::Seed {
             demo: _,
             database_url,
@@ -380,7 +385,22 @@ fn explain(path: &Path, endpoint: Option<&str>, text: &str) -> anyhow::Result<u8
     Ok(0)
 }
 
-fn migrate(database_url: Option<String>, create: bool) -> anyhow::Result<u8> {
+fn migrate(
+    database_url: Option<String>,
+    create: bool,
+    config: Option<PathBuf>,
+) -> anyhow::Result<u8> {
+    let config = config.or_else(|| {
+        let here = PathBuf::from("routes.yaml");
+        here.is_file().then_some(here)
+    });
+    let product = match &config {
+        Some(path) => match load_or_report(path)? {
+            Some(config) => config.server.migrations,
+            None => return Ok(1),
+        },
+        None => None,
+    };
     let url = database_url_or_env(database_url)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -392,8 +412,14 @@ fn migrate(database_url: Option<String>, create: bool) -> anyhow::Result<u8> {
         let pool = crate::store::connect(&url, 2)
             .await
             .context("connecting to Postgres")?;
-        let applied = crate::store::migrate(&pool).await.context("migrating")?;
-        eprintln!("migrate: {applied} migration(s) applied; the schema is current");
+        let applied = crate::store::migrate(&pool, product.as_deref())
+            .await
+            .context("migrating")?;
+        let whose = match &product {
+            Some(dir) => format!("the engine's and {}'s", dir.display()),
+            None => "the engine's".to_owned(),
+        };
+        eprintln!("migrate: {applied} migration(s) applied; the schema is current ({whose})");
         anyhow::Ok(0)
     })
 }
@@ -591,7 +617,7 @@ fn on_current_database<T>(
         let pool = crate::store::connect(&url, 2)
             .await
             .context("connecting to Postgres")?;
-        crate::store::check_schema(&pool).await?;
+        crate::store::check_schema(&pool, None).await?;
         work(&pool).await
     })
 }

@@ -252,7 +252,7 @@ async fn connect(
         .ok_or(ServeError::NoDatabase)?;
     let database = crate::store::health::Health::new();
     let pool = crate::store::connect_watched(&url, DATABASE_CONNECTIONS, false, &database).await?;
-    crate::store::check_schema(&pool).await?;
+    crate::store::check_schema(&pool, config.server.migrations.as_deref()).await?;
     // The sender's statements have a pool of their own: they never wait behind webhooks for a
     // connection, nor webhooks behind them.
     let sending = crate::store::connect_watched(&url, SENDING_CONNECTIONS, true, &database).await?;

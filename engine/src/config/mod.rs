@@ -119,6 +119,8 @@ pub struct Server {
     pub admin_token: Option<Secret>,
     /// Connection limits and timeouts.
     pub connections: Connections,
+    /// The product's own migrations directory, resolved against routes.yaml's.
+    pub migrations: Option<std::path::PathBuf>,
 }
 
 /// What one client may hold of the server: time, connections and body memory.

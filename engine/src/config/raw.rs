@@ -128,6 +128,10 @@ pub struct Server {
     /// body does not fit is answered 503 before it is read.
     #[serde(default = "default_max_body_memory_bytes")]
     pub max_body_memory_bytes: u64,
+    /// The product's own migrations (new tables for a new service), a directory relative to
+    /// routes.yaml: applied by `easymo migrate` after the engine's, required by `easymo serve`.
+    #[serde(default)]
+    pub migrations: Option<String>,
 }
 
 fn default_max_body_bytes() -> u64 {

@@ -13,15 +13,14 @@ pub mod health;
 pub mod leases;
 pub mod outbox;
 pub mod payments;
+pub mod schema;
 pub mod stats;
 
-use sqlx::migrate::Migrator;
+pub use schema::{check_schema, migrate};
+
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr as _;
-
-/// The migrations in `migrations/`, embedded in the binary.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// This process's name where rows say who holds or counted them (outbox leases, alert
 /// roll-ups, leases): host, pid and a random part, so a restarted process is a new one.
@@ -51,13 +50,25 @@ pub enum Error {
     /// A migration failed.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The schema is behind the binary.
-    #[error("the database schema is behind: {pending} migration(s) not applied (latest {latest}); run `easymo migrate`")]
+    /// The schema is behind the binary or the product's own migrations.
+    #[error("the database schema is behind: {pending} {whose} migration(s) not applied (latest {latest}); run `easymo migrate`")]
     SchemaBehind {
+        /// Whose: `engine` or `product`.
+        whose: &'static str,
         /// How many are missing.
         pending: usize,
         /// The newest migration's version.
         latest: i64,
+    },
+    /// A product migration numbered where the engine's own live.
+    #[error("product migration {file}: version {version} is in the engine's range (below {floor}); name it by date and time, e.g. 20261206090000_schools.sql")]
+    ProductVersion {
+        /// The file.
+        file: String,
+        /// Its version.
+        version: i64,
+        /// The lowest version a product migration may have.
+        floor: i64,
     },
 }
 
@@ -142,40 +153,6 @@ pub async fn create_database(url: &str) -> Result<bool, Error> {
         .await?;
     }
     Ok(!exists)
-}
-
-/// Applies every pending migration.
-pub async fn migrate(pool: &PgPool) -> Result<usize, Error> {
-    let before = applied(pool).await?;
-    MIGRATOR.run(pool).await?;
-    Ok(MIGRATOR.iter().count().saturating_sub(before))
-}
-
-async fn applied(pool: &PgPool) -> Result<usize, Error> {
-    let exists: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
-        .fetch_one(pool)
-        .await?;
-    if !exists {
-        return Ok(0);
-    }
-    let count: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
-        .fetch_one(pool)
-        .await?;
-    Ok(usize::try_from(count).unwrap_or(0))
-}
-
-/// Fails unless every embedded migration has been applied.
-pub async fn check_schema(pool: &PgPool) -> Result<(), Error> {
-    let applied = applied(pool).await?;
-    let total = MIGRATOR.iter().count();
-    if applied < total {
-        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        return Err(Error::SchemaBehind {
-            pending: total - applied,
-            latest,
-        });
-    }
-    Ok(())
 }
 
 /// Loads the demo data (idempotent: skipped when job categories already exist).

@@ -103,7 +103,9 @@ pub(super) fn compile(
 
     // Values.
     let raw_server = server;
-    let server = raw_server.as_ref().and_then(|s| compile_server(&mut cx, s));
+    let server = raw_server
+        .as_ref()
+        .and_then(|s| compile_server(&mut cx, s, input.base_dir));
     let momo = momo.and_then(|m| compile_momo(&mut cx, &m));
     let template_infos = check_templates(&mut cx, &templates, &broken_templates);
     let (flows, incomplete_flows) = load_flows(
@@ -121,9 +123,7 @@ pub(super) fn compile(
     let flows = check_flows(&mut cx, flows, &context, sources);
     let endpoints = compile_endpoints(&mut cx, &endpoints, &flows, incomplete_flows, &context);
     check_runtime_templates(&mut cx, &endpoints, &context);
-    if let Some(raw_server) = &raw_server {
-        check_trusted_proxies(&mut cx, raw_server, &endpoints);
-    }
+    check_trusted_proxies(&mut cx, raw_server.as_ref(), &endpoints);
     let alerts = compile_alerts(&mut cx, alerts, (input.base_dir, input.files), &endpoints);
     // A flow file or endpoint that failed to load hides references: do not guess.
     if !incomplete_flows && !incomplete_endpoints {

@@ -7,7 +7,11 @@ use crate::config::raw;
 use crate::config::yaml::Path;
 use crate::config::{Auth, Connections, Endpoint, Momo, Server};
 
-pub(super) fn compile_server(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Server> {
+pub(super) fn compile_server(
+    cx: &mut Cx<'_>,
+    server: &raw::Server,
+    base_dir: &std::path::Path,
+) -> Option<Server> {
     let path = Path::root().key("server");
     let listen = match server.listen.parse() {
         Ok(addr) => Some(addr),
@@ -51,6 +55,7 @@ pub(super) fn compile_server(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Se
         database_url,
         admin_token,
         connections: connections?,
+        migrations: product_migrations(cx, server, base_dir),
     })
 }
 
@@ -88,9 +93,40 @@ fn compile_connections(cx: &mut Cx<'_>, server: &raw::Server) -> Option<Connecti
     })
 }
 
+/// `server.migrations`, resolved against routes.yaml's directory; it must be a directory.
+fn product_migrations(
+    cx: &mut Cx<'_>,
+    server: &raw::Server,
+    base_dir: &std::path::Path,
+) -> Option<std::path::PathBuf> {
+    let relative = server.migrations.as_ref()?;
+    let dir = base_dir.join(relative);
+    if !dir.is_dir() {
+        cx.error(
+            codes::INVALID_VALUE,
+            format!("`{relative}` is not a directory beside routes.yaml"),
+            &Path::root().key("server").key("migrations"),
+            "the product's migrations are read from here",
+        )
+        .help = Some(
+            "create it and put dated migrations in it, e.g. `20261206090000_schools.sql`"
+                .to_owned(),
+        );
+        return None;
+    }
+    Some(dir)
+}
+
 /// Trusted proxies name the client; beside an IP allowlist, a proxy network much wider than a
 /// set of load balancers lets any of its hosts claim an allowed address.
-pub(super) fn check_trusted_proxies(cx: &mut Cx<'_>, server: &raw::Server, endpoints: &[Endpoint]) {
+pub(super) fn check_trusted_proxies(
+    cx: &mut Cx<'_>,
+    server: Option<&raw::Server>,
+    endpoints: &[Endpoint],
+) {
+    let Some(server) = server else {
+        return;
+    };
     let Some(allowlisted) = endpoints
         .iter()
         .find(|e| e.deprecated.is_none() && matches!(e.auth, Auth::IpAllowlist(_)))
