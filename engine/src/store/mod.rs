@@ -188,18 +188,25 @@ pub async fn run_flow_query(
 ) -> Result<serde_json::Value, sqlx::Error> {
     let sql = sql.trim().trim_end_matches(';');
     let arguments = arguments(args).map_err(sqlx::Error::Encode)?;
+    // A statement is prepared once per connection, for the types of the values it was first
+    // run with; the same SQL run later with a number where it had a string would send a
+    // bigint's bytes as text. Naming the types in the text gives each combination its own.
+    let types = argument_types(args);
     let wrapped = match shape {
         Shape::Nothing => {
-            sqlx::query_with(sql, arguments).execute(&mut **tx).await?;
+            let sql = format!("{sql}\n-- easymo arguments: {types}");
+            sqlx::query_with(&sql, arguments).execute(&mut **tx).await?;
             return Ok(serde_json::Value::Null);
         }
         // A data-modifying statement with RETURNING may stand in a WITH clause, so one wrapper
         // serves selects and writes alike. Rows keep the inner query's order in practice (a
         // plain CTE scan feeding the aggregate).
-        Shape::Rows => {
-            format!("with q as ({sql}) select coalesce(jsonb_agg(q), '[]'::jsonb) from q")
-        }
-        Shape::One => format!("with q as ({sql}) select to_jsonb(q) from q limit 1"),
+        Shape::Rows => format!(
+            "with q as ({sql}\n) select coalesce(jsonb_agg(q), '[]'::jsonb) from q -- easymo arguments: {types}"
+        ),
+        Shape::One => format!(
+            "with q as ({sql}\n) select to_jsonb(q) from q limit 1 -- easymo arguments: {types}"
+        ),
     };
     let value: Option<Option<serde_json::Value>> = sqlx::query_scalar_with(&wrapped, arguments)
         .fetch_optional(&mut **tx)
@@ -208,6 +215,22 @@ pub async fn run_flow_query(
         Shape::Rows => serde_json::Value::Array(Vec::new()),
         _ => serde_json::Value::Null,
     }))
+}
+
+/// One letter per argument for the type it is bound with (`n`ull, `b`oolean, `i`nteger,
+/// `f`loat, `s`tring, `j`son), e.g. `is`.
+fn argument_types(args: &[serde_json::Value]) -> String {
+    use serde_json::Value;
+    args.iter()
+        .map(|value| match value {
+            Value::Null => 'n',
+            Value::Bool(_) => 'b',
+            Value::Number(n) if n.as_i64().is_some() => 'i',
+            Value::Number(_) => 'f',
+            Value::String(_) => 's',
+            _ => 'j',
+        })
+        .collect()
 }
 
 /// Binds runtime values with the Postgres types that fit them: text, bigint, double, boolean,
