@@ -174,26 +174,27 @@ fn schema_is_current_and_describes_routes_yaml() {
     );
 }
 
+/// `easymo simulate --from FROM ARGS` on `database`; its output, after checking it ran.
+fn simulate(database: &str, from: &str, args: &[&str]) -> String {
+    let mut all = vec!["simulate", "--database-url", database, "--from", from];
+    all.extend_from_slice(args);
+    let out = easymo(&all, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
 #[test]
-fn simulate_continues_the_conversation_and_sends_nothing() {
+fn simulate_with_commit_continues_the_conversation_and_sends_nothing() {
     let database = crate::support::fresh_database();
     let run = |args: &[&str]| {
-        let mut all = vec![
-            "simulate",
-            "--database-url",
-            &database,
-            "--from",
-            "250788555001",
-        ];
+        let mut all = vec!["--commit"];
         all.extend_from_slice(args);
-        let out = easymo(&all, &[]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout(&out)
+        simulate(&database, "250788555001", &all)
     };
     let first = run(&["find jobs"]);
     assert!(first.contains("you › find jobs"), "{first}");
@@ -228,4 +229,95 @@ fn simulate_continues_the_conversation_and_sends_nothing() {
         (&serde_json::json!(0), &serde_json::json!(0)),
         "simulated replies never reach the outbox, simulated payments never MoMo"
     );
+}
+
+#[test]
+fn simulate_runs_its_steps_in_one_transaction_and_keeps_nothing() {
+    let database = crate::support::fresh_database();
+    let run = |args: &[&str]| simulate(&database, "250788555002", args);
+    // The number shown picks the row: 2 is Construction.
+    let jobs = run(&["find jobs", "--choice", "2"]);
+    assert!(jobs.contains("1. Mason — Kigali Build Ltd"), "{jobs}");
+    assert!(jobs.contains("(nothing kept: rolled back"), "{jobs}");
+    // A whole purchase by the numbers shown (Clothing, then Kitenge dress), approved, then
+    // declined.
+    let purchase = |verdict: &str| {
+        let steps = [
+            "shop", "--choice", "1", "--choice", "1", "--choice", "pay", verdict,
+        ];
+        run(&steps)
+    };
+    let bought = purchase("--approve");
+    assert!(
+        bought.contains("Please approve the payment of 25000 RWF"),
+        "{bought}"
+    );
+    assert!(bought.contains("momo › SUCCESSFUL (25000 RWF)"), "{bought}");
+    assert!(bought.contains("Payment received: 25000 RWF"), "{bought}");
+    let declined = purchase("--decline");
+    assert!(declined.contains("did not go through"), "{declined}");
+    // In the contact's language.
+    let rw = run(&["--language", "rw", "find jobs"]);
+    assert!(rw.contains("Hitamo icyiciro cy'akazi."), "{rw}");
+    let kept = crate::support::rows(
+        &database,
+        "select (select count(*) from contacts where wa_id = '250788555002') as contacts,
+                (select count(*) from inbound_messages) as messages,
+                (select count(*) from sessions) as sessions,
+                (select count(*) from outbox) as outbox",
+    );
+    assert_eq!(
+        kept[0],
+        serde_json::json!({"contacts": 0, "messages": 0, "sessions": 0, "outbox": 0}),
+        "simulate keeps nothing without --commit"
+    );
+    let approve_first = easymo(
+        &[
+            "simulate",
+            "--database-url",
+            &database,
+            "--from",
+            "250788555002",
+            "--approve",
+        ],
+        &[],
+    );
+    assert_eq!(approve_first.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&approve_first.stderr).contains("no step requested a payment"));
+}
+
+#[test]
+fn simulate_says_why_a_flow_failed_and_where_it_is_written() {
+    let config = crate::support::ConfigDir::shipped(|t| t.to_owned());
+    let main = config.dir.join("flows/main.flow");
+    let text = std::fs::read_to_string(&main).expect("main.flow");
+    let broken = text.replace(
+        "flow help {\n  reply help",
+        "flow help {\n  let tips = query \"select tip from no_such_table\"\n  reply help",
+    );
+    assert_ne!(broken, text);
+    std::fs::write(&main, broken).expect("written");
+    let database = crate::support::fresh_database();
+    let routes = config.routes();
+    let out = easymo(
+        &[
+            "simulate",
+            "--config",
+            routes.to_str().expect("utf-8"),
+            "--database-url",
+            &database,
+            "--from",
+            "250788555003",
+            "help",
+        ],
+        &[],
+    );
+    let shown = stdout(&out);
+    assert!(shown.contains("(flow failed:"), "{shown}");
+    assert!(shown.contains("no_such_table"), "{shown}");
+    assert!(
+        shown.contains("in flow `help` at flows/main.flow:"),
+        "{shown}"
+    );
+    assert!(shown.contains("easyMO › Sorry"), "{shown}");
 }

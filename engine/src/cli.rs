@@ -90,17 +90,30 @@ pub enum Command {
     },
     /// Send one message through the runtime and print the reply as the phone shows it.
     Simulate {
-        /// The text message (or use --choice / --location).
-        text: Option<String>,
+        /// Text messages; with --choice, --location, --approve and --decline, the steps, run in
+        /// the order given.
+        text: Vec<String>,
         /// The sender's WhatsApp number.
         #[arg(long)]
         from: String,
-        /// A list row or button id to choose.
-        #[arg(long, conflicts_with_all = ["text", "location"])]
-        choice: Option<String>,
+        /// A list row or button to choose: its id, or the number it is shown with.
+        #[arg(long)]
+        choice: Vec<String>,
         /// A location to share, `LAT,LON`.
-        #[arg(long, allow_hyphen_values = true, conflicts_with_all = ["text", "choice"])]
-        location: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        location: Vec<String>,
+        /// MoMo approves the payment the last step requested: the payer's notice.
+        #[arg(long, action = clap::ArgAction::Count)]
+        approve: u8,
+        /// MoMo declines it.
+        #[arg(long, action = clap::ArgAction::Count)]
+        decline: u8,
+        /// The sender's language, as if chosen from the language menu.
+        #[arg(long, value_parser = ["en", "rw", "fr"])]
+        language: Option<String>,
+        /// Keep what the steps wrote (by default everything is rolled back).
+        #[arg(long)]
+        commit: bool,
         /// The sender's profile name.
         #[arg(long)]
         name: Option<String>,
@@ -110,6 +123,9 @@ pub enum Command {
         /// Postgres URL (default: $DATABASE_URL).
         #[arg(long)]
         database_url: Option<String>,
+        /// The steps in the order given (filled from the command line by [`parse`]).
+        #[arg(skip)]
+        steps: Vec<(&'static str, String)>,
     },
     /// Show which route a message takes and why.
     Explain {
@@ -300,16 +316,24 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             database_url,
         } => seed(database_url),
         Command::Simulate {
-            text,
             from,
-            choice,
-            location,
+            language,
+            commit,
             name,
             config,
             database_url,
+            steps,
+            ..
         } => {
-            let input = simulated_input(text, choice, location)?;
-            simulate(&config, database_url, &from, name.as_deref(), &input)
+            let steps = simulated_steps(&steps)?;
+            let options = crate::simulate::Options {
+                from,
+                name,
+                language,
+                commit,
+                base_dir: config.parent().map(Path::to_path_buf).unwrap_or_default(),
+            };
+            simulate(&config, database_url, &options, &steps)
         }
         Command::Dlq {
             command,
@@ -442,37 +466,80 @@ fn seed(database_url: Option<String>) -> anyhow::Result<u8> {
 }
 
 /// Exactly one of the message text, `--choice` or `--location`.
-fn simulated_input(
-    text: Option<String>,
-    choice: Option<String>,
-    location: Option<String>,
-) -> anyhow::Result<crate::simulate::Input> {
-    Ok(match (text, choice, location) {
-        (Some(text), None, None) => crate::simulate::Input::Text(text),
-        (None, Some(choice), None) => crate::simulate::Input::Choice(choice),
-        (None, None, Some(location)) => {
-            let (lat, lon) = location
-                .split_once(',')
-                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
-                .ok_or_else(|| anyhow::anyhow!("--location takes LAT,LON, e.g. -1.9536,30.0606"))?;
-            crate::simulate::Input::Location(lat, lon)
+/// The command line as parsed, with `simulate`'s steps in the order they were given (clap
+/// hands each option's values apart; their indices say the order).
+pub fn parse() -> Cli {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if let (Command::Simulate { steps, .. }, Some(("simulate", given))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        let mut ordered: Vec<(usize, &'static str, String)> = Vec::new();
+        // Defaults (no --approve is a count of 0) have indices too: only what was typed counts.
+        let typed =
+            |id: &str| given.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        for id in ["text", "choice", "location"]
+            .into_iter()
+            .filter(|id| typed(id))
+        {
+            if let (Some(indices), Some(values)) =
+                (given.indices_of(id), given.get_many::<String>(id))
+            {
+                ordered.extend(indices.zip(values).map(|(i, v)| (i, id, v.clone())));
+            }
         }
-        _ => anyhow::bail!("give the message text, or --choice ID, or --location LAT,LON"),
-    })
+        for id in ["approve", "decline"].into_iter().filter(|id| typed(id)) {
+            if let Some(indices) = given.indices_of(id) {
+                ordered.extend(indices.map(|i| (i, id, String::new())));
+            }
+        }
+        ordered.sort_by_key(|(i, _, _)| *i);
+        *steps = ordered.into_iter().map(|(_, id, v)| (id, v)).collect();
+    }
+    cli
+}
+
+fn simulated_steps(given: &[(&str, String)]) -> anyhow::Result<Vec<crate::simulate::Input>> {
+    use crate::simulate::Input;
+    if given.is_empty() {
+        anyhow::bail!(
+            "give the message text, or --choice N|ID, --location LAT,LON, --approve or --decline"
+        );
+    }
+    given
+        .iter()
+        .map(|(kind, value)| {
+            Ok(match *kind {
+                "choice" => Input::Choice(value.clone()),
+                "location" => {
+                    let (lat, lon) = value
+                        .split_once(',')
+                        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("--location takes LAT,LON, e.g. -1.9536,30.0606")
+                        })?;
+                    Input::Location(lat, lon)
+                }
+                "approve" => Input::Approve,
+                "decline" => Input::Decline,
+                _ => Input::Text(value.clone()),
+            })
+        })
+        .collect()
 }
 
 fn simulate(
     path: &Path,
     database_url: Option<String>,
-    from: &str,
-    name: Option<&str>,
-    input: &crate::simulate::Input,
+    options: &crate::simulate::Options,
+    steps: &[crate::simulate::Input],
 ) -> anyhow::Result<u8> {
     let Some(config) = load_or_report(path)? else {
         return Ok(1);
     };
     let printed = on_current_database(database_url, async |pool| {
-        anyhow::Ok(crate::simulate::run(pool, &config, from, name, input).await?)
+        anyhow::Ok(crate::simulate::run(pool, &config, options, steps).await?)
     })?;
     write_out(&printed);
     Ok(0)

@@ -97,6 +97,8 @@ pub struct Turn<'a> {
     pub effects: bool,
     /// Requests to pay recorded in this turn (sent once the transaction commits).
     pub payments_requested: usize,
+    /// The last payment requested (or described) in this turn, as the next flow sees it.
+    pub last_payment: Option<Value>,
     /// The savepoint taken before this turn's first database statement, so a failure undoes
     /// only this turn's writes: its name while not yet taken, and whether it was.
     pub savepoint: Savepoint,
@@ -394,6 +396,7 @@ impl Turn<'_> {
         if recorded {
             self.payments_requested += 1;
         }
+        self.last_payment = Some(payment.clone());
         Ok(payment)
     }
 

@@ -3,15 +3,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 // glibc's allocator spent a fifth of the server's CPU under load (many small, short-lived
 // JSON values across threads); mimalloc does the same work in less.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = easymo_engine::cli::Cli::parse();
+    let cli = easymo_engine::cli::parse();
     match easymo_engine::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

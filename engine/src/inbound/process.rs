@@ -122,6 +122,24 @@ pub struct Handled {
     pub replies: Vec<Rendered>,
     /// Requests to pay its flow recorded, to be sent now that they are committed.
     pub payments_requested: usize,
+    /// Why its flow failed, when it did (the person got the apology; tools show this).
+    pub failure: Option<String>,
+    /// The last payment its flows requested (or, in `easymo simulate`, described).
+    pub payment: Option<Value>,
+}
+
+impl Handled {
+    /// Nothing happened (no sender, nothing to route).
+    fn ignored() -> Handled {
+        Handled {
+            outcome: MessageOutcome::Ignored,
+            flow: None,
+            replies: Vec::new(),
+            payments_requested: 0,
+            failure: None,
+            payment: None,
+        }
+    }
 }
 
 /// One inbound message to process, with the delivery it came in.
@@ -192,19 +210,36 @@ impl Identity {
 
 /// Processes one message (a batch of one).
 pub async fn message(pool: &PgPool, item: Inbound<'_>) -> Result<Handled, sqlx::Error> {
-    let mut handled = batch(pool, &[item]).await?;
-    Ok(handled.pop().unwrap_or(Handled {
-        outcome: MessageOutcome::Ignored,
-        flow: None,
-        replies: Vec::new(),
-        payments_requested: 0,
-    }))
+    let mut handled = batch_on(&mut Db::Pool(pool), &[item]).await?;
+    Ok(handled.pop().unwrap_or_else(Handled::ignored))
+}
+
+/// Processes one message inside a transaction the caller holds (a savepoint of it), so the
+/// caller decides whether anything it wrote is kept: `easymo simulate` rolls back.
+pub async fn message_within(
+    conn: &mut sqlx::PgConnection,
+    item: Inbound<'_>,
+) -> Result<Handled, sqlx::Error> {
+    let mut handled = batch_on(&mut Db::Within(conn), &[item]).await?;
+    Ok(handled.pop().unwrap_or_else(Handled::ignored))
 }
 
 /// Processes messages together, returning what happened to each, in order. Messages of one
 /// sender are taken in order, one per transaction, so each sees the session the one before it
 /// left; different senders share transactions.
 pub async fn batch(pool: &PgPool, items: &[Inbound<'_>]) -> Result<Vec<Handled>, sqlx::Error> {
+    batch_on(&mut Db::Pool(pool), items).await
+}
+
+/// Where a round's transaction comes from.
+enum Db<'a> {
+    /// A transaction of its own from the pool, committed at the end of the round.
+    Pool(&'a PgPool),
+    /// A savepoint of a transaction the caller holds, released at the end of the round.
+    Within(&'a mut sqlx::PgConnection),
+}
+
+async fn batch_on(db: &mut Db<'_>, items: &[Inbound<'_>]) -> Result<Vec<Handled>, sqlx::Error> {
     let identities: Vec<Identity> = items.iter().map(Identity::of).collect();
     let mut results: Vec<Option<Handled>> = vec![None; items.len()];
     let mut remaining: Vec<usize> = (0..items.len()).collect();
@@ -220,7 +255,7 @@ pub async fn batch(pool: &PgPool, items: &[Inbound<'_>]) -> Result<Vec<Handled>,
                 round.push(i);
             }
         }
-        let handled = run_round(pool, items, &identities, &round).await?;
+        let handled = run_round(db, items, &identities, &round).await?;
         for (i, handled) in round.into_iter().zip(handled) {
             results[i] = Some(handled);
         }
@@ -243,7 +278,7 @@ struct Done {
 
 /// One transaction for messages of distinct senders.
 async fn run_round(
-    pool: &PgPool,
+    db: &mut Db<'_>,
     items: &[Inbound<'_>],
     identities: &[Identity],
     round: &[usize],
@@ -252,7 +287,10 @@ async fn run_round(
     let mut failed: Vec<Option<String>> = vec![None; round.len()];
     'attempt: loop {
         let senders: Vec<&str> = round.iter().flat_map(|&i| identities[i].keys()).collect();
-        let mut tx = store::begin_for_senders(pool, &senders).await?;
+        let mut tx = match db {
+            Db::Pool(pool) => store::begin_for_senders(pool, &senders).await?,
+            Db::Within(conn) => store::begin_within(conn, &senders).await?,
+        };
         let arrivals: Vec<Arrival<'_>> = round
             .iter()
             .map(|&i| Arrival {
@@ -546,12 +584,7 @@ async fn turn(
         Delivery::Record(_) => None,
     };
     let mut done = Done {
-        handled: Handled {
-            outcome: MessageOutcome::Ignored,
-            flow: None,
-            replies: Vec::new(),
-            payments_requested: 0,
-        },
+        handled: Handled::ignored(),
         contact: started.contact,
         session: None,
         session_ttl: 0,
@@ -597,6 +630,7 @@ async fn turn(
         business_number: item.value.metadata.phone_number_id.clone(),
         effects: item.replies.to_outbox(),
         payments_requested: 0,
+        last_payment: None,
         savepoint: std::mem::take(savepoint),
     };
     let (outcome, flow) = match input(message) {
@@ -621,6 +655,8 @@ async fn turn(
         flow,
         replies: turn.replies,
         payments_requested: turn.payments_requested,
+        failure: failed.map(str::to_owned),
+        payment: turn.last_payment,
     };
     done.session = Some(turn.session);
     done.session_ttl = router.session_ttl.as_secs() as i64;

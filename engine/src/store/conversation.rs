@@ -53,13 +53,16 @@ pub struct Session {
 }
 
 /// The live session of the contact with phone number `wa_id`, read without locking or writing.
-pub async fn session_of(pool: &PgPool, wa_id: &str) -> Result<Session, sqlx::Error> {
+pub async fn session_of(
+    db: impl sqlx::PgExecutor<'_>,
+    wa_id: &str,
+) -> Result<Session, sqlx::Error> {
     let row = sqlx::query(
         "select s.awaiting_flow, s.awaiting_kind, s.context from sessions s join contacts c on c.id = s.contact_id
          where c.wa_id = $1 and s.expires_at > now()",
     )
     .bind(wa_id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     let Some(row) = row else {
         return Ok(Session::default());
@@ -140,9 +143,6 @@ pub async fn begin_for_senders(
     pool: &PgPool,
     senders: &[&str],
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut keys: Vec<i64> = senders.iter().map(|s| sender_key(s)).collect();
-    keys.sort_unstable();
-    keys.dedup();
     // While the tables are young, plan each statement for its values (see `stats`).
     let plan = if super::stats::tables_are_young() {
         "set local plan_cache_mode = force_custom_plan; "
@@ -150,10 +150,35 @@ pub async fn begin_for_senders(
         ""
     };
     let mut tx = pool.begin_with(format!("begin; {plan}")).await?;
+    lock_senders(&mut tx, senders).await?;
+    Ok(tx)
+}
+
+/// Takes each sender's lock until the transaction ends, in one order, so two transactions
+/// never wait on each other.
+async fn lock_senders(
+    tx: &mut Transaction<'_, Postgres>,
+    senders: &[&str],
+) -> Result<(), sqlx::Error> {
+    let mut keys: Vec<i64> = senders.iter().map(|s| sender_key(s)).collect();
+    keys.sort_unstable();
+    keys.dedup();
     sqlx::query("select pg_advisory_xact_lock(k) from unnest($1::bigint[]) as k")
         .bind(&keys)
-        .execute(&mut *tx)
-        .await?;
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+}
+
+/// Like [`begin_for_senders`], as a savepoint of the transaction `conn` is in: released, not
+/// committed, at the end, so the caller's transaction decides.
+pub async fn begin_within<'c>(
+    conn: &'c mut sqlx::PgConnection,
+    senders: &[&str],
+) -> Result<Transaction<'c, Postgres>, sqlx::Error> {
+    use sqlx::Connection as _;
+    let mut tx = conn.begin().await?;
+    lock_senders(&mut tx, senders).await?;
     Ok(tx)
 }
 
