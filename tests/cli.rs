@@ -133,11 +133,24 @@ fn lint_with_env_checks_that_secrets_are_set() {
 }
 
 #[test]
-fn explain_shows_candidates_winner_and_templates() {
-    let out = easymo(&["explain", "  Find JOBS!! "], &[]);
+fn explain_answers_first_and_shows_every_candidate_with_verbose() {
+    let short = stdout(&easymo(&["explain", "  Find JOBS!! "], &[]));
+    let mut lines = short.lines();
+    assert_eq!(
+        lines.next(),
+        Some("\"  Find JOBS!! \" -> flow `jobs`"),
+        "{short}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("  read as \"find jobs\"; route exact \"find jobs\": text is exactly the keyword"),
+        "{short}"
+    );
+    assert!(short.contains("a `en` keyword"), "{short}");
+    assert!(!short.contains("candidates"), "{short}");
+    let out = easymo(&["explain", "--verbose", "  Find JOBS!! "], &[]);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
-    assert!(text.contains("normalized: \"find jobs\""), "{text}");
     assert!(text.contains("route exact \"find jobs\""), "{text}");
     assert!(
         text.contains("MATCH: text is exactly the keyword"),
@@ -151,11 +164,20 @@ fn explain_shows_candidates_winner_and_templates() {
         text.contains("flow `jobs` can send: no_job_categories, job_categories"),
         "{text}"
     );
-    let fallback = stdout(&easymo(&["explain", "muraho"], &[]));
+    let fallback = stdout(&easymo(&["explain", "--verbose", "muraho"], &[]));
     assert!(
         fallback.contains("winner: fallback (no keyword matched) -> flow `main_menu`"),
         "{fallback}"
     );
+    // A near miss gets a suggestion.
+    let typo = stdout(&easymo(&["explain", "jbos"], &[]));
+    assert!(
+        typo.contains("no keyword matched: the fallback")
+            && typo.contains("did you mean \"jobs\" (-> `jobs`)?"),
+        "{typo}"
+    );
+    let none = stdout(&easymo(&["explain", "muraho"], &[]));
+    assert!(!none.contains("did you mean"), "{none}");
 }
 
 #[test]

@@ -121,3 +121,5 @@ pub const SIGNATURE_NOBODY_SENDS: Code = "W107";
 /// A trusted proxy network far wider than a set of load balancers, beside an IP allowlist it
 /// lets any of its hosts get around.
 pub const WIDE_TRUSTED_PROXIES: Code = "W108";
+/// A typo-tolerant keyword within a typo of another route's keyword.
+pub const TYPO_REACH: Code = "W109";

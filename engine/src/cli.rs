@@ -137,6 +137,9 @@ pub enum Command {
         /// Endpoint whose routing to use (default: the first WhatsApp endpoint).
         #[arg(long)]
         endpoint: Option<String>,
+        /// Every route tried, in order, with why it matched or not.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Print the JSON Schema of routes.yaml (for editor autocompletion).
     Schema,
@@ -305,7 +308,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             text,
             config,
             endpoint,
-        } => explain(&config, endpoint.as_deref(), &text),
+            verbose,
+        } => explain(&config, endpoint.as_deref(), &text, verbose),
         Command::Migrate {
             database_url,
             create,
@@ -401,11 +405,11 @@ fn serve(
     }
 }
 
-fn explain(path: &Path, endpoint: Option<&str>, text: &str) -> anyhow::Result<u8> {
+fn explain(path: &Path, endpoint: Option<&str>, text: &str, verbose: bool) -> anyhow::Result<u8> {
     let Some(config) = load_or_report(path)? else {
         return Ok(1);
     };
-    write_out(&crate::explain::explain(&config, endpoint, text)?);
+    write_out(&crate::explain::explain(&config, endpoint, text, verbose)?);
     Ok(0)
 }
 

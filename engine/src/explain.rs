@@ -1,7 +1,10 @@
-//! `easymo explain "<text>"`: which route a message takes and why.
+//! `easymo explain "<text>"`: which route a message takes and why, the answer first.
 //!
-//! Owns: the human report for product people debugging keyword conflicts. Must not route
-//! differently from the runtime: it calls the same [`crate::router::Router::explain`].
+//! Owns: the human report for product people debugging keyword conflicts: a few lines (the
+//! normalized text, the winning route and why, what its flow sends and waits for, a
+//! suggestion when the text nearly matched a keyword), and with `--verbose` every candidate in
+//! the order tried. Must not route differently from the runtime: it calls the same
+//! [`crate::router::Router::explain`].
 
 use std::fmt::Write as _;
 
@@ -19,8 +22,13 @@ pub enum Error {
 }
 
 /// Explains how `text` is routed by `endpoint` (default: the first WhatsApp endpoint with
-/// routing).
-pub fn explain(config: &Config, endpoint: Option<&str>, text: &str) -> Result<String, Error> {
+/// routing); `verbose` adds every candidate.
+pub fn explain(
+    config: &Config,
+    endpoint: Option<&str>,
+    text: &str,
+    verbose: bool,
+) -> Result<String, Error> {
     let routed = config
         .endpoints
         .iter()
@@ -35,10 +43,39 @@ pub fn explain(config: &Config, endpoint: Option<&str>, text: &str) -> Result<St
     let router = endpoint.router.as_ref().ok_or(Error::NoRouting)?;
     let explanation = router.explain(text);
     let mut out = String::new();
-    let _ = writeln!(out, "message:    {text:?}");
-    let _ = writeln!(out, "normalized: {:?}", explanation.normalized);
-    let _ = writeln!(out, "endpoint:   {} ({})", endpoint.name, endpoint.path);
-    let _ = writeln!(out, "\ncandidates, in the order they are tried:");
+    let _ = writeln!(out, "{text:?} -> flow `{}`", explanation.flow);
+    let why = explanation
+        .candidates
+        .iter()
+        .find(|c| c.matched)
+        .map_or_else(
+            || "no keyword matched: the fallback".to_owned(),
+            |c| format!("{}: {}", c.route, c.reason),
+        );
+    let _ = writeln!(out, "  read as {:?}; {why}", explanation.normalized);
+    if let Some(language) = router.route(text).language() {
+        let _ = writeln!(
+            out,
+            "  a `{language}` keyword: a contact who has not chosen a language is answered in it"
+        );
+    }
+    if explanation.candidates.iter().all(|c| !c.matched) {
+        let near: Vec<String> = router
+            .near_misses(text)
+            .iter()
+            .map(|k| format!("\"{}\" (-> `{}`)", k.keyword, k.flow))
+            .collect();
+        if !near.is_empty() {
+            let _ = writeln!(out, "  did you mean {}?", near.join(" or "));
+        }
+    }
+    describe_flow(config, &explanation.flow, &mut out);
+    if !verbose {
+        let _ = writeln!(out, "(--verbose: every route tried, in order)");
+        return Ok(out);
+    }
+    let _ = writeln!(out, "\nendpoint {} ({})", endpoint.name, endpoint.path);
+    let _ = writeln!(out, "candidates, in the order they are tried:");
     let width = explanation
         .candidates
         .iter()
@@ -67,7 +104,6 @@ pub fn explain(config: &Config, endpoint: Option<&str>, text: &str) -> Result<St
         "\nwinner: {} -> flow `{}`",
         explanation.winner, explanation.flow
     );
-    describe_flow(config, &explanation.flow, &mut out);
     let _ = writeln!(
         out,
         "\nnote: when the sender's session is waiting for an answer, the message goes to the waiting flow first; global words still win."
@@ -102,11 +138,11 @@ fn describe_flow(config: &Config, flow: &str, out: &mut String) {
             }
         }
     }
-    let _ = writeln!(out, "flow `{flow}` can send: {}", list(&templates));
+    let _ = writeln!(out, "  flow `{flow}` can send: {}", list(&templates));
     if this_turn.len() > 1 {
         let _ = writeln!(
             out,
-            "  (including the flows it calls: {})",
+            "    (including the flows it calls: {})",
             list(
                 &this_turn[1..]
                     .iter()
@@ -123,7 +159,7 @@ fn describe_flow(config: &Config, flow: &str, out: &mut String) {
             .collect();
         let _ = writeln!(
             out,
-            "then waits for the user's answer in: {}",
+            "  then waits for the user's answer in: {}",
             next.join(", ")
         );
     }

@@ -57,6 +57,8 @@ fn contains_words(text: &str, words: &str) -> bool {
     })
 }
 
+pub mod typos;
+
 /// Where a route was declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
@@ -85,11 +87,18 @@ pub struct KeywordRoute {
     pub flow: String,
     /// The language the keyword is in, when routes.yaml says.
     pub language: Option<String>,
+    /// Whether a word of it may be mistyped ([`typos`]).
+    pub typos: bool,
 }
 
 impl KeywordRoute {
     /// Whether the (already normalized) message matches.
     pub fn matches(&self, text: &str) -> bool {
+        self.matches_as_written(text) || self.with_typos(text)
+    }
+
+    /// Whether the (already normalized) message matches the keyword as written.
+    pub fn matches_as_written(&self, text: &str) -> bool {
         let k = self.normalized.as_str();
         match self.mode {
             MatchMode::Exact => text == k,
@@ -98,6 +107,13 @@ impl KeywordRoute {
             }
             MatchMode::Contains => contains_words(text, k),
         }
+    }
+
+    /// Whether the message matches only thanks to the typos this keyword forgives.
+    pub fn with_typos(&self, text: &str) -> bool {
+        self.typos
+            && self.mode != MatchMode::Contains
+            && typos::matches(text, &self.normalized, self.mode == MatchMode::Prefix)
     }
 
     /// Whether this route wins over every message that `later` would match, making `later`
@@ -213,6 +229,23 @@ impl Router {
             .unwrap_or(Decision::Fallback(&self.fallback))
     }
 
+    /// Keywords the message nearly is (a typo or two away), closest first: what `explain`
+    /// suggests when nothing matched.
+    pub fn near_misses(&self, text: &str) -> Vec<&KeywordRoute> {
+        let normalized = normalize(text);
+        let mut near: Vec<(usize, &KeywordRoute)> = self
+            .keywords
+            .iter()
+            .filter_map(|k| Some((typos::near(&normalized, &k.normalized)?, k)))
+            .collect();
+        near.sort_by_key(|(edits, _)| *edits);
+        let closest = near.first().map(|(edits, _)| *edits);
+        near.into_iter()
+            .filter(|(edits, _)| Some(*edits) == closest)
+            .map(|(_, k)| k)
+            .collect()
+    }
+
     /// Routes a message and says why, candidate by candidate.
     pub fn explain(&self, text: &str) -> Explanation {
         let normalized = normalize(text);
@@ -232,6 +265,9 @@ impl Router {
                         format!("text does not contain the words \"{}\"", route.normalized)
                     }
                 },
+                (None, true) if !route.matches_as_written(&normalized) => {
+                    "text is a typo away from the keyword (`typos`)".to_owned()
+                }
                 (None, true) => match route.mode {
                     MatchMode::Exact => "text is exactly the keyword".to_owned(),
                     MatchMode::Prefix => "text starts with the keyword".to_owned(),
@@ -278,6 +314,7 @@ mod tests {
             mode,
             flow: flow.into(),
             language: None,
+            typos: false,
         }
     }
 
@@ -303,6 +340,28 @@ mod tests {
             prefix.matches("rent") && prefix.matches("rent property") && !prefix.matches("rental")
         );
         assert!(contains.matches("book a ride now") && !contains.matches("rides"));
+    }
+
+    #[test]
+    fn a_route_with_typos_forgives_them_and_one_without_does_not() {
+        let tolerant = KeywordRoute {
+            typos: true,
+            ..route("insurance", MatchMode::Exact, "insurance")
+        };
+        let strict = route("insurance", MatchMode::Exact, "insurance");
+        assert!(tolerant.matches("insurnace") && !strict.matches("insurnace"));
+        assert!(tolerant.matches_as_written("insurance"));
+        assert!(!tolerant.matches_as_written("insurnace"));
+        let prefix = KeywordRoute {
+            typos: true,
+            ..route("book ride", MatchMode::Prefix, "ride")
+        };
+        assert!(!prefix.matches("bok ride"), "four letters forgive nothing");
+        let contains = KeywordRoute {
+            typos: true,
+            ..route("insurance", MatchMode::Contains, "insurance")
+        };
+        assert!(!contains.matches("my insurnace"), "contains matching forgives nothing");
     }
 
     #[test]

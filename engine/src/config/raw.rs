@@ -468,6 +468,10 @@ pub struct Route {
     /// How a keyword matches the message.
     #[serde(default, rename = "match")]
     pub mode: MatchMode,
+    /// Forgive typos: one edit in a keyword word of 5 to 8 letters, two from 9 (`exact` and
+    /// `prefix` matching only).
+    #[serde(default)]
+    pub typos: bool,
     /// The flow started.
     pub flow: String,
 }

@@ -59,14 +59,7 @@ pub(super) fn compile_routing(
         for (r, route) in list.iter().enumerate() {
             let rp = at.key(key).index(r);
             check_route_target(cx, &route.flow, &rp.key("flow"), flows, incomplete_flows);
-            if route.keywords.is_empty() {
-                cx.error(
-                    codes::EMPTY_KEYWORD,
-                    "a route needs at least one keyword",
-                    &rp.key("keywords"),
-                    "",
-                );
-            }
+            check_route(cx, route, &rp);
             for (language, k, keyword) in route.keywords.each() {
                 let kp = match language {
                     Some(lang) => rp.key("keywords").key(lang).index(k),
@@ -100,12 +93,14 @@ pub(super) fn compile_routing(
                     mode: route.mode,
                     flow: route.flow.clone(),
                     language: language.map(str::to_owned),
+                    typos: route.typos,
                 };
                 check_shadowing(cx, &keywords, &candidate, &kp);
                 keywords.push((candidate, kp));
             }
         }
     }
+    check_typo_reach(cx, &keywords);
     check_route_target(
         cx,
         &raw.fallback,
@@ -136,6 +131,53 @@ pub(super) fn compile_routing(
         session_ttl,
         stale_after,
         default_language,
+    }
+}
+
+/// What a route says of itself: some keyword, and `typos` only where it works.
+fn check_route(cx: &mut Cx<'_>, route: &raw::Route, at: &Path) {
+    if route.typos && route.mode == crate::router::MatchMode::Contains {
+        cx.error(
+            codes::INVALID_VALUE,
+            "`typos` works with `exact` and `prefix` matching",
+            &at.key("typos"),
+            "this route matches with `contains`",
+        )
+        .help = Some("drop `typos`, or match with `exact` or `prefix`".to_owned());
+    }
+    if route.keywords.is_empty() {
+        cx.error(
+            codes::EMPTY_KEYWORD,
+            "a route needs at least one keyword",
+            &at.key("keywords"),
+            "",
+        );
+    }
+}
+
+/// A typo-tolerant keyword that a typo away is another route's keyword: a slip on one would be
+/// taken for the other.
+fn check_typo_reach(cx: &mut Cx<'_>, keywords: &[(KeywordRoute, Path)]) {
+    for (tolerant, at) in keywords.iter().filter(|(k, _)| k.typos) {
+        let Some((other, _)) = keywords.iter().find(|(other, _)| {
+            other.flow != tolerant.flow
+                && other.normalized != tolerant.normalized
+                && tolerant.with_typos(&other.normalized)
+        }) else {
+            continue;
+        };
+        let span = cx.index.value(at);
+        cx.out.push(
+            Diagnostic::warning(
+                codes::TYPO_REACH,
+                format!(
+                    "with `typos`, keyword \"{}\" also matches \"{}\", a keyword of flow `{}`",
+                    tolerant.keyword, other.keyword, other.flow
+                ),
+            )
+            .at(cx.file, span, format!("routes to `{}`", tolerant.flow))
+            .help("drop `typos` on this route, or make the keywords further apart"),
+        );
     }
 }
 
