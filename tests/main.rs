@@ -43,3 +43,5 @@ mod outage;
 mod poison;
 // A product's own tables from a migration beside routes.yaml, without a rebuild.
 mod product_tables;
+// `easymo tap` against a running engine.
+mod tap;

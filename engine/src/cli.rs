@@ -152,6 +152,25 @@ pub enum Command {
         #[arg(long, global = true, default_value = "routes.yaml")]
         config: PathBuf,
     },
+    /// Watch a running engine route messages, live: one line per message (time, endpoint,
+    /// masked sender, the text as read, route, flow, replies, outcome, duration).
+    Tap {
+        /// The engine's address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Only this endpoint's messages.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only messages that ran this flow.
+        #[arg(long)]
+        flow: Option<String>,
+        /// The admin token (default: $EASYMO_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// One JSON object per message instead of a line of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// The dead-letter queue: replies that could not be sent, and why.
     Dlq {
         /// What to do.
@@ -339,6 +358,22 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             simulate(&config, database_url, &options, &steps)
         }
+        Command::Tap {
+            url,
+            endpoint,
+            flow,
+            token,
+            json,
+        } => crate::tap::client::run(&crate::tap::client::Options {
+            url,
+            endpoint,
+            flow,
+            token: match token.or_else(|| std::env::var("EASYMO_ADMIN_TOKEN").ok()) {
+                Some(token) => token,
+                None => anyhow::bail!("give --token or set EASYMO_ADMIN_TOKEN"),
+            },
+            json,
+        }),
         Command::Dlq {
             command,
             database_url,

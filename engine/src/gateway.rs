@@ -13,6 +13,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures_util::StreamExt as _;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
@@ -724,7 +725,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 pub async fn admin_config(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snapshot = state.reloader.current();
     if !admin_bearer(&snapshot, &headers) {
-        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}))).into_response();
+        return admin_token_required();
     }
     Json(json!({
         "version": snapshot.version,
@@ -735,6 +736,75 @@ pub async fn admin_config(State(state): State<Arc<AppState>>, headers: HeaderMap
         "templates": snapshot.config.templates.len(),
     }))
     .into_response()
+}
+
+/// 401 for an admin route without the admin bearer token.
+fn admin_token_required() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"error": "unauthorized", "message": "a valid admin bearer token is required"})),
+    )
+        .into_response()
+}
+
+/// `GET /admin/tap[?endpoint=E][&flow=F]`: each routed message as it happens, as server-sent
+/// events (`data: <event JSON>`; `event: lagged` says how many a slow reader missed), for
+/// `easymo tap`. Needs the admin bearer token.
+pub async fn admin_tap(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let snapshot = state.reloader.current();
+    if !admin_bearer(&snapshot, &headers) {
+        return admin_token_required();
+    }
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let wanted = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (endpoint, flow) = (wanted("endpoint"), wanted("flow"));
+    let events = crate::tap::subscribe();
+    // The first bytes say the tap is open, before any message arrives.
+    let opened = futures_util::stream::once(async {
+        Ok::<_, std::convert::Infallible>(Bytes::from_static(b": tap open\n\n"))
+    });
+    let stream = futures_util::stream::unfold(events, move |mut events| {
+        let (endpoint, flow) = (endpoint.clone(), flow.clone());
+        async move {
+            loop {
+                let chunk = match events.recv().await {
+                    Ok(event) if event.wanted(endpoint.as_deref(), flow.as_deref()) => {
+                        format!(
+                            "data: {}\n\n",
+                            serde_json::to_string(&event).unwrap_or_default()
+                        )
+                    }
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        format!("event: lagged\ndata: {missed}\n\n")
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                };
+                return Some((Ok(Bytes::from(chunk)), events));
+            }
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(opened.chain(stream)),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

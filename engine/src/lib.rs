@@ -57,5 +57,6 @@ pub mod router;
 pub mod server;
 pub mod simulate;
 pub mod store;
+pub mod tap;
 pub mod watch;
 pub mod whatsapp;

@@ -127,7 +127,8 @@ impl KeywordRoute {
         }
     }
 
-    fn describe(&self) -> String {
+    /// `route exact "find jobs"`, `global prefix "help"`.
+    pub fn describe(&self) -> String {
         let mode = match self.mode {
             MatchMode::Exact => "exact",
             MatchMode::Prefix => "prefix",
@@ -361,7 +362,10 @@ mod tests {
             typos: true,
             ..route("insurance", MatchMode::Contains, "insurance")
         };
-        assert!(!contains.matches("my insurnace"), "contains matching forgives nothing");
+        assert!(
+            !contains.matches("my insurnace"),
+            "contains matching forgives nothing"
+        );
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/metrics", get(gateway::metrics))
         .route("/readyz", get(gateway::readyz))
         .route("/admin/config", get(gateway::admin_config))
+        .route("/admin/tap", get(gateway::admin_tap))
         .route("/dashboard", get(crate::dashboard::page))
         .route("/dashboard/events", get(crate::dashboard::events))
         .route("/dashboard/assets/{name}", get(crate::dashboard::asset))

@@ -126,6 +126,8 @@ pub struct Handled {
     pub failure: Option<String>,
     /// The last payment its flows requested (or, in `easymo simulate`, described).
     pub payment: Option<Value>,
+    /// How it reached its flow: the route that matched, an awaited answer, the fallback.
+    pub route: Option<String>,
 }
 
 impl Handled {
@@ -138,6 +140,7 @@ impl Handled {
             payments_requested: 0,
             failure: None,
             payment: None,
+            route: None,
         }
     }
 }
@@ -303,8 +306,10 @@ async fn run_round(
             .collect();
         let started = store::begin_batch(&mut tx, &arrivals).await?;
         let mut done = Vec::with_capacity(round.len());
+        let mut took = Vec::with_capacity(round.len());
         for (k, (&i, started)) in round.iter().zip(started).enumerate() {
             let mut retries = 0;
+            let began = std::time::Instant::now();
             let d = loop {
                 let mut savepoint = Savepoint::numbered(k);
                 let error = match turn(
@@ -344,6 +349,7 @@ async fn run_round(
                 failed[k] = Some(error.to_string());
             };
             done.push(d);
+            took.push(began.elapsed());
         }
 
         let writes = writes_of(items, identities, round, &done);
@@ -356,6 +362,11 @@ async fn run_round(
         tx.commit().await?;
         if let Some(handoff) = handoff {
             hand_over(handoff, &writes, &ids);
+        }
+        if crate::tap::listening() {
+            for ((&i, d), took) in round.iter().zip(&done).zip(&took) {
+                crate::tap::publish(tapped(&items[i], d, *took));
+            }
         }
         return Ok(done.into_iter().map(|d| d.handled).collect());
     }
@@ -633,17 +644,17 @@ async fn turn(
         last_payment: None,
         savepoint: std::mem::take(savepoint),
     };
-    let (outcome, flow) = match input(message) {
+    let (outcome, flow, route) = match input(message) {
         None if MEDIA.contains(&message.kind.as_str()) => {
             if config.templates.contains_key(UNSUPPORTED_TEMPLATE) {
                 if let Ok(reply) = turn.render("", UNSUPPORTED_TEMPLATE, &Map::new(), 0) {
                     turn.replies.push(reply);
                 }
             }
-            (MessageOutcome::Unsupported, None)
+            (MessageOutcome::Unsupported, None, None)
         }
         // Reactions, system notices, `unsupported`, unknown types: recorded, not answered.
-        None => (MessageOutcome::Ignored, None),
+        None => (MessageOutcome::Ignored, None, None),
         Some((kind, input, text)) => {
             let asked = Asked { kind, input, text };
             answer(&mut turn, tx, item, router, asked, failed, savepoint).await?
@@ -657,10 +668,36 @@ async fn turn(
         payments_requested: turn.payments_requested,
         failure: failed.map(str::to_owned),
         payment: turn.last_payment,
+        route,
     };
     done.session = Some(turn.session);
     done.session_ttl = router.session_ttl.as_secs() as i64;
     Ok(done)
+}
+
+/// What the live tap shows of a processed message (see [`crate::tap`]).
+fn tapped(item: &Inbound<'_>, done: &Done, took: std::time::Duration) -> crate::tap::Event {
+    let text = item
+        .message
+        .routing_text()
+        .map(crate::router::normalize)
+        .unwrap_or_default();
+    crate::tap::Event {
+        at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        endpoint: item.endpoint.name.clone(),
+        sender: item.message.sender().map(mask).unwrap_or_default(),
+        text: crate::logging::scrub(&text).into_owned(),
+        route: done.handled.route.clone(),
+        flow: done.handled.flow.clone(),
+        replies: done
+            .handled
+            .replies
+            .iter()
+            .map(|r| r.template.clone())
+            .collect(),
+        outcome: done.handled.outcome.as_str().to_owned(),
+        duration_ms: took.as_secs_f64() * 1000.0,
+    }
 }
 
 /// The contact's row and how their language stands.
@@ -712,7 +749,7 @@ async fn answer(
     asked: Asked,
     failed: Option<&str>,
     savepoint: &mut Savepoint,
-) -> Result<(MessageOutcome, Option<String>), FlowError> {
+) -> Result<(MessageOutcome, Option<String>, Option<String>), FlowError> {
     let awaiting = turn
         .session
         .awaiting_flow
@@ -727,14 +764,37 @@ async fn answer(
     if let (Some(offset), Some(_), None) = (more, &awaiting, failed) {
         // "More" on a paged list: show the next page, keep waiting for a choice.
         page(turn, offset);
-        Ok((MessageOutcome::Answered, awaiting))
+        Ok((
+            MessageOutcome::Answered,
+            awaiting,
+            Some("\"More\" on a paged list".to_owned()),
+        ))
     } else {
-        let (flow, args, language) = match (router.global(&asked.text), awaiting) {
-            (Some(global), _) => (global.flow.clone(), Vec::new(), global.language.clone()),
-            (None, Some(flow)) => (flow, vec![asked.input], None),
+        let (flow, args, language, route) = match (router.global(&asked.text), awaiting) {
+            (Some(global), _) => (
+                global.flow.clone(),
+                Vec::new(),
+                global.language.clone(),
+                global.describe(),
+            ),
+            (None, Some(flow)) => (
+                flow,
+                vec![asked.input],
+                None,
+                format!("awaited {}", asked.kind),
+            ),
             (None, None) => {
                 let decision = router.route(&asked.text);
-                (decision.flow().to_owned(), Vec::new(), decision.language())
+                let route = match &decision {
+                    crate::router::Decision::Keyword(keyword) => keyword.describe(),
+                    crate::router::Decision::Fallback(_) => "fallback".to_owned(),
+                };
+                (
+                    decision.flow().to_owned(),
+                    Vec::new(),
+                    decision.language(),
+                    route,
+                )
             }
         };
         // The words that start a conversation say which language to answer in, unless the
@@ -760,12 +820,12 @@ async fn answer(
                 item.request_id,
                 &item.message.id,
             );
-            Ok((MessageOutcome::Failed, Some(flow)))
+            Ok((MessageOutcome::Failed, Some(flow), Some(route)))
         } else {
             let ran = turn.run(tx, &flow, args).await;
             *savepoint = std::mem::take(&mut turn.savepoint);
             ran?;
-            Ok((MessageOutcome::Answered, Some(flow)))
+            Ok((MessageOutcome::Answered, Some(flow), Some(route)))
         }
     }
 }
