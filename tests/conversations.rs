@@ -9,59 +9,12 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::support::{corpus, now_unix, ConfigDir, Engine, CORPUS_APP_SECRET};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Script {
-    #[allow(dead_code)]
-    description: String,
-    #[serde(default)]
-    contact: Option<ScriptContact>,
-    #[serde(default)]
-    seed: Vec<String>,
-    /// Overrides `routing.stale_after` (scripts replay corpus messages dated 2026-06).
-    #[serde(default = "default_stale_after")]
-    stale_after: String,
-    messages: Vec<Step>,
-    /// Queries whose rows are pinned after the conversation.
-    #[serde(default)]
-    rows: Vec<String>,
-}
-
-fn default_stale_after() -> String {
-    "3650d".to_owned()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScriptContact {
-    wa_id: String,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-enum Step {
-    Text(String),
-    Choice(ChoiceStep),
-    Location([f64; 2]),
-    Corpus(String),
-    /// `again: true`: the previous delivery once more.
-    Again(#[allow(dead_code, reason = "the value only marks the step")] bool),
-    Status(String),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum ChoiceStep {
-    Id(String),
-    Full { id: String, title: String },
-}
+// The format `easymo test` reads: one format for both, so the scripts cannot drift apart.
+use easymo_engine::testing::script::{self, RowCheck, Script, Step};
 
 struct Player<'a> {
     engine: &'a Engine,
@@ -104,51 +57,46 @@ impl Player<'_> {
     }
 
     fn step(&mut self, step: &Step) -> Value {
-        let (body, signature, label) = match step {
-            Step::Text(text) => {
-                let body = self.envelope(json!({"type": "text", "text": {"body": text}}));
-                (body, None, json!({"text": text}))
-            }
-            Step::Choice(choice) => {
-                let (id, title) = match choice {
-                    ChoiceStep::Id(id) => (id.clone(), id.clone()),
-                    ChoiceStep::Full { id, title } => (id.clone(), title.clone()),
-                };
-                let body = self.envelope(json!({"type": "interactive", "interactive": {"type": "list_reply", "list_reply": {"id": id, "title": title}}}));
-                (body, None, json!({"choice": id}))
-            }
-            Step::Location([lat, lon]) => {
-                let body = self.envelope(json!({"type": "location", "location": {"latitude": lat, "longitude": lon, "name": "Kigali Convention Centre"}}));
-                (body, None, json!({"location": [lat, lon]}))
-            }
-            Step::Corpus(file) => {
-                let body = std::fs::read(corpus(&format!("whatsapp/{file}"))).expect("corpus file");
-                (
-                    body,
-                    Some(crate::support::corpus_signature(file)),
-                    json!({"corpus": file}),
-                )
-            }
-            Step::Again(_) => {
-                let (body, label) = self.last.clone().expect("a previous delivery");
-                (body, None, json!({"again": label}))
-            }
-            Step::Status(status) => {
-                let outbox = self
-                    .engine
-                    .rows("select id from outbox order by id desc limit 1");
-                let id = outbox[0]["id"].as_i64().unwrap_or(0);
-                let wamid = format!("wamid.OUT{id}");
-                crate::support::exec(&self.engine.database_url, &format!("update outbox set provider_message_id = '{wamid}', status = 'sent' where id = {id} and provider_message_id is null"));
-                let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": {
+        let (body, signature, label) = if let Some(text) = &step.text {
+            let body = self.envelope(json!({"type": "text", "text": {"body": text}}));
+            (body, None, json!({"text": text}))
+        } else if let Some(choice) = &step.choice {
+            let (id, title) = match choice {
+                script::Choice::Id(id) => (id.clone(), id.clone()),
+                script::Choice::Full { id, title } => (id.clone(), title.clone()),
+            };
+            let body = self.envelope(json!({"type": "interactive", "interactive": {"type": "list_reply", "list_reply": {"id": id, "title": title}}}));
+            (body, None, json!({"choice": id}))
+        } else if let Some([lat, lon]) = step.location {
+            let body = self.envelope(json!({"type": "location", "location": {"latitude": lat, "longitude": lon, "name": "Kigali Convention Centre"}}));
+            (body, None, json!({"location": [lat, lon]}))
+        } else if let Some(file) = &step.corpus {
+            let body = std::fs::read(corpus(&format!("whatsapp/{file}"))).expect("corpus file");
+            (
+                body,
+                Some(crate::support::corpus_signature(file)),
+                json!({"corpus": file}),
+            )
+        } else if step.again.is_some() {
+            let (body, label) = self.last.clone().expect("a previous delivery");
+            (body, None, json!({"again": label}))
+        } else if let Some(status) = &step.status {
+            let outbox = self
+                .engine
+                .rows("select id from outbox order by id desc limit 1");
+            let id = outbox[0]["id"].as_i64().unwrap_or(0);
+            let wamid = format!("wamid.OUT{id}");
+            crate::support::exec(&self.engine.database_url, &format!("update outbox set provider_message_id = '{wamid}', status = 'sent' where id = {id} and provider_message_id is null"));
+            let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": {
                     "messaging_product": "whatsapp",
                     "metadata": {"display_phone_number": "250788000000", "phone_number_id": "106540352242922"},
                     "statuses": [{"id": wamid, "status": status, "timestamp": now_unix().to_string(), "recipient_id": self.wa_id}]
                 }}]}]})
                 .to_string()
                 .into_bytes();
-                (body, None, json!({"status": status}))
-            }
+            (body, None, json!({"status": status}))
+        } else {
+            panic!("{step:?}: approve and decline are played by `easymo test`, not over HTTP")
         };
         let signature = signature.unwrap_or_else(|| {
             format!(
@@ -169,7 +117,7 @@ impl Player<'_> {
             .header("x-hub-signature-256", &signature)
             .body(&body)
             .send();
-        if !matches!(step, Step::Again(_) | Step::Status(_)) {
+        if step.again.is_none() && step.status.is_none() {
             self.last = Some((body, label.to_string()));
         }
         // The messages this delivery recorded (none for a duplicate or a status update).
@@ -198,13 +146,13 @@ impl Player<'_> {
 }
 
 fn play(path: &Path) -> String {
-    // YAML → JSON value → typed: serde_yaml reads enums only as `!tags`; scripts use maps.
-    let yaml: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).expect("script"))
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let script: Script = serde_json::from_value(serde_json::to_value(yaml).expect("json"))
+    let script: Script = script::parse(&std::fs::read_to_string(path).expect("script"))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let stale_after = script.stale_after.clone();
+    // Scripts replay corpus messages dated 2026-06.
+    let stale_after = script
+        .stale_after
+        .clone()
+        .unwrap_or_else(|| "3650d".to_owned());
     let config = ConfigDir::shipped(move |t| {
         t.replace(
             "      fallback: main_menu\n",
@@ -232,8 +180,13 @@ fn play(path: &Path) -> String {
     let steps: Vec<Value> = script.messages.iter().map(|s| player.step(s)).collect();
     let session = engine.rows("select c.wa_id, c.user_id, c.language, s.awaiting_flow, s.awaiting_kind, s.context from sessions s join contacts c on c.id = s.contact_id order by c.id");
     let mut rows = serde_json::Map::new();
-    for query in &script.rows {
-        rows.insert(query.clone(), engine.rows(query));
+    for check in &script.rows {
+        let query = check.query();
+        let got = engine.rows(query);
+        if let RowCheck::Expect { expect, .. } = check {
+            assert_eq!(&got, expect, "{}: rows of `{query}`", path.display());
+        }
+        rows.insert(query.to_owned(), got);
     }
     let failures: Vec<String> = engine
         .logs()

@@ -45,3 +45,5 @@ mod poison;
 mod product_tables;
 // `easymo tap` against a running engine.
 mod tap;
+// `easymo test`: conversation scripts and alert tests through the binary, JUnit XML.
+mod script_runner;

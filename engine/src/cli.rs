@@ -152,6 +152,25 @@ pub enum Command {
         #[arg(long, global = true, default_value = "routes.yaml")]
         config: PathBuf,
     },
+    /// Play conversation scripts through the runtime against a throwaway database and compare
+    /// every reply and row with what they expect; run alert-rule tests; exit 1 on a failure.
+    Test {
+        /// Scripts and alert tests, or directories of them (default: tests/conversations and
+        /// tests/alerts beside routes.yaml).
+        paths: Vec<PathBuf>,
+        /// Write JUnit XML here too.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// The Postgres server to make the throwaway database on (default: $DATABASE_URL).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Load the engine's demo data (job categories, jobs, property, products) first.
+        #[arg(long)]
+        demo: bool,
+        /// The config.
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+    },
     /// Watch a running engine route messages, live: one line per message (time, endpoint,
     /// masked sender, the text as read, route, flow, replies, outcome, duration).
     Tap {
@@ -355,9 +374,17 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 language,
                 commit,
                 base_dir: config.parent().map(Path::to_path_buf).unwrap_or_default(),
+                numbers_pick_shown: true,
             };
             simulate(&config, database_url, &options, &steps)
         }
+        Command::Test {
+            paths,
+            junit,
+            database_url,
+            demo,
+            config,
+        } => test(&config, paths, junit, database_url, demo),
         Command::Tap {
             url,
             endpoint,
@@ -505,6 +532,48 @@ fn seed(database_url: Option<String>) -> anyhow::Result<u8> {
 }
 
 /// Exactly one of the message text, `--choice` or `--location`.
+fn test(
+    config_path: &Path,
+    paths: Vec<PathBuf>,
+    junit: Option<PathBuf>,
+    database_url: Option<String>,
+    demo: bool,
+) -> anyhow::Result<u8> {
+    let Some(config) = load_or_report(config_path)? else {
+        return Ok(1);
+    };
+    let base_dir = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let paths = if paths.is_empty() {
+        ["tests/conversations", "tests/alerts"]
+            .iter()
+            .map(|p| base_dir.join(p))
+            .filter(|p| p.exists())
+            .collect()
+    } else {
+        paths
+    };
+    let options = crate::testing::Options {
+        paths,
+        database_url: database_url_or_env(database_url)?,
+        demo,
+        base_dir,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let cases = runtime.block_on(crate::testing::run(&config, &options))?;
+    write_out(&crate::testing::report(&cases));
+    if let Some(junit) = junit {
+        std::fs::write(&junit, crate::testing::junit::render(&cases))
+            .with_context(|| format!("writing {}", junit.display()))?;
+    }
+    let failed = cases
+        .iter()
+        .any(|c| matches!(c.outcome, crate::testing::Outcome::Failed(_)));
+    Ok(u8::from(failed))
+}
+
 /// The command line as parsed, with `simulate`'s steps in the order they were given (clap
 /// hands each option's values apart; their indices say the order).
 pub fn parse() -> Cli {

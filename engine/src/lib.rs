@@ -58,5 +58,6 @@ pub mod server;
 pub mod simulate;
 pub mod store;
 pub mod tap;
+pub mod testing;
 pub mod watch;
 pub mod whatsapp;

@@ -30,6 +30,8 @@ pub enum Input {
     Approve,
     /// MoMo reports it failed.
     Decline,
+    /// The last message delivered once more, as Meta's retries do.
+    Again,
 }
 
 /// Who simulates what.
@@ -45,6 +47,9 @@ pub struct Options {
     pub commit: bool,
     /// routes.yaml's directory, to say where a failing flow is written.
     pub base_dir: PathBuf,
+    /// A numeric choice picks what the last reply showed with that number (a person at the
+    /// command line reads numbers); off, every choice is an id (scripts name ids).
+    pub numbers_pick_shown: bool,
 }
 
 /// Why the simulation could not run.
@@ -56,6 +61,9 @@ pub enum Error {
     /// `--approve`/`--decline` before any payment was requested.
     #[error("nothing to {0}: no step requested a payment yet")]
     NoPayment(&'static str),
+    /// `again` before any message.
+    #[error("nothing to send again: no message was sent yet")]
+    NothingToRepeat,
     /// A database failure.
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -64,13 +72,68 @@ pub enum Error {
     Sql(#[from] sqlx::Error),
 }
 
-/// What the steps so far left to refer to.
-#[derive(Default)]
-struct Transcript {
-    out: String,
-    /// The ids of the last reply's rows or buttons, in the order shown.
-    choices: Vec<(String, String)>,
+/// One reply as the phone shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shown {
+    /// The template it came from.
+    pub template: String,
+    /// What the phone shows.
+    pub preview: String,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Default)]
+pub struct Played {
+    /// Who acted: `you`, or `momo` for a payment's verdict.
+    pub speaker: &'static str,
+    /// What they did, as the transcript says it.
+    pub said: String,
+    /// Replies, in order (for `--approve`/`--decline`, the payer's notice).
+    pub replies: Vec<Shown>,
+    /// Why the flow failed, and where it is written, when it did.
+    pub failure: Option<String>,
+    /// What became of the message (`answered`, `ignored`, …; `settled` for a verdict).
+    pub outcome: String,
+    /// The last reply's rows or buttons, `(id, title)`, in the order shown.
+    pub choices: Vec<(String, String)>,
+    /// A payment was requested: `--approve` or `--decline` may follow.
+    pub payment_requested: bool,
+}
+
+/// One person's conversation through the runtime, inside a transaction the caller holds:
+/// what the steps so far left to refer to (what was shown, the payment requested, the last
+/// message for `again`).
+pub struct Player<'a> {
+    config: &'a Config,
+    options: &'a Options,
+    shown: Vec<(String, String)>,
     payment: Option<Value>,
+    last: Option<whatsapp::Message>,
+}
+
+impl<'a> Player<'a> {
+    /// A new conversation of `options.from`.
+    pub fn new(config: &'a Config, options: &'a Options) -> Self {
+        Player {
+            config,
+            options,
+            shown: Vec::new(),
+            payment: None,
+            last: None,
+        }
+    }
+
+    /// Plays one step in `tx`.
+    pub async fn play(
+        &mut self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        step: &Input,
+    ) -> Result<Played, Error> {
+        match step {
+            Input::Approve | Input::Decline => self.payment_verdict(tx, step).await,
+            _ => self.message(tx, step).await,
+        }
+    }
 }
 
 /// Runs `steps` from `options.from` and returns what the phone would show.
@@ -84,17 +147,13 @@ pub async fn run(
     if let Some(language) = &options.language {
         choose_language(&mut tx, options, language).await?;
     }
-    let mut transcript = Transcript::default();
+    let mut player = Player::new(config, options);
+    let mut out = String::new();
     for step in steps {
-        match step {
-            Input::Approve | Input::Decline => {
-                payment_verdict(&mut tx, config, options, step, &mut transcript).await?
-            }
-            _ => message(&mut tx, config, options, step, &mut transcript).await?,
-        }
+        let played = player.play(&mut tx, step).await?;
+        transcribe(&played, &mut out);
     }
     let session = store::conversation::session_of(&mut *tx, &options.from).await?;
-    let out = &mut transcript.out;
     match (session.awaiting_flow, session.awaiting_kind) {
         (Some(flow), Some(kind)) => {
             let _ = writeln!(out, "(waiting for a {kind}, which goes to flow `{flow}`)");
@@ -113,10 +172,48 @@ pub async fn run(
             "(nothing kept: rolled back; --commit keeps what the flows wrote)"
         );
     }
-    Ok(transcript.out)
+    Ok(out)
 }
 
-async fn choose_language(
+/// Writes one step as the phone shows it.
+fn transcribe(played: &Played, out: &mut String) {
+    let _ = writeln!(out, "{} › {}", played.speaker, played.said);
+    if let Some(failure) = &played.failure {
+        let _ = writeln!(out, "(flow failed: {failure})");
+    }
+    if played.replies.is_empty() {
+        let _ = writeln!(out, "easyMO › (no reply: {})", played.outcome);
+    }
+    for reply in &played.replies {
+        let _ = writeln!(
+            out,
+            "easyMO › {}",
+            reply.preview.replace('\n', "\n         ")
+        );
+    }
+    if !played.choices.is_empty() {
+        let shown: Vec<String> = played
+            .choices
+            .iter()
+            .enumerate()
+            .map(|(n, (id, title))| format!("{}={id} ({title})", n + 1))
+            .collect();
+        let _ = writeln!(
+            out,
+            "         choose with --choice N or ID: {}",
+            shown.join(", ")
+        );
+    }
+    if played.payment_requested {
+        let _ = writeln!(
+            out,
+            "         (a MoMo request to pay: --approve or --decline it)"
+        );
+    }
+}
+
+/// The contact, created if need be, with `language` as their own choice.
+pub async fn choose_language(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     options: &Options,
     language: &str,
@@ -133,99 +230,179 @@ async fn choose_language(
     Ok(())
 }
 
-async fn message(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    config: &Config,
-    options: &Options,
-    input: &Input,
-    transcript: &mut Transcript,
-) -> Result<(), Error> {
-    let endpoint = config
-        .endpoints
-        .iter()
-        .find(|e| e.kind == EndpointKind::Whatsapp && e.router.is_some() && e.deprecated.is_none())
-        .ok_or(Error::NoEndpoint)?;
-    let id = format!("sim.{}", uuid::Uuid::new_v4());
-    let input = match input {
-        Input::Choice(choice) => Input::Choice(chosen_id(choice, &transcript.choices)),
-        other => other.clone(),
-    };
-    let (message, said) = phone_message(&options.from, &id, &input);
-    let value = whatsapp::Value {
-        contacts: vec![whatsapp::Contact {
-            wa_id: Some(options.from.clone()),
-            user_id: None,
-            profile: whatsapp::Profile {
-                name: options.name.clone(),
-            },
-        }],
-        ..Default::default()
-    };
-    let body = serde_json::to_vec(&message).unwrap_or_default();
-    let headers = json!({"simulated": true});
-    let record = process::Delivery::Record(store::conversation::Raw {
-        endpoint: &endpoint.name,
-        headers: &headers,
-        body: &body,
-    });
-    let caches = crate::reload::Caches::default();
-    let item = process::Inbound {
-        config,
-        caches: &caches,
-        endpoint,
-        delivery: record,
-        value: &value,
-        message: &message,
-        payload: None,
-        request_id: &id,
-        replies: Replies::ToCallerOnly,
-    };
-    let handled = process::message_within(tx, item).await?;
-
-    let out = &mut transcript.out;
-    let _ = writeln!(out, "you › {said}");
-    if let (Some(failure), Some(flow)) = (&handled.failure, &handled.flow) {
-        let _ = writeln!(
-            out,
-            "(flow failed: {failure}{})",
-            place(config, options, flow)
-                .map(|at| format!(", in flow `{flow}` at {at}"))
-                .unwrap_or_default()
-        );
-    }
-    if handled.replies.is_empty() {
-        let _ = writeln!(out, "easyMO › (no reply: {})", handled.outcome.as_str());
-    }
-    transcript.choices.clear();
-    for reply in &handled.replies {
-        let _ = writeln!(
-            out,
-            "easyMO › {}",
-            reply.preview.replace('\n', "\n         ")
-        );
-        let choices = choice_ids(&reply.body);
-        if !choices.is_empty() {
-            let shown: Vec<String> = choices
-                .iter()
-                .enumerate()
-                .map(|(n, (id, title))| format!("{}={id} ({title})", n + 1))
-                .collect();
-            let _ = writeln!(
-                out,
-                "         choose with --choice N or ID: {}",
-                shown.join(", ")
-            );
-            transcript.choices = choices;
+impl Player<'_> {
+    async fn message(
+        &mut self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        input: &Input,
+    ) -> Result<Played, Error> {
+        let (config, options) = (self.config, self.options);
+        let endpoint = config
+            .endpoints
+            .iter()
+            .find(|e| {
+                e.kind == EndpointKind::Whatsapp && e.router.is_some() && e.deprecated.is_none()
+            })
+            .ok_or(Error::NoEndpoint)?;
+        let (message, said) = match (input, &self.last) {
+            (Input::Again, Some(last)) => (last.clone(), "(the same delivery again)".to_owned()),
+            (Input::Again, None) => return Err(Error::NothingToRepeat),
+            _ => {
+                let id = format!("sim.{}", uuid::Uuid::new_v4());
+                let input = match input {
+                    Input::Choice(choice) if options.numbers_pick_shown => {
+                        Input::Choice(chosen_id(choice, &self.shown))
+                    }
+                    other => other.clone(),
+                };
+                phone_message(&options.from, &id, &input)
+            }
+        };
+        self.last = Some(message.clone());
+        let value = whatsapp::Value {
+            contacts: vec![whatsapp::Contact {
+                wa_id: Some(options.from.clone()),
+                user_id: None,
+                profile: whatsapp::Profile {
+                    name: options.name.clone(),
+                },
+            }],
+            ..Default::default()
+        };
+        let body = serde_json::to_vec(&message).unwrap_or_default();
+        let headers = json!({"simulated": true});
+        let record = process::Delivery::Record(store::conversation::Raw {
+            endpoint: &endpoint.name,
+            headers: &headers,
+            body: &body,
+        });
+        let caches = crate::reload::Caches::default();
+        let item = process::Inbound {
+            config,
+            caches: &caches,
+            endpoint,
+            delivery: record,
+            value: &value,
+            message: &message,
+            payload: None,
+            request_id: &message.id,
+            replies: Replies::ToCallerOnly,
+        };
+        let handled = process::message_within(tx, item).await?;
+        let failure = match (&handled.failure, &handled.flow) {
+            (Some(failure), Some(flow)) => Some(format!(
+                "{failure}{}",
+                place(config, options, flow)
+                    .map(|at| format!(", in flow `{flow}` at {at}"))
+                    .unwrap_or_default()
+            )),
+            (failure, _) => failure.clone(),
+        };
+        let choices = handled
+            .replies
+            .iter()
+            .map(|r| choice_ids(&r.body))
+            .rfind(|c| !c.is_empty())
+            .unwrap_or_default();
+        self.shown.clone_from(&choices);
+        let payment_requested = handled.payment.is_some();
+        if handled.payment.is_some() {
+            self.payment = handled.payment;
         }
+        Ok(Played {
+            speaker: "you",
+            said,
+            replies: handled
+                .replies
+                .iter()
+                .map(|r| Shown {
+                    template: r.template.clone(),
+                    preview: r.preview.clone(),
+                })
+                .collect(),
+            failure,
+            outcome: handled.outcome.as_str().to_owned(),
+            choices,
+            payment_requested,
+        })
     }
-    if handled.payment.is_some() {
-        transcript.payment = handled.payment;
-        let _ = writeln!(
-            out,
-            "         (a MoMo request to pay: --approve or --decline it)"
+
+    /// MoMo's verdict on the last requested payment: the payer's notice, in their language.
+    async fn payment_verdict(
+        &mut self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        step: &Input,
+    ) -> Result<Played, Error> {
+        let (verb, status, template) = match step {
+            Input::Approve => (
+                "approve",
+                "SUCCESSFUL",
+                crate::payments::callbacks::PAYMENT_SUCCESSFUL_TEMPLATE,
+            ),
+            _ => (
+                "decline",
+                "FAILED",
+                crate::payments::callbacks::PAYMENT_FAILED_TEMPLATE,
+            ),
+        };
+        let payment = self.payment.take().ok_or(Error::NoPayment(verb))?;
+        let language: String = sqlx::query_scalar("select language from contacts where wa_id = $1")
+            .bind(&self.options.from)
+            .fetch_optional(&mut **tx)
+            .await?
+            .unwrap_or_else(|| "en".to_owned());
+        let said = format!(
+            "{status} ({} {})",
+            payment["amount"],
+            payment["currency"].as_str().unwrap_or("RWF")
         );
+        let mut notice = payment.clone();
+        let approved = status == "SUCCESSFUL";
+        notice["status"] = json!(status);
+        notice["transaction_id"] = if approved {
+            json!("SIMULATED")
+        } else {
+            Value::Null
+        };
+        notice["reason"] = if approved {
+            Value::Null
+        } else {
+            json!("APPROVAL_REJECTED")
+        };
+        let vars = json!({"payment": notice});
+        let vars = vars.as_object().cloned().unwrap_or_default();
+        let mut played = Played {
+            speaker: "momo",
+            said,
+            outcome: "settled".to_owned(),
+            ..Played::default()
+        };
+        match self.config.templates.get(template) {
+            Some(reply) => match crate::render::render(
+                template,
+                &reply.shape,
+                &language,
+                &vars,
+                &self.options.from,
+                0,
+            ) {
+                Ok(rendered) => played.replies.push(Shown {
+                    template: template.to_owned(),
+                    preview: rendered.preview,
+                }),
+                Err(error) => {
+                    played.failure =
+                        Some(format!("the `{template}` notice does not render: {error}"));
+                }
+            },
+            None => {
+                played.failure = Some(format!(
+                    "routes.yaml has no `{template}` template: the payer is told nothing"
+                ));
+            }
+        }
+        Ok(played)
     }
-    Ok(())
 }
 
 /// `choice` as an id: a number picks what the last reply showed with that number (1-based),
@@ -249,80 +426,6 @@ fn place(config: &Config, options: &Options, flow: &str) -> Option<String> {
     let line = text.get(..start)?.matches('\n').count() + 1;
     let shown = path.strip_prefix(&options.base_dir).unwrap_or(&path);
     Some(format!("{}:{line}", shown.display()))
-}
-
-/// MoMo's verdict on the last requested payment: the payer's notice, in their language.
-async fn payment_verdict(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    config: &Config,
-    options: &Options,
-    step: &Input,
-    transcript: &mut Transcript,
-) -> Result<(), Error> {
-    let (verb, status, template) = match step {
-        Input::Approve => (
-            "approve",
-            "SUCCESSFUL",
-            crate::payments::callbacks::PAYMENT_SUCCESSFUL_TEMPLATE,
-        ),
-        _ => (
-            "decline",
-            "FAILED",
-            crate::payments::callbacks::PAYMENT_FAILED_TEMPLATE,
-        ),
-    };
-    let payment = transcript.payment.take().ok_or(Error::NoPayment(verb))?;
-    let language: String = sqlx::query_scalar("select language from contacts where wa_id = $1")
-        .bind(&options.from)
-        .fetch_optional(&mut **tx)
-        .await?
-        .unwrap_or_else(|| "en".to_owned());
-    let out = &mut transcript.out;
-    let _ = writeln!(
-        out,
-        "momo › {status} ({} {})",
-        payment["amount"],
-        payment["currency"].as_str().unwrap_or("RWF")
-    );
-    let mut notice = payment.clone();
-    notice["status"] = json!(status);
-    let approved = status == "SUCCESSFUL";
-    notice["transaction_id"] = if approved {
-        json!("SIMULATED")
-    } else {
-        Value::Null
-    };
-    notice["reason"] = if approved {
-        Value::Null
-    } else {
-        json!("APPROVAL_REJECTED")
-    };
-    let vars = json!({"payment": notice});
-    let vars = vars.as_object().cloned().unwrap_or_default();
-    match config.templates.get(template) {
-        Some(reply) => {
-            match crate::render::render(template, &reply.shape, &language, &vars, &options.from, 0)
-            {
-                Ok(rendered) => {
-                    let _ = writeln!(
-                        out,
-                        "easyMO › {}",
-                        rendered.preview.replace('\n', "\n         ")
-                    );
-                }
-                Err(error) => {
-                    let _ = writeln!(out, "(the `{template}` notice does not render: {error})");
-                }
-            }
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "(routes.yaml has no `{template}` template: the payer is told nothing)"
-            );
-        }
-    }
-    Ok(())
 }
 
 /// The message a phone would send for `input`, and how the transcript shows it.
@@ -366,7 +469,7 @@ fn phone_message(from: &str, id: &str, input: &Input) -> (whatsapp::Message, Str
             });
             format!("(shared location {latitude}, {longitude})")
         }
-        Input::Approve | Input::Decline => String::new(),
+        Input::Approve | Input::Decline | Input::Again => String::new(),
     };
     (message, said)
 }
