@@ -178,6 +178,11 @@ fn explain_answers_first_and_shows_every_candidate_with_verbose() {
     );
     let none = stdout(&easymo(&["explain", "muraho"], &[]));
     assert!(!none.contains("did you mean"), "{none}");
+    insta::assert_snapshot!("explain_near_miss", typo);
+    insta::assert_snapshot!(
+        "explain_kinyarwanda",
+        stdout(&easymo(&["explain", "Shaka akazi!"], &[]))
+    );
 }
 
 #[test]

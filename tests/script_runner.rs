@@ -46,6 +46,7 @@ fn the_projects_scripts_pass_and_the_junit_report_says_so() {
         before,
         "the throwaway database is dropped"
     );
+    insta::assert_snapshot!("easymo_test_report", shown);
 
     let xml = std::fs::read_to_string(&junit).expect("junit written");
     let _ = std::fs::remove_file(&junit);
@@ -78,7 +79,7 @@ fn check_junit(xml: &str, cases: usize) {
     assert_eq!(suites.find_iter(xml).count(), 2, "{xml}");
     assert_eq!(xml.matches("</testsuite>").count(), 2);
     let testcases = regex::Regex::new(
-        r#"<testcase classname="[a-z]+" name="[^"<>&]+" file="[^"<>]+" time="[0-9.]+""#,
+        r#"<testcase classname="[a-z]+" name="tests/[a-z]+/[^"<>&]+\.ya?ml" time="[0-9.]+""#,
     )
     .expect("regex");
     assert_eq!(testcases.find_iter(xml).count(), cases, "{xml}");

@@ -56,7 +56,7 @@ pub fn explain(
     if let Some(language) = router.route(text).language() {
         let _ = writeln!(
             out,
-            "  a `{language}` keyword: a contact who has not chosen a language is answered in it"
+            "  a `{language}` keyword: it says the contact writes `{language}` (see the README's Languages)"
         );
     }
     if explanation.candidates.iter().all(|c| !c.matched) {

@@ -1,6 +1,7 @@
 //! JUnit XML for CI systems (GitHub Actions, GitLab, Jenkins read it): one `<testsuite>` per
-//! kind of test, one `<testcase>` per file, `<failure>` with what differed, `<skipped>` with
-//! why. Owns: the XML. Must not decide what passed.
+//! kind of test, one `<testcase>` per file (named by the file's path, so the attributes stay
+//! within the schema Jenkins publishes: no `file`), `<failure>` with what differed,
+//! `<skipped>` with why. Owns: the XML. Must not decide what passed.
 
 use std::fmt::Write as _;
 
@@ -32,8 +33,7 @@ pub fn render(cases: &[Case]) -> String {
         for case in members {
             let _ = write!(
                 out,
-                "    <testcase classname=\"{suite}\" name=\"{}\" file=\"{}\" time=\"{:.3}\"",
-                escape(&case.name),
+                "    <testcase classname=\"{suite}\" name=\"{}\" time=\"{:.3}\"",
                 escape(&case.file.display().to_string()),
                 case.seconds
             );
@@ -103,8 +103,8 @@ mod tests {
             },
             Case {
                 suite: "conversations",
-                name: "02_<shop>".into(),
-                file: PathBuf::from("b.yaml"),
+                name: "02_shop".into(),
+                file: PathBuf::from("b<shop>.yaml"),
                 outcome: Outcome::Failed("message 1: \"a\" & more\n- x\n+ y".into()),
                 seconds: 0.25,
             },
@@ -119,7 +119,11 @@ mod tests {
         let xml = render(&cases);
         assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"easymo test\" tests=\"3\" failures=\"1\" skipped=\"1\" time=\"0.750\">"), "{xml}");
         assert!(xml.contains("<testsuite name=\"conversations\" tests=\"2\" failures=\"1\" errors=\"0\" skipped=\"0\" time=\"0.750\">"), "{xml}");
-        assert!(xml.contains("name=\"02_&lt;shop&gt;\""), "{xml}");
+        assert!(
+            xml.contains("name=\"tests/conversations/01_jobs.yaml\""),
+            "{xml}"
+        );
+        assert!(xml.contains("name=\"b&lt;shop&gt;.yaml\""), "{xml}");
         assert!(
             xml.contains("<failure message=\"message 1: &quot;a&quot; &amp; more\">"),
             "{xml}"
