@@ -101,6 +101,12 @@ pub const DUPLICATE_PARAM: Code = "E311";
 pub const EMPTY_KEYWORD: Code = "E312";
 /// `cached for` on a query that changes data, or for no time, or for more than a day.
 pub const CACHED_WRITE: Code = "E313";
+/// A list, buttons or location request the flow never awaits an answer to.
+pub const REPLY_NOT_AWAITED: Code = "E314";
+/// An `await` for something other than what the reply before it asks for.
+pub const AWAIT_MISMATCH: Code = "E315";
+/// A comparison with a choice's id that no row or button of the awaited reply sends.
+pub const CHOICE_ID_UNKNOWN: Code = "E316";
 /// A flow that no route and no other flow reaches.
 pub const UNREACHABLE_FLOW: Code = "W100";
 /// A statement after `end`, `await` or `call`.

@@ -7,6 +7,7 @@
 
 mod refs;
 mod scope;
+mod shape;
 mod sql;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,8 +25,25 @@ pub const IMPLICIT_VARIABLES: &[&str] = &["contact", "session", "message"];
 pub struct TemplateInfo {
     /// Variables the template reads (excluding implicit ones), which a reply must bind.
     pub variables: BTreeSet<String>,
+    /// What a reply with it asks the person for.
+    pub asks: Asks,
+    /// The ids its rows or buttons send back, when they are all written out (not when rows
+    /// come from a query or an id is a `{{ }}` expression).
+    pub choice_ids: Option<BTreeSet<String>>,
     /// The template itself failed to load: accept any bindings rather than report a cascade.
     pub opaque: bool,
+}
+
+/// What a reply asks the person for, and so what the flow must await next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Asks {
+    /// Nothing in particular (text): an answer, if any, is text.
+    #[default]
+    Nothing,
+    /// A tap on a row or button (a list or buttons reply).
+    Choice,
+    /// A shared location (a location request).
+    Location,
 }
 
 /// Facts from outside the flow files.
@@ -85,6 +103,14 @@ pub fn check(files: &[SourceFlows], context: &Context) -> (FlowIndex, Vec<Diagno
     let mut diagnostics = Vec::new();
     let index = build_index(files, &mut diagnostics);
     let session_keys = session_keys(files);
+    let mut flows: BTreeMap<&str, (FileId, &Flow)> = BTreeMap::new();
+    for source in files {
+        for flow in &source.ast.flows {
+            flows
+                .entry(flow.name.node.as_str())
+                .or_insert((source.file, flow));
+        }
+    }
     for source in files {
         for flow in &source.ast.flows {
             let cx = FlowCx {
@@ -93,9 +119,11 @@ pub fn check(files: &[SourceFlows], context: &Context) -> (FlowIndex, Vec<Diagno
                 index: &index,
                 context,
                 session_keys: &session_keys,
+                flows: &flows,
             };
             scope::check_flow(&cx, &mut diagnostics);
             refs::check_flow(&cx, &mut diagnostics);
+            shape::check_flow(&cx, &mut diagnostics);
             sql::check_flow(&cx, &mut diagnostics);
         }
     }
@@ -109,6 +137,8 @@ struct FlowCx<'a> {
     index: &'a FlowIndex,
     context: &'a Context,
     session_keys: &'a BTreeMap<String, Span>,
+    /// Every flow by name, with its file (the first definition of a name).
+    flows: &'a BTreeMap<&'a str, (FileId, &'a Flow)>,
 }
 
 fn build_index(files: &[SourceFlows], diagnostics: &mut Vec<Diagnostic>) -> FlowIndex {

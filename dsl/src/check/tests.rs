@@ -14,6 +14,10 @@ fn run(text: &str, templates: &[(&str, &[&str])]) -> Vec<Diagnostic> {
                     name.to_string(),
                     TemplateInfo {
                         variables: vars.iter().map(|v| v.to_string()).collect(),
+                        asks: asks_of(name),
+                        choice_ids: name
+                            .ends_with("_buttons")
+                            .then(|| ["pay".to_owned(), "back".to_owned()].into()),
                         opaque: false,
                     },
                 )
@@ -23,6 +27,18 @@ fn run(text: &str, templates: &[(&str, &[&str])]) -> Vec<Diagnostic> {
         incomplete_flows: false,
     };
     check(&[SourceFlows { file, ast }], &context).1
+}
+
+/// What a test template asks for, by its name: lists and buttons ask for a choice
+/// (`job_categories`, `*_list`, `*_buttons`), `*_location` for a location, the rest nothing.
+fn asks_of(name: &str) -> Asks {
+    if name == "job_categories" || name.ends_with("_list") || name.ends_with("_buttons") {
+        Asks::Choice
+    } else if name.ends_with("_location") {
+        Asks::Location
+    } else {
+        Asks::Nothing
+    }
 }
 
 fn codes_of(diagnostics: &[Diagnostic]) -> Vec<&str> {
@@ -129,4 +145,82 @@ fn param_fields_lists_what_a_flow_reads_from_a_parameter() {
         .map(|i| i.node.as_str())
         .collect();
     assert_eq!(fields, vec!["amount", "txid", "phone"]);
+}
+
+#[test]
+fn what_a_reply_asks_is_what_the_flow_awaits_on_every_path() {
+    let templates: &[(&str, &[&str])] = &[
+        ("jobs_list", &[]),
+        ("confirm_buttons", &[]),
+        ("pickup_location", &[]),
+        ("thanks", &[]),
+    ];
+    let flows = |body: &str| format!("flow a {{\n{body}\n}}\nflow next(answer) {{ end }}\n");
+    let cases: &[(&str, &[&str])] = &[
+        ("reply jobs_list\nawait choice -> next", &[]),
+        ("reply pickup_location\nawait location -> next", &[]),
+        ("reply thanks\nawait text -> next", &[]),
+        // The caller may have asked: nothing said here, nothing judged.
+        ("await choice -> next", &[]),
+        // A call hands the conversation on.
+        ("reply jobs_list\ncall next(null)", &[]),
+        ("reply jobs_list\nend", &["E314"]),
+        ("reply confirm_buttons", &["E314"]),
+        ("reply pickup_location\nreply thanks\nend", &["E314"]),
+        ("reply jobs_list\nawait text -> next", &["E315"]),
+        ("reply thanks\nawait choice -> next", &["E315"]),
+        ("reply jobs_list\nawait location -> next", &["E315"]),
+        // Only the branch that forgets its await is wrong.
+        (
+            "if true { reply jobs_list\nawait choice -> next }\nreply confirm_buttons\nend",
+            &["E314"],
+        ),
+        (
+            "if true { reply jobs_list } else { reply thanks }\nawait choice -> next",
+            &[],
+        ),
+        (
+            "if true { reply thanks\nend }\nreply jobs_list\nawait choice -> next",
+            &[],
+        ),
+    ];
+    for (body, expected) in cases {
+        let diagnostics = run(&flows(body), templates);
+        assert_eq!(&codes_of(&diagnostics), expected, "{body}");
+    }
+}
+
+#[test]
+fn a_choice_is_compared_only_with_ids_its_buttons_send() {
+    let templates: &[(&str, &[&str])] = &[("confirm_buttons", &[]), ("jobs_list", &[])];
+    let text = r#"
+flow confirm {
+  reply confirm_buttons
+  await choice -> confirmed
+}
+flow confirmed(choice) {
+  if choice.id == "Pay" { end }
+  if "back" == choice.id { end }
+  if choice.id != "cancel" { end }
+  end
+}
+flow listed {
+  reply jobs_list
+  await choice -> picked
+}
+flow picked(choice) {
+  if choice.id == "anything" { end }
+  end
+}
+"#;
+    let diagnostics = run(text, templates);
+    assert_eq!(codes_of(&diagnostics), ["E316", "E316"], "{diagnostics:#?}");
+    assert!(diagnostics[0]
+        .message
+        .contains("`choice.id` is never \"Pay\": `confirm_buttons` sends back, pay"));
+    assert_eq!(
+        diagnostics[0].help.as_deref(),
+        Some("did you mean `pay`? ids are compared exactly")
+    );
+    assert!(diagnostics[1].message.contains("\"cancel\""));
 }

@@ -317,10 +317,38 @@ pub fn check(
     for implicit in IMPLICIT_VARIABLES {
         variables.remove(*implicit);
     }
+    let asks = match template {
+        Shape::List(_) | Shape::Buttons(_) => easymo_dsl::check::Asks::Choice,
+        Shape::LocationRequest(_) => easymo_dsl::check::Asks::Location,
+        Shape::Text(_) => easymo_dsl::check::Asks::Nothing,
+    };
     TemplateInfo {
         variables,
+        asks,
+        choice_ids: choice_ids(template),
         opaque: false,
     }
+}
+
+/// The ids a template's rows or buttons send back, when all are written out.
+fn choice_ids(template: &Shape) -> Option<BTreeSet<String>> {
+    let ids: Vec<&str> = match template {
+        Shape::Buttons(buttons) => buttons.buttons.iter().map(|b| b.id.as_str()).collect(),
+        Shape::List(list) => {
+            if list.sections.iter().any(|s| s.rows_from.is_some()) {
+                return None;
+            }
+            list.sections
+                .iter()
+                .flat_map(|s| s.rows.iter().map(|r| r.id.as_str()))
+                .collect()
+        }
+        Shape::Text(_) | Shape::LocationRequest(_) => return None,
+    };
+    if ids.iter().any(|id| id.contains("{{") || id.contains("{%")) {
+        return None;
+    }
+    Some(ids.into_iter().map(str::to_owned).collect())
 }
 
 fn check_languages(

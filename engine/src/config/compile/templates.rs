@@ -75,6 +75,8 @@ pub(super) fn check_templates(
             name.clone(),
             TemplateInfo {
                 variables: BTreeSet::new(),
+                asks: easymo_dsl::check::Asks::Nothing,
+                choice_ids: None,
                 opaque: true,
             },
         );
