@@ -71,6 +71,8 @@ pub const TEMPLATE_SYNTAX: Code = "E153";
 pub const MISSING_ENGLISH: Code = "E154";
 /// A language code the engine does not serve.
 pub const UNKNOWN_LANGUAGE: Code = "E155";
+/// A template text written per language lacks one the service declares it speaks.
+pub const MISSING_LANGUAGE: Code = "E156";
 /// Flow syntax error.
 pub const FLOW_SYNTAX: Code = "E200";
 /// Two flows with one name.

@@ -27,6 +27,10 @@ pub struct Routes {
     pub server: Server,
     /// Flow files, relative to this file.
     pub flows: Vec<String>,
+    /// The languages the service speaks (`en`, `rw`, `fr`): every template text written per
+    /// language must have all of them (a plain string is the same text in every language).
+    #[serde(default)]
+    pub languages: Option<Vec<String>>,
     /// HTTP endpoints.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
@@ -87,6 +91,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "version",
     "server",
     "flows",
+    "languages",
     "endpoints",
     "templates",
     "alerts",

@@ -351,6 +351,44 @@ fn choice_ids(template: &Shape) -> Option<BTreeSet<String>> {
     Some(ids.into_iter().map(str::to_owned).collect())
 }
 
+/// Every text of `template` written per language has each of `declared` (a plain string is the
+/// same text in every language and is not judged).
+pub fn check_declared_languages(
+    name: &str,
+    template: &Shape,
+    declared: &[String],
+    index: &YamlIndex,
+    file: FileId,
+    out: &mut Vec<Diagnostic>,
+) {
+    let base = Path::root().key("templates").key(name);
+    for field in fields(template, &base) {
+        let FieldValue::Text(text) = field.value else {
+            continue;
+        };
+        let per_language = text
+            .0
+            .keys()
+            .any(|lang| index.contains(&field.path.key(lang)));
+        if !per_language {
+            continue;
+        }
+        for lang in declared.iter().filter(|l| !text.0.contains_key(*l)) {
+            out.push(
+                Diagnostic::error(
+                    codes::MISSING_LANGUAGE,
+                    format!("template `{name}`: {} has no `{lang}` text", field.role),
+                )
+                .at(file, index.key(&field.path), format!("no `{lang}` here"))
+                .help(format!(
+                    "add `{lang}: ...`: the service speaks {} (routes.yaml `languages`), and a contact in `{lang}` would get English",
+                    declared.join(", ")
+                )),
+            );
+        }
+    }
+}
+
 fn check_languages(
     text: &Text,
     field: &Field<'_>,

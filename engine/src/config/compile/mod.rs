@@ -86,8 +86,9 @@ pub(super) fn compile(
             "this engine reads version 1",
         );
     }
-    let server: Option<raw::Server> = section(&mut cx, take("server"), "server", true);
+    let raw_server: Option<raw::Server> = section(&mut cx, take("server"), "server", true);
     let flow_paths: Option<Vec<String>> = section(&mut cx, take("flows"), "flows", true);
+    let languages = declared_languages(&mut cx, take("languages"));
     let errors_before = cx.out.len();
     let endpoints: Vec<(usize, raw::Endpoint)> =
         items(&mut cx, take("endpoints"), &Path::root().key("endpoints"));
@@ -102,12 +103,9 @@ pub(super) fn compile(
     let momo: Option<raw::Momo> = section(&mut cx, take("momo"), "momo", false);
 
     // Values.
-    let raw_server = server;
-    let server = raw_server
-        .as_ref()
-        .and_then(|s| compile_server(&mut cx, s, input.base_dir));
+    let server = (raw_server.as_ref()).and_then(|s| compile_server(&mut cx, s, input.base_dir));
     let momo = momo.and_then(|m| compile_momo(&mut cx, &m));
-    let template_infos = check_templates(&mut cx, &templates, &broken_templates);
+    let template_infos = check_templates(&mut cx, &templates, &broken_templates, &languages);
     let (flows, incomplete_flows) = load_flows(
         &mut cx,
         input,
@@ -226,6 +224,23 @@ fn yaml_syntax_error(
 }
 
 /// Deserializes one top-level section; reports it missing when required.
+/// `languages:`, each one easyMO serves (none declared: nothing to hold templates to).
+fn declared_languages(cx: &mut Cx<'_>, value: Option<Value>) -> Vec<String> {
+    let languages: Vec<String> = section(cx, value, "languages", false).unwrap_or_default();
+    for (i, lang) in languages.iter().enumerate() {
+        if !crate::config::templates::LANGUAGES.contains(&lang.as_str()) {
+            cx.error(
+                codes::UNKNOWN_LANGUAGE,
+                format!("unknown language `{lang}`"),
+                &Path::root().key("languages").index(i),
+                "not a language easyMO serves",
+            )
+            .help = Some("use `en`, `rw` (Kinyarwanda) or `fr`".to_owned());
+        }
+    }
+    languages
+}
+
 fn section<T: serde::de::DeserializeOwned>(
     cx: &mut Cx<'_>,
     value: Option<Value>,

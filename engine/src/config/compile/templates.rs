@@ -62,13 +62,20 @@ pub(super) fn check_templates(
     cx: &mut Cx<'_>,
     templates: &BTreeMap<String, Shape>,
     broken: &BTreeSet<String>,
+    languages: &[String],
 ) -> BTreeMap<String, TemplateInfo> {
     let mut infos = BTreeMap::new();
     for (name, template) in templates {
-        infos.insert(
-            name.clone(),
-            templates::check(name, template, &cx.index, cx.file, &mut cx.out),
+        let info = templates::check(name, template, &cx.index, cx.file, &mut cx.out);
+        templates::check_declared_languages(
+            name,
+            template,
+            languages,
+            &cx.index,
+            cx.file,
+            &mut cx.out,
         );
+        infos.insert(name.clone(), info);
     }
     for name in broken {
         infos.insert(
