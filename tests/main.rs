@@ -47,3 +47,5 @@ mod product_tables;
 mod tap;
 // `easymo test`: conversation scripts and alert tests through the binary, JUnit XML.
 mod script_runner;
+// docs/diagnostics.md and `easymo explain-code`: every code documented.
+mod diagnostics_doc;

@@ -141,6 +141,11 @@ pub enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// What a diagnostic code means (`easymo explain-code E302`), or every code.
+    ExplainCode {
+        /// The code, e.g. `E302` (all of them when absent).
+        code: Option<String>,
+    },
     /// Print the JSON Schema of routes.yaml (for editor autocompletion).
     Schema,
     /// Alert rules: unit tests in promtool's format, and their export for Prometheus.
@@ -378,6 +383,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             simulate(&config, database_url, &options, &steps)
         }
+        Command::ExplainCode { code } => Ok(explain_code(code.as_deref())),
         Command::Test {
             paths,
             junit,
@@ -532,6 +538,38 @@ fn seed(database_url: Option<String>) -> anyhow::Result<u8> {
 }
 
 /// Exactly one of the message text, `--choice` or `--location`.
+/// `easymo explain-code`: 0 when the code exists (or all are listed), 1 when it does not.
+fn explain_code(code: Option<&str>) -> u8 {
+    use easymo_dsl::codes::ALL;
+    let Some(code) = code else {
+        let listed: String = ALL
+            .iter()
+            .map(|(code, meaning)| format!("{code}  {}\n", meaning.trim()))
+            .collect();
+        write_out(&listed);
+        return 0;
+    };
+    let wanted = code.trim().to_ascii_uppercase();
+    match ALL.iter().find(|(known, _)| *known == wanted) {
+        Some((known, meaning)) => {
+            write_out(&format!(
+                "{known}: {}\n\nExamples and what to do: docs/diagnostics.md#{}\n",
+                meaning.trim(),
+                known.to_ascii_lowercase()
+            ));
+            0
+        }
+        None => {
+            let near = easymo_dsl::diagnostic::did_you_mean(&wanted, ALL.iter().map(|(c, _)| *c));
+            eprintln!(
+                "error: no diagnostic code {wanted}{}",
+                near.map(|n| format!("; {n}")).unwrap_or_default()
+            );
+            1
+        }
+    }
+}
+
 fn test(
     config_path: &Path,
     paths: Vec<PathBuf>,
