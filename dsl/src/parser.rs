@@ -29,21 +29,31 @@ pub struct SyntaxError {
     pub span: Span,
     /// `expected …, found …`
     pub message: String,
+    /// What the writer most likely meant, when the mistake is a common one (`=` for `==`,
+    /// `elif` for `else if`).
+    pub hint: Option<String>,
 }
 
 impl SyntaxError {
     /// Turns the error into a diagnostic in `file`, shifting its span by `offset` bytes.
     pub fn into_diagnostic(self, code: codes::Code, file: FileId, offset: usize) -> Diagnostic {
-        Diagnostic::error(code, self.message).at(file, self.span.shift(offset), "")
+        Diagnostic::error(code, self.message)
+            .at(file, self.span.shift(offset), "")
+            .maybe_help(self.hint)
     }
 }
 
 /// Parses a whole `.flow` file. On error, reports the first syntax error in `file`.
 pub fn parse_flow_file(text: &str, file: FileId) -> Result<FlowFile, Diagnostic> {
     parse_flows(text).map_err(|e| {
+        let hinted = e.hint.is_some();
         let diagnostic = e.into_diagnostic(codes::FLOW_SYNTAX, file, 0);
-        diagnostic
-            .help("the flow language is described in README.md, section \"The flow language\"")
+        if hinted {
+            diagnostic
+        } else {
+            diagnostic
+                .help("the flow language is described in README.md, section \"The flow language\"")
+        }
     })
 }
 
@@ -88,6 +98,7 @@ fn check_nesting(text: &str) -> Result<(), SyntaxError> {
                         message: format!(
                             "blocks and parentheses are nested more than {MAX_NESTING} levels deep"
                         ),
+                        hint: None,
                     });
                 }
             }
@@ -158,6 +169,7 @@ pub fn parse_condition(text: &str) -> Result<Condition, SyntaxError> {
         _ => Err(SyntaxError {
             span: Span::new(0, text.len()),
             message: "expected `metric [on endpoint] op value[unit] [for duration]`".to_owned(),
+            hint: None,
         }),
     }
 }
@@ -647,7 +659,7 @@ fn syntax_error(text: &str, error: pest::error::Error<Rule>) -> SyntaxError {
     if STATEMENT_STARTS.iter().all(|r| positives.contains(r)) {
         positives.retain(|r| !STATEMENT_STARTS.contains(r));
         expected.push(
-            "a statement (let, exec, if, reply, await, set, clear, call, request_payment, end)",
+            "a statement (let, exec, if, reply, await, set, clear, call, request_payment, choose_language, end)",
         );
     }
     let mut others: Vec<&str> = positives.iter().map(|r| describe(*r)).collect();
@@ -661,9 +673,30 @@ fn syntax_error(text: &str, error: pest::error::Error<Rule>) -> SyntaxError {
         [init @ .., last] => format!("expected {} or {last}, found {found}", init.join(", ")),
     };
     let end = pos + found_len(text, pos);
+    let hint = match found.as_str() {
+        "`=`" if expected.contains(&"an operator") => Some(
+            "to compare, write `==`; a single `=` only gives a value (`let`, `set`, `with`)"
+                .to_owned(),
+        ),
+        "`elif`" | "`elsif`" | "`elseif`" => Some("write `else if`".to_owned()),
+        // A misspelt statement word: the nearest one.
+        word if expected
+            .first()
+            .is_some_and(|e| e.starts_with("a statement")) =>
+        {
+            let word = word.trim_matches('`');
+            let statements = STATEMENT_STARTS
+                .iter()
+                .filter_map(|rule| describe_keyword(*rule))
+                .map(|keyword| keyword.trim_matches('`'));
+            crate::diagnostic::did_you_mean(word, statements)
+        }
+        _ => None,
+    };
     SyntaxError {
         span: Span::new(pos, end),
         message,
+        hint,
     }
 }
 

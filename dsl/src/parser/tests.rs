@@ -282,10 +282,10 @@ fn keywords_are_not_names_but_prefixes_are() {
 fn errors_are_in_plain_words_with_line_and_column() {
     let cases = [
         ("flow a {\n  reply\n}", "expected a name, found `}`", (3, 1)),
-        ("flow a {\n  awiat text -> b\n}", "expected a statement (let, exec, if, reply, await, set, clear, call, request_payment, end) or `}`, found `awiat`", (2, 3)),
+        ("flow a {\n  awiat text -> b\n}", "expected a statement (let, exec, if, reply, await, set, clear, call, request_payment, choose_language, end) or `}`, found `awiat`", (2, 3)),
         ("flow a {\n  await number -> b\n}", "expected `text`, `choice` or `location`, found `number`", (2, 9)),
         ("flow a {\n  let x = query select\n}", "expected a string in double quotes, found `select`", (2, 17)),
-        ("flow a {\n  end\n", "expected a statement (let, exec, if, reply, await, set, clear, call, request_payment, end) or `}`, found end of file", (3, 1)),
+        ("flow a {\n  end\n", "expected a statement (let, exec, if, reply, await, set, clear, call, request_payment, choose_language, end) or `}`, found end of file", (3, 1)),
         ("flw a { }", "expected `flow`, found `flw`", (1, 1)),
         ("flow a { let x = query \"unterminated\n }", "expected a string in double quotes, found `\"` (a string)", (1, 24)),
     ];
@@ -451,4 +451,22 @@ fn choose_language_takes_an_expression() {
     let names: Vec<&str> = path.iter().map(|p| p.node.as_str()).collect();
     assert_eq!(names, ["choice", "id"]);
     assert!(matches!(&b[1].node, Stmt::End));
+}
+
+#[test]
+fn common_slips_get_a_suggestion() {
+    let hint = |text: &str| parse_flows(text).expect_err("fails").hint;
+    assert_eq!(
+        hint("flow a(c) { if c.id = \"x\" { end } }").as_deref(),
+        Some("to compare, write `==`; a single `=` only gives a value (`let`, `set`, `with`)")
+    );
+    assert_eq!(
+        hint("flow a(c) { if c.id == \"x\" { end } elif c.id == \"y\" { end } }").as_deref(),
+        Some("write `else if`")
+    );
+    assert_eq!(
+        hint("flow a { awiat text -> b }").as_deref(),
+        Some("did you mean `await`?")
+    );
+    assert_eq!(hint("flow a { zzzzzz }"), None);
 }
