@@ -299,16 +299,8 @@ impl Request<'_> {
     }
 
     fn handshake(&self, uri: &Uri) -> Result<Response, ApiError> {
-        let query: Vec<(String, String)> =
-            form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect();
-        let get = |name: &str| {
-            query
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let query = Query::of(uri);
+        let get = |name: &str| query.get(name);
         let expected = self
             .endpoint
             .verify_token
@@ -738,6 +730,27 @@ pub async fn admin_config(State(state): State<Arc<AppState>>, headers: HeaderMap
     .into_response()
 }
 
+/// A request's query string, decoded.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn of(uri: &Uri) -> Query {
+        Query(
+            form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// The first value of `name`.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// 401 for an admin route without the admin bearer token.
 fn admin_token_required() -> Response {
     (
@@ -760,16 +773,8 @@ pub async fn admin_tap(
     if !admin_bearer(&snapshot, &headers) {
         return admin_token_required();
     }
-    let query: Vec<(String, String)> =
-        form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    let wanted = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let query = Query::of(&uri);
+    let wanted = |name: &str| query.get(name).map(str::to_owned);
     let (endpoint, flow) = (wanted("endpoint"), wanted("flow"));
     let events = crate::tap::subscribe();
     // The first bytes say the tap is open, before any message arrives.
