@@ -143,6 +143,8 @@ registry! {
     WIDE_TRUSTED_PROXIES = "W108";
     /// A typo-tolerant keyword within a typo of another route's keyword.
     TYPO_REACH = "W109";
+    /// A template no flow replies with and the runtime never sends.
+    UNUSED_TEMPLATE = "W110";
 }
 
 #[cfg(test)]

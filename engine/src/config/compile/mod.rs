@@ -37,7 +37,9 @@ use context::Cx;
 use endpoints::compile_endpoints;
 use flows::{check_flows, check_reachability, load_flows};
 use server::{check_trusted_proxies, compile_momo, compile_server};
-use templates::{check_runtime_templates, check_templates, templates_section};
+use templates::{
+    check_runtime_templates, check_templates, check_unused_templates, templates_section,
+};
 
 #[derive(Clone, Copy)]
 pub(super) struct Input<'a> {
@@ -126,6 +128,7 @@ pub(super) fn compile(
     // A flow file or endpoint that failed to load hides references: do not guess.
     if !incomplete_flows && !incomplete_endpoints {
         check_reachability(&mut cx, &endpoints, &flows);
+        check_unused_templates(&mut cx, &templates, &flows, &endpoints);
     }
 
     let config = match (server, version) {

@@ -137,3 +137,54 @@ pub(super) fn check_runtime_templates(cx: &mut Cx<'_>, endpoints: &[Endpoint], c
         }
     }
 }
+
+/// Templates nobody sends: no flow replies with them, and the runtime sends them on its own
+/// only as the error and unsupported-media replies, payment notices and rate-limit replies.
+pub(super) fn check_unused_templates(
+    cx: &mut Cx<'_>,
+    templates: &BTreeMap<String, Shape>,
+    flows: &crate::config::Flows,
+    endpoints: &[Endpoint],
+) {
+    // While the config has errors, a template may be unused only because of them.
+    if cx
+        .out
+        .iter()
+        .any(|d| d.severity == easymo_dsl::diagnostic::Severity::Error)
+    {
+        return;
+    }
+    let mut used: BTreeSet<&str> = [
+        templates::ERROR_TEMPLATE,
+        templates::UNSUPPORTED_TEMPLATE,
+        crate::payments::callbacks::PAYMENT_SUCCESSFUL_TEMPLATE,
+        crate::payments::callbacks::PAYMENT_FAILED_TEMPLATE,
+    ]
+    .into_iter()
+    .collect();
+    used.extend(
+        flows
+            .index
+            .values()
+            .flat_map(|entry| entry.templates.iter().map(String::as_str)),
+    );
+    used.extend(
+        endpoints
+            .iter()
+            .filter_map(|e| e.rate_limit.as_ref()?.reply_template.as_deref()),
+    );
+    for name in templates
+        .keys()
+        .filter(|name| !used.contains(name.as_str()))
+    {
+        let span = cx.index.key(&Path::root().key("templates").key(name));
+        cx.out.push(
+            Diagnostic::warning(
+                codes::UNUSED_TEMPLATE,
+                format!("template `{name}` is never sent"),
+            )
+            .at(cx.file, span, "no flow replies with it")
+            .help("reply with it in a flow, or delete it"),
+        );
+    }
+}
