@@ -337,12 +337,12 @@ impl Player<'_> {
             Input::Approve => (
                 "approve",
                 "SUCCESSFUL",
-                crate::payments::callbacks::PAYMENT_SUCCESSFUL_TEMPLATE,
+                crate::config::templates::PAYMENT_SUCCESSFUL_TEMPLATE,
             ),
             _ => (
                 "decline",
                 "FAILED",
-                crate::payments::callbacks::PAYMENT_FAILED_TEMPLATE,
+                crate::config::templates::PAYMENT_FAILED_TEMPLATE,
             ),
         };
         let payment = self.payment.take().ok_or(Error::NoPayment(verb))?;

@@ -18,6 +18,10 @@ use crate::limits;
 pub const ERROR_TEMPLATE: &str = "something_went_wrong";
 /// Template the runtime sends for media it cannot read yet.
 pub const UNSUPPORTED_TEMPLATE: &str = "unsupported_message";
+/// Templates the payer is notified with once a payment settles, when the config has them.
+pub const PAYMENT_SUCCESSFUL_TEMPLATE: &str = "payment_successful";
+/// See [`PAYMENT_SUCCESSFUL_TEMPLATE`].
+pub const PAYMENT_FAILED_TEMPLATE: &str = "payment_failed";
 
 /// Languages replies can be written in.
 pub const LANGUAGES: &[&str] = &["en", "rw", "fr"];

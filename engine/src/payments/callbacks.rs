@@ -13,11 +13,7 @@ use super::momo;
 use crate::config::Config;
 use crate::store::payments as store;
 
-/// Templates the payer is notified with, when the config has them.
-pub const PAYMENT_SUCCESSFUL_TEMPLATE: &str = "payment_successful";
-
-/// See [`PAYMENT_SUCCESSFUL_TEMPLATE`].
-pub const PAYMENT_FAILED_TEMPLATE: &str = "payment_failed";
+use crate::config::templates::{PAYMENT_FAILED_TEMPLATE, PAYMENT_SUCCESSFUL_TEMPLATE};
 
 /// What became of a MoMo callback. Every outcome but `Invalid` is answered 200: MoMo may send
 /// a callback only once, and a refusal tells a forger nothing useful either.

@@ -157,8 +157,8 @@ pub(super) fn check_unused_templates(
     let mut used: BTreeSet<&str> = [
         templates::ERROR_TEMPLATE,
         templates::UNSUPPORTED_TEMPLATE,
-        crate::payments::callbacks::PAYMENT_SUCCESSFUL_TEMPLATE,
-        crate::payments::callbacks::PAYMENT_FAILED_TEMPLATE,
+        templates::PAYMENT_SUCCESSFUL_TEMPLATE,
+        templates::PAYMENT_FAILED_TEMPLATE,
     ]
     .into_iter()
     .collect();
