@@ -285,8 +285,27 @@ fn compiled() -> &'static minijinja::Environment<'static> {
         env.set_loader(|source| Ok(Some(source.to_owned())));
         // Names are sources: one ending in `.html` must not switch on HTML escaping.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.add_filter("default", default_filter);
+        env.add_filter("d", default_filter);
         env
     })
+}
+
+/// `default` as lint's E325 promises it: a null column or an absent profile name takes the
+/// default too, where minijinja's own `default` only replaces undefined values (and a null
+/// would print as `none`).
+fn default_filter(
+    value: minijinja::Value,
+    other: Option<minijinja::Value>,
+    falsy_too: Option<bool>,
+) -> minijinja::Value {
+    let absent =
+        value.is_undefined() || value.is_none() || (falsy_too == Some(true) && !value.is_true());
+    if absent {
+        other.unwrap_or_else(|| minijinja::Value::from(""))
+    } else {
+        value
+    }
 }
 
 /// Header, body and footer of an interactive message; returns the preview so far.
@@ -370,6 +389,19 @@ pub(crate) mod tests {
         );
         let fr = render("t", &t, "fr", &v, "250788000001", 0).expect("renders");
         assert_eq!(fr.body["text"]["body"], "Hi Aline");
+    }
+
+    #[test]
+    fn a_default_stands_in_for_a_null_as_well_as_a_missing_value() {
+        let t = template(
+            "text:\n  body: \"Hi {{ contact.name | default('there') }}, {{ job.salary | d('n/a') }} {{ job.title | default('x', true) }}\"\n",
+        );
+        let v = vars(json!({"contact": {"name": null}, "job": {"title": ""}}));
+        let out = render("t", &t, "en", &v, "250788000001", 0).expect("renders");
+        assert_eq!(out.body["text"]["body"], "Hi there, n/a x");
+        let v = vars(json!({"contact": {"name": "Aline"}, "job": {"salary": 0, "title": "Cook"}}));
+        let out = render("t", &t, "en", &v, "250788000001", 0).expect("renders");
+        assert_eq!(out.body["text"]["body"], "Hi Aline, 0 Cook");
     }
 
     #[test]
