@@ -5,23 +5,62 @@
 use std::path::Path;
 
 use easymo_dsl::diagnostic::render_human;
-use easymo_engine::config::{load_text, Disk, EnvPolicy};
+use easymo_engine::config::{load_text, Disk, EnvPolicy, FileSource};
 
 /// Lints a case with paths shown relative to tests/ (the working directory of cargo test), so
-/// snapshots do not depend on where the repository is checked out.
+/// snapshots do not depend on where the repository is checked out. Its queries are checked as
+/// `easymo lint` does: from the offline descriptions (a case without its own `.queries/` shares
+/// `_base`'s), or, for the E320 cases (Postgres's own refusals), on a throwaway database.
 fn lint_case(routes: &Path) -> easymo_engine::config::Loaded {
     let text = std::fs::read_to_string(routes).expect("case readable");
     let shown = routes
         .strip_prefix(env!("CARGO_MANIFEST_DIR"))
         .expect("inside tests/");
     let dir = shown.parent().expect("case dir");
-    load_text(
+    let files = SharedDescriptions {
+        base: crate::support::repo_path("tests/lint/_base/.queries"),
+    };
+    let mut loaded = load_text(
         &shown.display().to_string(),
         &text,
         dir,
         &EnvPolicy::Unchecked,
-        &Disk,
-    )
+        &files,
+    );
+    let live = dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("E320"));
+    let url = live.then(crate::support::server_url);
+    easymo_engine::lint::check_queries(&mut loaded, dir, &files, url.as_deref())
+        .expect("queries checked");
+    loaded
+}
+
+/// The disk, with `_base`'s query descriptions standing in for a case's own.
+struct SharedDescriptions {
+    base: std::path::PathBuf,
+}
+
+impl FileSource for SharedDescriptions {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        match Disk.read(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let in_descriptions = path
+                    .parent()
+                    .and_then(Path::file_name)
+                    .is_some_and(|d| d == ".queries");
+                match (in_descriptions, path.file_name()) {
+                    (true, Some(name)) => Disk.read(&self.base.join(name)),
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn flow_files_in(&self, dir: &Path) -> Vec<std::path::PathBuf> {
+        Disk.flow_files_in(dir)
+    }
 }
 
 #[test]

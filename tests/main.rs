@@ -49,3 +49,5 @@ mod tap;
 mod script_runner;
 // docs/diagnostics.md and `easymo explain-code`: every code documented.
 mod diagnostics_doc;
+// Flow SQL described by Postgres: committed descriptions, --write-offline, refusals.
+mod queries;

@@ -56,6 +56,20 @@ fn a_new_table_beside_routes_yaml_is_migrated_and_served_without_a_rebuild() {
     let config = school_fees();
     let routes = config.routes();
     let routes = routes.to_str().expect("utf-8 path");
+    // As a product team does after adding a query: describe it once with a database, commit
+    // `.queries/`, and lint offline from then on.
+    let server = crate::support::server_url();
+    let described = easymo(
+        &["lint", routes, "--database-url", &server, "--write-offline"],
+        &[],
+    );
+    assert!(
+        described.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&described.stdout),
+        String::from_utf8_lossy(&described.stderr)
+    );
+    assert!(config.dir.join(".queries").is_dir());
     let lint = easymo(&["lint", routes, "--deny-warnings"], &[]);
     assert!(
         lint.status.success(),

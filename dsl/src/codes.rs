@@ -121,6 +121,22 @@ registry! {
     AWAIT_MISMATCH = "E315";
     /// A comparison with a choice's id that no row or button of the awaited reply sends.
     CHOICE_ID_UNKNOWN = "E316";
+    /// Postgres rejects a flow's SQL: a syntax error, a table or column that does not exist,
+    /// or a value bound with a type the SQL cannot take.
+    SQL_REJECTED = "E320";
+    /// A flow query has no description in `.queries/` (it is new or changed): run
+    /// `easymo lint --database-url URL --write-offline`.
+    SQL_NOT_DESCRIBED = "E321";
+    /// Query descriptions were made against another schema (a migration changed since).
+    SQL_SCHEMA_CHANGED = "E322";
+    /// A template reads a field the value bound to it does not have (a query's columns, or
+    /// the known fields of `contact`, `choice`, `location`, …).
+    UNKNOWN_FIELD_READ = "E323";
+    /// A list's rows are fed a single row (`query_one`), or a single-row template a list.
+    ROWS_MISMATCH = "E324";
+    /// A template prints a value that can be absent (a nullable column, a contact's profile
+    /// name) without a `default`.
+    ABSENT_WITHOUT_DEFAULT = "E325";
     /// A flow that no route and no other flow reaches.
     UNREACHABLE_FLOW = "W100";
     /// A statement after `end`, `await` or `call`.

@@ -61,6 +61,13 @@ impl Sources {
             .unwrap_or("")
     }
 
+    /// The file registered under `name`, if any.
+    pub fn find(&self, name: &str) -> Option<FileId> {
+        (0..self.count)
+            .find(|&i| self.files.get(i).is_ok_and(|f| f.name() == name))
+            .map(FileId)
+    }
+
     /// Every file's name and text, in the order they were added.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         (0..self.count)

@@ -47,6 +47,13 @@ pub enum Command {
         /// Also check that every `${NAME}` is set in the environment.
         #[arg(long)]
         env: bool,
+        /// Check the flows' SQL on a throwaway database made on this Postgres server (created,
+        /// migrated, dropped) instead of the committed `.queries/` descriptions.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// With --database-url: rewrite `.queries/` beside routes.yaml from what Postgres said.
+        #[arg(long, requires = "database_url")]
+        write_offline: bool,
     },
     /// Serve the webhooks in routes.yaml; reloads on file changes and SIGHUP.
     Serve {
@@ -339,7 +346,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             format,
             deny_warnings,
             env,
-        } => Ok(lint_command(&config, format, deny_warnings, env)),
+            database_url,
+            write_offline,
+        } => Ok(lint_command(
+            &config,
+            lint::Options {
+                format,
+                deny_warnings,
+                policy: env.then(|| EnvPolicy::Resolve(Env::from_process())),
+                database_url,
+                write_offline,
+            },
+        )),
         Command::Serve {
             config,
             listen,
@@ -422,16 +440,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-fn lint_command(config: &Path, format: lint::Format, deny_warnings: bool, env: bool) -> u8 {
-    let policy = env.then(|| EnvPolicy::Resolve(Env::from_process()));
-    let outcome = lint::run(
-        config,
-        &lint::Options {
-            format,
-            deny_warnings,
-            policy,
-        },
-    );
+fn lint_command(config: &Path, options: lint::Options) -> u8 {
+    let outcome = lint::run(config, &options);
     write_out(&outcome.output);
     eprint!("{}", outcome.error);
     outcome.exit_code

@@ -48,6 +48,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod payments;
+pub mod queries;
 pub mod query_cache;
 pub mod ratelimit;
 pub mod reload;

@@ -32,6 +32,25 @@ pub struct TemplateInfo {
     pub choice_ids: Option<BTreeSet<String>>,
     /// The template itself failed to load: accept any bindings rather than report a cascade.
     pub opaque: bool,
+    /// Every `{{ a.b }}` it reads, where, and whether an absent value is handled.
+    pub reads: Vec<FieldRead>,
+    /// The variables a list's sections take their rows from (`rows_from`).
+    pub rows_from: Vec<String>,
+}
+
+/// One value a template text reads: `{{ job.title }}` is `["job", "title"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldRead {
+    /// The dotted path.
+    pub path: Vec<String>,
+    /// The file of the template text (routes.yaml).
+    pub file: FileId,
+    /// The text it is read in.
+    pub span: Span,
+    /// Read in a list's row, where `row` is each item of the section's `rows_from`.
+    pub per_row: bool,
+    /// Written with `| default(…)`, `or`, or under an `if` on it: an absent value is handled.
+    pub guarded: bool,
 }
 
 /// What a reply asks the person for, and so what the flow must await next.

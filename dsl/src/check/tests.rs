@@ -19,6 +19,7 @@ fn run(text: &str, templates: &[(&str, &[&str])]) -> Vec<Diagnostic> {
                             .ends_with("_buttons")
                             .then(|| ["pay".to_owned(), "back".to_owned()].into()),
                         opaque: false,
+                        ..TemplateInfo::default()
                     },
                 )
             })

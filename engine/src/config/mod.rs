@@ -54,6 +54,9 @@ pub struct Config {
     pub templates: BTreeMap<String, ReplyTemplate>,
     /// Parsed and checked flows.
     pub flows: Flows,
+    /// What the checks learnt about each template (what it reads, asks for, …), for the
+    /// checks that run after loading (`queries::fields`).
+    pub template_facts: BTreeMap<String, easymo_dsl::check::TemplateInfo>,
     /// Alert channels by name.
     pub channels: BTreeMap<String, Channel>,
     /// Alert rules.

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use easymo_dsl::check::{TemplateInfo, IMPLICIT_VARIABLES};
+use easymo_dsl::check::{FieldRead, TemplateInfo, IMPLICIT_VARIABLES};
 use easymo_dsl::{codes, Diagnostic, FileId};
 
 use super::reply::{ButtonsTemplate, ListTemplate, Row, Shape, Text};
@@ -251,30 +251,25 @@ pub fn check(
     let base = Path::root().key("templates").key(name);
     let env = minijinja::Environment::new();
     let mut variables = BTreeSet::new();
+    let mut reads = Vec::new();
     for field in fields(template, &base) {
         if let FieldValue::Text(text) = field.value {
             check_languages(text, &field, index, file, out);
         }
         for (lang, path, source) in variants(&field, index) {
             if loads_templates(source) {
-                // The runtime compiles each text once under its own source as name: a text that
-                // includes another by a runtime value would compile user data.
-                out.push(
-                    Diagnostic::error(
-                        codes::TEMPLATE_SYNTAX,
-                        format!("template `{name}` loads another template"),
-                    )
-                    .at(
-                        file,
-                        index.value(&path),
-                        "include, import, from and extends are not allowed",
-                    )
-                    .help("write the text out; templates are single texts with `{{ variables }}`"),
-                );
+                out.push(loads_another(name, file, index.value(&path)));
                 continue;
             }
             match env.template_from_str(source) {
                 Ok(compiled) => {
+                    reads.extend(field_reads(
+                        &compiled,
+                        source,
+                        &field,
+                        file,
+                        index.value(&path),
+                    ));
                     for var in compiled.undeclared_variables(false) {
                         let builtin = env.globals().any(|(name, _)| name == var);
                         let item = field.per_row && var == "row";
@@ -311,13 +306,18 @@ pub fn check(
         }
     }
     check_counts(name, template, &base, index, file, out);
+    let mut rows_from = Vec::new();
     if let Shape::List(list) = template {
         for section in &list.sections {
             if let Some(from) = &section.rows_from {
                 variables.insert(from.clone());
+                rows_from.push(from.clone());
             }
         }
     }
+    // The same read in three languages is one read for the checks that use them.
+    let mut seen = BTreeSet::new();
+    reads.retain(|r: &FieldRead| seen.insert((r.path.clone(), r.per_row, r.guarded)));
     for implicit in IMPLICIT_VARIABLES {
         variables.remove(*implicit);
     }
@@ -331,7 +331,73 @@ pub fn check(
         asks,
         choice_ids: choice_ids(template),
         opaque: false,
+        reads,
+        rows_from,
     }
+}
+
+/// The runtime compiles each text once under its own source as name: a text that includes
+/// another by a runtime value would compile user data.
+fn loads_another(name: &str, file: FileId, span: easymo_dsl::Span) -> Diagnostic {
+    Diagnostic::error(
+        codes::TEMPLATE_SYNTAX,
+        format!("template `{name}` loads another template"),
+    )
+    .at(
+        file,
+        span,
+        "include, import, from and extends are not allowed",
+    )
+    .help("write the text out; templates are single texts with `{{ variables }}`")
+}
+
+/// The `{{ a.b }}` paths a compiled text reads, placed at the text.
+fn field_reads(
+    compiled: &minijinja::Template<'_, '_>,
+    source: &str,
+    field: &Field<'_>,
+    file: FileId,
+    span: easymo_dsl::Span,
+) -> Vec<FieldRead> {
+    compiled
+        .undeclared_variables(true)
+        .into_iter()
+        .map(|read| FieldRead {
+            guarded: handles_absence(source, &read),
+            path: read.split('.').map(str::to_owned).collect(),
+            file,
+            span,
+            per_row: field.per_row,
+        })
+        .collect()
+}
+
+/// Whether `source` handles `read` (`job.salary`) being absent: `{{ job.salary | default("…") }}`,
+/// `{{ job.salary or "…" }}`, or printing it only under `{% if job.salary %}`.
+fn handles_absence(source: &str, read: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    source.match_indices(read).any(|(at, _)| {
+        let before = &source[..at];
+        let after = &source[at + read.len()..];
+        if before.ends_with(word) || after.starts_with(word) {
+            return false;
+        }
+        let next = after.trim_start();
+        let filtered = next.strip_prefix('|').is_some_and(|f| {
+            let f = f.trim_start();
+            ["default", "d"]
+                .iter()
+                .any(|n| f.strip_prefix(n).is_some_and(|r| !r.starts_with(word)))
+        });
+        let or = next
+            .strip_prefix("or")
+            .is_some_and(|r| !r.starts_with(word));
+        let tested = before
+            .trim_end()
+            .strip_suffix("if")
+            .is_some_and(|b| b.trim_end_matches("el").trim_end().ends_with(['%', '-']));
+        filtered || or || tested
+    })
 }
 
 /// The ids a template's rows or buttons send back, when all are written out.

@@ -140,6 +140,7 @@ pub(super) fn compile(
                 .map(|(name, shape)| (name.clone(), ReplyTemplate::new(&name, shape)))
                 .collect(),
             flows,
+            template_facts: context.templates,
             channels: alerts.channels,
             alerts: alerts.rules,
             alerting: alerts.alerting,

@@ -85,6 +85,7 @@ pub(super) fn check_templates(
                 asks: easymo_dsl::check::Asks::Nothing,
                 choice_ids: None,
                 opaque: true,
+                ..TemplateInfo::default()
             },
         );
     }
