@@ -1,6 +1,9 @@
 //! How long `easymo lint` (the same load-and-check path serving and reload use) takes on a
 //! config far larger than easyMO's: 1,000 endpoints, 5,000 keyword routes, 1,000 flows in 20
-//! files, 100 templates. Run with `cargo bench -p easymo-engine --bench lint`.
+//! files, 100 templates, every flow with its own query: loading and checking, then the checks
+//! against the offline query descriptions and what templates read from them. With
+//! `EASYMO_BENCH_DATABASE_URL` set, also describing all 1,000 queries on a throwaway database
+//! (`easymo lint --database-url`). Run with `cargo bench -p easymo-engine --bench lint`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -8,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use easymo_engine::config::{load_text, EnvPolicy, FileSource};
+use easymo_engine::queries::{self, Column, Description};
 
 const ENDPOINTS: usize = 1_000;
 const ROUTES_PER_ENDPOINT: usize = 5;
@@ -26,12 +30,22 @@ impl FileSource for Memory {
             .ok_or_else(|| std::io::ErrorKind::NotFound.into())
     }
     fn flow_files_in(&self, _dir: &Path) -> Vec<PathBuf> {
-        self.0.keys().cloned().collect()
+        let flows = self
+            .0
+            .keys()
+            .filter(|p| p.extension().is_some_and(|e| e == "flow"));
+        flows.cloned().collect()
     }
 }
 
 fn generate() -> (String, Memory) {
-    let mut yaml = String::from("version: 1\nserver:\n  listen: 0.0.0.0:8080\n  trusted_proxies: [10.0.0.0/8]\n  database_url: ${DATABASE_URL}\nflows:\n");
+    let migrations = std::env::temp_dir().join(format!("easymo-bench-lint-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&migrations);
+    let _ = std::fs::write(
+        migrations.join("20261206000000_items.sql"),
+        "create table items (id bigserial primary key, kind text not null, name text not null, detail text not null, active boolean not null default true);\ncreate table picks (item text, who text);\n",
+    );
+    let mut yaml = format!("version: 1\nserver:\n  listen: 0.0.0.0:8080\n  trusted_proxies: [10.0.0.0/8]\n  database_url: ${{DATABASE_URL}}\n  migrations: {}\nflows:\n", migrations.display());
     for f in 0..FLOW_FILES {
         let _ = writeln!(yaml, "  - flows/f{f}.flow");
     }
@@ -54,9 +68,10 @@ fn generate() -> (String, Memory) {
     for t in 0..TEMPLATES {
         let _ = write!(
             yaml,
-            "  list_{t}:\n    list:\n      body: {{en: \"Choose one, {{{{ contact.name }}}}\", rw: Hitamo, fr: Choisissez}}\n      button: {{en: Options, rw: Amahitamo, fr: Options}}\n      sections:\n        - rows_from: rows\n          row:\n            id: \"{{{{ row.id }}}}\"\n            title: \"{{{{ row.name }}}}\"\n            description: \"{{{{ row.detail }}}}\"\n"
+            "  list_{t}:\n    list:\n      body: {{en: \"Choose one, {{{{ contact.name | default('friend') }}}}\", rw: Hitamo, fr: Choisissez}}\n      button: {{en: Options, rw: Amahitamo, fr: Options}}\n      sections:\n        - rows_from: rows\n          row:\n            id: \"{{{{ row.id }}}}\"\n            title: \"{{{{ row.name }}}}\"\n            description: \"{{{{ row.detail }}}}\"\n"
         );
     }
+    yaml.push_str("  something_went_wrong:\n    text:\n      body: {en: Sorry, rw: Mutubabarire, fr: Désolé}\n  unsupported_message:\n    text:\n      body: {en: Sorry, rw: Mutubabarire, fr: Désolé}\n");
     let mut files = HashMap::new();
     let per_file = FLOWS / FLOW_FILES;
     for f in 0..FLOW_FILES {
@@ -64,7 +79,8 @@ fn generate() -> (String, Memory) {
         for i in f * per_file..(f + 1) * per_file {
             let _ = write!(
                 text,
-                "flow flow_{i} {{\n  let rows = query \"select id, name, detail from items where kind = $1 and active order by name limit 30\" with \"k{i}\"\n  if rows is empty {{\n    end\n  }}\n  set last = \"{i}\"\n  reply list_{} with rows = rows\n  await choice -> pick_{i}\n}}\n\nflow pick_{i}(choice) {{\n  exec \"insert into picks (item, who) values ($1, $2)\" with choice.id, contact.wa_id\n  call flow_{}\n}}\n\n",
+                "flow flow_{i} {{\n  let rows = query \"select id, name, detail from items where kind = $1 and active order by name limit {}\" with \"k{i}\"\n  if rows is empty {{\n    end\n  }}\n  set last = \"{i}\"\n  reply list_{} with rows = rows\n  await choice -> pick_{i}\n}}\n\nflow pick_{i}(choice) {{\n  exec \"insert into picks (item, who) values ($1, $2 || ':{i}')\" with choice.id, contact.wa_id\n  call flow_{}\n}}\n\n",
+                30 + i,
                 i % TEMPLATES,
                 (i + 1) % FLOWS
             );
@@ -116,6 +132,79 @@ fn lint_large_config(c: &mut Criterion) {
             )
         })
     });
+    // The offline descriptions as `--write-offline` would have left them.
+    let found = queries::flow_queries(config, &loaded.sources);
+    assert_eq!(found.len(), FLOWS * 2);
+    let schema = queries::schema_fingerprint(config.server.migrations.as_deref());
+    let column = |name: &str| Column {
+        name: name.to_owned(),
+        type_name: "text".to_owned(),
+        nullable: Some(false),
+    };
+    let mut memory = files.0.clone();
+    for query in &found {
+        let description = Description {
+            sql: query.sql.clone(),
+            arguments: vec!["text".to_owned(); query.arguments.len()],
+            schema: schema.clone(),
+            parameters: vec!["text".to_owned(); query.arguments.len()],
+            columns: ["id", "name", "detail"].map(column).to_vec(),
+        };
+        memory.insert(
+            PathBuf::from(".queries").join(format!("query-{}.json", query.key())),
+            serde_json::to_string_pretty(&description).expect("json"),
+        );
+    }
+    let files = Memory(memory);
+    let mut checked = load_text(
+        "routes.yaml",
+        &yaml,
+        Path::new(""),
+        &EnvPolicy::Unchecked,
+        &files,
+    );
+    let descriptions =
+        easymo_engine::lint::check_queries(&mut checked, Path::new(""), &files, None)
+            .expect("checked")
+            .expect("loaded");
+    assert!(
+        checked.diagnostics.is_empty(),
+        "{:?}",
+        &checked.diagnostics[..checked.diagnostics.len().min(3)]
+    );
+    assert_eq!(
+        descriptions.len(),
+        FLOWS * 2,
+        "every flow's query is its own"
+    );
+    group.bench_function("with_offline_queries_and_template_fields", |b| {
+        b.iter(|| {
+            let mut loaded = load_text(
+                "routes.yaml",
+                &yaml,
+                Path::new(""),
+                &EnvPolicy::Unchecked,
+                &files,
+            );
+            easymo_engine::lint::check_queries(&mut loaded, Path::new(""), &files, None)
+        })
+    });
+    if let Ok(url) = std::env::var("EASYMO_BENCH_DATABASE_URL") {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        group.bench_function("describe_live_on_a_throwaway_database", |b| {
+            b.iter(|| {
+                let live = runtime
+                    .block_on(queries::check_live(config, &loaded.sources, &url))
+                    .expect("described");
+                assert!(
+                    live.diagnostics.is_empty(),
+                    "{:?}",
+                    live.diagnostics.first()
+                );
+                live.descriptions.len()
+            })
+        });
+    }
     group.finish();
 }
 
