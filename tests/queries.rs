@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use easymo_engine::config::{self, EnvPolicy};
 use easymo_engine::queries::{self, Descriptions};
 
-use crate::support::{easymo, repo_path, server_url};
+use crate::support::{easymo, repo_path, server_url, ConfigDir};
 
 /// Every config in the repository that keeps descriptions.
 fn described_configs() -> Vec<PathBuf> {
@@ -63,30 +63,6 @@ fn every_committed_description_matches_a_live_describe() {
     }
 }
 
-/// A copy of the shipped config in a scratch directory.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("easymo-queries-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("flows")).expect("scratch");
-    std::fs::copy(repo_path("routes.yaml"), dir.join("routes.yaml")).expect("routes");
-    for entry in std::fs::read_dir(repo_path("flows"))
-        .expect("flows")
-        .flatten()
-    {
-        std::fs::copy(entry.path(), dir.join("flows").join(entry.file_name())).expect("flow");
-    }
-    std::fs::create_dir_all(dir.join("docs")).expect("docs");
-    copy_tree(&repo_path("docs/runbooks"), &dir.join("docs/runbooks"));
-    dir
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("dir");
-    for entry in std::fs::read_dir(from).expect("dir").flatten() {
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
-    }
-}
-
 fn lint(dir: &Path, extra: &[&str]) -> (i32, String) {
     let routes = dir.join("routes.yaml");
     let mut args = vec!["lint", routes.to_str().expect("utf-8")];
@@ -99,7 +75,8 @@ fn lint(dir: &Path, extra: &[&str]) -> (i32, String) {
 
 #[test]
 fn write_offline_makes_a_clean_offline_lint_and_an_edit_makes_it_stale() {
-    let dir = scratch("write");
+    let config = ConfigDir::shipped(str::to_owned);
+    let dir = config.dir.clone();
     let url = server_url();
     // No descriptions at all: every query is unchecked, and lint says how to fix it.
     let (code, text) = lint(&dir, &[]);
@@ -130,12 +107,12 @@ fn write_offline_makes_a_clean_offline_lint_and_an_edit_makes_it_stale() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("error[E321]"), "{text}");
     assert!(text.contains("jobs.flow:5:"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn postgres_refusals_point_into_the_flow_and_leave_no_database_behind() {
-    let dir = scratch("refused");
+    let config = ConfigDir::shipped(str::to_owned);
+    let dir = config.dir.clone();
     let jobs = dir.join("flows/jobs.flow");
     let flow = std::fs::read_to_string(&jobs).expect("flow");
     let broken = flow
@@ -172,5 +149,4 @@ fn postgres_refusals_point_into_the_flow_and_leave_no_database_behind() {
         })
         .collect();
     assert!(leaked.is_empty(), "{leaked:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -94,6 +94,8 @@ async fn describe_in(
         .map_err(|e| LiveError::Database(e.into()))?;
     let mut checked = Checked::default();
     let mut seen = BTreeSet::new();
+    // Read once, on the first refusal: a clean run never needs them.
+    let mut names: Option<Names> = None;
     for query in queries {
         let key = query.key();
         if !seen.insert(key.clone()) {
@@ -104,10 +106,13 @@ async fn describe_in(
                 checked.descriptions.insert(key, description);
             }
             Err(error) => {
-                let names = Names::load(&mut conn).await;
+                if names.is_none() {
+                    names = Some(Names::load(&mut conn).await);
+                }
+                let names = names.get_or_insert_with(Names::default);
                 checked
                     .diagnostics
-                    .push(rejected(query, &error, sources, &names));
+                    .push(rejected(query, &error, sources, names));
             }
         }
     }
