@@ -161,6 +161,9 @@ registry! {
     TYPO_REACH = "W109";
     /// A template no flow replies with and the runtime never sends.
     UNUSED_TEMPLATE = "W110";
+    /// A flow that receives the person's answer (`await … -> flow`) and never reads it: every
+    /// tap, text or location leads to the same place.
+    UNREAD_ANSWER = "W111";
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ struct Path<'a> {
 }
 
 pub(super) fn check_flow(cx: &FlowCx<'_>, out: &mut Vec<Diagnostic>) {
+    unread_answer(cx, out);
     if cx.context.incomplete_templates {
         return;
     }
@@ -266,4 +267,73 @@ fn literal_ids<'a>(expr: &'a Expr, param: &str, out: &mut Vec<(&'a str, Span)>) 
     } else if let Expr::Not(inner) | Expr::IsEmpty { expr: inner, .. } = expr {
         literal_ids(&inner.node, param, out);
     }
+}
+
+/// A flow that some `await` hands the person's answer to, and that never reads its parameter:
+/// whatever they tap or write, the same thing happens, which is rarely what the question meant.
+fn unread_answer(cx: &FlowCx<'_>, out: &mut Vec<Diagnostic>) {
+    let [param] = cx.flow.params.as_slice() else {
+        return;
+    };
+    let Some((await_file, kind, at)) = first_await_of(cx, &cx.flow.name.node) else {
+        return;
+    };
+    let mut read = false;
+    super::walk(&cx.flow.body, &mut |stmt| {
+        for expr in super::stmt_exprs(stmt) {
+            expr.visit_paths(&mut |path| {
+                read |= path.first().is_some_and(|h| h.node == param.node)
+            });
+        }
+    });
+    if read {
+        return;
+    }
+    let (answer, help) = match kind {
+        InputKind::Choice => (
+            "tap",
+            format!(
+                "compare `{}.id` with the ids of the rows or buttons, or pass it on",
+                param.node
+            ),
+        ),
+        InputKind::Text => ("text", format!("read `{}.text`, or pass it on", param.node)),
+        InputKind::Location => (
+            "location",
+            format!(
+                "read `{0}.latitude` and `{0}.longitude`, or pass it on",
+                param.node
+            ),
+        ),
+    };
+    out.push(
+        Diagnostic::warning(
+            codes::UNREAD_ANSWER,
+            format!(
+                "flow `{}` never reads the {answer} it awaited: every answer leads to the same place",
+                cx.flow.name.node
+            ),
+        )
+        .at(cx.file, param.span, "never read")
+        .also(await_file, at, "the answer is awaited here")
+        .help(help),
+    );
+}
+
+/// The first `await … -> flow` in any flow (in name order), with its file and kind.
+fn first_await_of(
+    cx: &FlowCx<'_>,
+    flow: &str,
+) -> Option<(crate::diagnostic::FileId, InputKind, Span)> {
+    cx.flows.values().find_map(|&(file, awaiting)| {
+        let mut found = None;
+        super::walk(&awaiting.body, &mut |stmt| {
+            if let (Stmt::Await { kind, next }, None) = (stmt, &found) {
+                if next.node == flow {
+                    found = Some((file, kind.node, kind.span));
+                }
+            }
+        });
+        found
+    })
 }

@@ -156,7 +156,9 @@ fn what_a_reply_asks_is_what_the_flow_awaits_on_every_path() {
         ("pickup_location", &[]),
         ("thanks", &[]),
     ];
-    let flows = |body: &str| format!("flow a {{\n{body}\n}}\nflow next(answer) {{ end }}\n");
+    let flows = |body: &str| {
+        format!("flow a {{\n{body}\n}}\nflow next(answer) {{ set last = answer\nend }}\n")
+    };
     let cases: &[(&str, &[&str])] = &[
         ("reply jobs_list\nawait choice -> next", &[]),
         ("reply pickup_location\nawait location -> next", &[]),
@@ -224,4 +226,59 @@ flow picked(choice) {
         Some("did you mean `pay`? ids are compared exactly")
     );
     assert!(diagnostics[1].message.contains("\"cancel\""));
+}
+
+#[test]
+fn a_handler_that_never_reads_its_answer_is_warned_once() {
+    let text = r#"
+flow pay {
+  reply pay_buttons
+  await choice -> paid
+}
+flow again {
+  reply pay_buttons
+  await choice -> paid
+}
+flow paid(choice) {
+  reply done
+  end
+}
+flow ask_name {
+  reply what_name
+  await text -> named
+}
+flow named(answer) {
+  set name = answer.text
+  end
+}
+"#;
+    let diagnostics = run(
+        text,
+        &[("pay_buttons", &[]), ("done", &[]), ("what_name", &[])],
+    );
+    assert_eq!(codes_of(&diagnostics), ["W111"], "{diagnostics:#?}");
+    let message = &diagnostics[0].message;
+    assert!(
+        message.contains("`paid`") && message.contains("tap"),
+        "{message}"
+    );
+}
+
+#[test]
+fn passing_the_answer_on_counts_as_reading_it() {
+    let text = r#"
+flow pay {
+  reply pay_buttons
+  await choice -> paid
+}
+flow paid(choice) {
+  call record(choice)
+}
+flow record(tap) {
+  set last = tap.id
+  end
+}
+"#;
+    let diagnostics = run(text, &[("pay_buttons", &[])]);
+    assert!(codes_of(&diagnostics).is_empty(), "{diagnostics:#?}");
 }
