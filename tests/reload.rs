@@ -298,3 +298,92 @@ fn cached_flow_queries_are_reused_until_a_reload() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_reload_that_renames_an_awaited_flow_warns_and_its_sessions_get_the_fallback() {
+    let config = ConfigDir::shipped(crate::support::unlimited);
+    let engine = Engine::start(&config, "127.0.0.1:0");
+    // Two people are looking at the job categories: the next tap goes to `job_category`.
+    for from in ["250788000011", "250788000012"] {
+        let delivery = crate::support::text_delivery(from, &format!("wamid.S{from}"), "jobs");
+        let response = engine.whatsapp(&delivery);
+        assert_eq!(response.json()["routed_to"], "jobs", "{}", response.text());
+    }
+    let jobs_flow = config.dir.join("flows/jobs.flow");
+    let renamed = std::fs::read_to_string(&jobs_flow)
+        .expect("jobs.flow")
+        .replace("job_category", "jobs_in_category");
+    assert!(
+        renamed.contains("flow jobs_in_category(choice)"),
+        "the shipped flow changed"
+    );
+    std::fs::write(&jobs_flow, renamed).expect("write jobs.flow");
+
+    let edited = Instant::now();
+    while admin(&engine)["reloads"]["stranded_sessions"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(
+            edited.elapsed() < Duration::from_secs(5),
+            "no warning about the awaited flow: {}",
+            admin(&engine)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Taken, with a warning that names the flow and how many wait in it.
+    let reloads = &admin(&engine)["reloads"];
+    assert_eq!(reloads["succeeded"], 1);
+    assert_eq!(
+        reloads["stranded_sessions"],
+        serde_json::json!([{"flow": "job_category", "sessions": 2}])
+    );
+    let warnings = reloads["last_attempt"]["warnings"].to_string();
+    assert!(
+        warnings.contains("2 live session(s) await flow `job_category`"),
+        "{warnings}"
+    );
+    assert!(engine.wait_for_log("config.sessions_stranded", Duration::from_secs(2)));
+    assert!(engine
+        .logs()
+        .iter()
+        .any(|l| l.contains("config.sessions_stranded") && l.contains("job_category")));
+
+    // Their tap is answered by the fallback flow, after a word on what happened.
+    let tap = crate::support::choice_delivery("250788000011", "wamid.Stap", "1");
+    let response = engine.whatsapp(&tap);
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.json()["routed_to"],
+        "main_menu",
+        "{}",
+        response.text()
+    );
+    let sent = engine.rows(
+        "select o.body from outbox o join contacts c on c.wa_id = o.recipient
+         where c.wa_id = '250788000011' order by o.id",
+    );
+    let bodies: Vec<String> = sent
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row["body"].to_string())
+        .collect();
+    let tail = &bodies[bodies.len() - 2..];
+    assert!(tail[0].contains("that menu has changed"), "{bodies:#?}");
+    assert!(
+        tail[1].contains("interactive"),
+        "the main menu: {bodies:#?}"
+    );
+    assert!(
+        !bodies.iter().any(|b| b.contains("something went wrong")),
+        "{bodies:#?}"
+    );
+    assert!(engine.wait_for_log("session.awaited_flow_gone", Duration::from_secs(2)));
+    // The conversation goes on from the menu: nothing awaits the old name any more.
+    let waiting = engine.rows(
+        "select s.awaiting_flow from sessions s join contacts c on c.id = s.contact_id
+         where c.wa_id = '250788000011'",
+    );
+    assert_ne!(waiting[0]["awaiting_flow"], "job_category", "{waiting}");
+}

@@ -115,6 +115,9 @@ pub struct Stats {
     pub last_error: Mutex<Option<String>>,
     /// The last reload attempt: when, its outcome, what changed.
     pub last_attempt: Mutex<Option<serde_json::Value>>,
+    /// Live sessions awaiting a flow the serving config does not have, by flow, as last
+    /// counted (at start and after each reload).
+    pub stranded: Mutex<Vec<(String, i64)>>,
 }
 
 impl Stats {
@@ -130,12 +133,42 @@ impl Stats {
             .lock()
             .map(|a| a.clone())
             .unwrap_or_default();
+        let stranded = self
+            .stranded
+            .lock()
+            .map(|s| stranded_json(&s))
+            .unwrap_or_default();
         serde_json::json!({
             "succeeded": self.reloaded.load(std::sync::atomic::Ordering::Relaxed),
             "rejected": self.rejected.load(std::sync::atomic::Ordering::Relaxed),
             "last_error": last_error,
             "last_attempt": last_attempt,
+            "stranded_sessions": stranded,
         })
+    }
+
+    /// Keeps the latest count of stranded sessions; when a reload left some, its attempt says
+    /// so too, as a warning that names each flow.
+    pub fn note_stranded(&self, stranded: &[(String, i64)]) {
+        if !stranded.is_empty() {
+            let mut attempt = self
+                .last_attempt
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(serde_json::Value::Object(attempt)) = attempt.as_mut() {
+                let warnings = stranded
+                    .iter()
+                    .map(|(flow, n)| {
+                        serde_json::Value::from(format!("{n} live session(s) await flow `{flow}`, which this configuration does not have; their next answer goes to the fallback flow"))
+                    })
+                    .collect();
+                attempt.insert("warnings".to_owned(), serde_json::Value::Array(warnings));
+            }
+        }
+        *self
+            .stranded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = stranded.to_vec();
     }
 
     fn record(&self, attempt: serde_json::Value, error: Option<String>) {
@@ -148,6 +181,13 @@ impl Stats {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
     }
+}
+
+fn stranded_json(stranded: &[(String, i64)]) -> serde_json::Value {
+    stranded
+        .iter()
+        .map(|(flow, sessions)| serde_json::json!({"flow": flow, "sessions": sessions}))
+        .collect()
 }
 
 /// Now, RFC 3339 in UTC, for the admin route.

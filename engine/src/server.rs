@@ -202,7 +202,7 @@ pub async fn run(
         "Listening."
     );
 
-    spawn_reloading(&reloader, &snapshot.files, hangup, &metrics);
+    spawn_reloading(&reloader, &snapshot.files, hangup, &metrics, &pool);
 
     let batcher = crate::inbound::batcher::Batcher::start(
         pool.clone(),
@@ -298,7 +298,10 @@ fn spawn_reloading(
     files: &[PathBuf],
     hangup: Option<tokio::signal::unix::Signal>,
     metrics: &Arc<crate::metrics::Metrics>,
+    pool: &sqlx::PgPool,
 ) {
+    // Sessions left waiting in a flow this config lacks (edited while the engine was down).
+    tokio::spawn(count_stranded(reloader.clone(), pool.clone()));
     let (reload_tx, reload_rx) = mpsc::channel(4);
     // Without a watcher, SIGHUP still reloads: a watch failure is worth a warning, not an outage.
     let watcher = watch::spawn(files, reload_tx.clone())
@@ -311,6 +314,7 @@ fn spawn_reloading(
         watcher,
         hangup,
         metrics.clone(),
+        pool.clone(),
     ));
     let sweeper = reloader.clone();
     tokio::spawn(async move {
@@ -330,6 +334,7 @@ async fn reload_loop(
     mut watcher: Option<watch::Watcher>,
     mut hangup: Option<tokio::signal::unix::Signal>,
     metrics: Arc<crate::metrics::Metrics>,
+    pool: sqlx::PgPool,
 ) {
     // Held for as long as the loop runs; replaced when the set of flow files changes.
     loop {
@@ -351,6 +356,7 @@ async fn reload_loop(
                 count_reload(&metrics, "ok");
                 let changed = serde_json::to_string(&changes).unwrap_or_default();
                 tracing::info!(event = "config.reloaded", cause = cause, config_version = %version, changes = %changed, "Configuration reloaded.");
+                count_stranded(reloader.clone(), pool.clone()).await;
                 let files = reloader.current().files.clone();
                 if files != before {
                     match watch::spawn(&files, resend.clone()) {
@@ -372,6 +378,24 @@ async fn reload_loop(
                 // The same diagnostics `easymo lint` prints, for whoever is watching the logs.
                 eprintln!("{error}");
             }
+        }
+    }
+}
+
+/// Counts the live sessions that wait in a flow the serving config does not have, and says so
+/// in the log and on `/admin/config`: a reload that removes or renames an awaited flow is taken,
+/// but never silently.
+async fn count_stranded(reloader: Arc<Reloader>, pool: sqlx::PgPool) {
+    let awaitable = reloader.current().config.flows.awaitable_names();
+    match crate::store::conversation::stranded_sessions(&pool, &awaitable).await {
+        Ok(stranded) => {
+            for (flow, sessions) in &stranded {
+                tracing::warn!(event = "config.sessions_stranded", awaited_flow = %flow, sessions = sessions, "Live sessions await a flow this configuration does not have; their next answer goes to the fallback flow.");
+            }
+            reloader.stats.note_stranded(&stranded);
+        }
+        Err(error) => {
+            tracing::warn!(event = "config.sessions_uncounted", error = %error, "Could not count the sessions awaiting removed flows.")
         }
     }
 }

@@ -263,6 +263,22 @@ impl Flows {
         let (f, i) = *self.positions.get(name)?;
         self.files.get(f)?.1.flows.get(i)
     }
+
+    /// The flow called `name`, if it can receive a person's answer (`await … -> name` hands
+    /// it exactly one value). A session that awaits anything else was left by a config that
+    /// had such a flow.
+    pub fn awaitable(&self, name: &str) -> Option<&Flow> {
+        self.get(name).filter(|flow| flow.params.len() == 1)
+    }
+
+    /// Every flow that can receive an answer, by name.
+    pub fn awaitable_names(&self) -> Vec<String> {
+        self.index
+            .iter()
+            .filter(|(_, entry)| entry.arity == 1)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
 }
 
 /// An alert channel.

@@ -18,6 +18,9 @@ use crate::limits;
 pub const ERROR_TEMPLATE: &str = "something_went_wrong";
 /// Template the runtime sends for media it cannot read yet.
 pub const UNSUPPORTED_TEMPLATE: &str = "unsupported_message";
+/// Template sent, when the config has it, to someone whose answer was awaited by a flow a reload
+/// removed or renamed, before the fallback flow answers them.
+pub const CONVERSATION_CHANGED_TEMPLATE: &str = "conversation_changed";
 /// Templates the payer is notified with once a payment settles, when the config has them.
 pub const PAYMENT_SUCCESSFUL_TEMPLATE: &str = "payment_successful";
 /// See [`PAYMENT_SUCCESSFUL_TEMPLATE`].

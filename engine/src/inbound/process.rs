@@ -32,7 +32,9 @@ use crate::store::conversation::{
 };
 use crate::whatsapp::{self, Envelope};
 
-pub use crate::config::templates::{ERROR_TEMPLATE, UNSUPPORTED_TEMPLATE};
+pub use crate::config::templates::{
+    CONVERSATION_CHANGED_TEMPLATE, ERROR_TEMPLATE, UNSUPPORTED_TEMPLATE,
+};
 /// Session key holding the list being paged.
 const PAGER_KEY: &str = "__pager";
 
@@ -750,11 +752,16 @@ async fn answer(
     failed: Option<&str>,
     savepoint: &mut Savepoint,
 ) -> Result<(MessageOutcome, Option<String>, Option<String>), FlowError> {
-    let awaiting = turn
+    let mut awaiting = turn
         .session
         .awaiting_flow
         .clone()
         .filter(|_| turn.session.awaiting_kind.as_deref() == Some(asked.kind));
+    // A reload removed or renamed the flow this conversation waits in: the answer goes to the
+    // fallback flow, with a word of explanation, never to "something went wrong".
+    let stranded = awaiting
+        .take_if(|flow| turn.config.flows.awaitable(flow).is_none())
+        .filter(|_| router.global(&asked.text).is_none());
     let more = asked
         .input
         .get("id")
@@ -770,33 +777,12 @@ async fn answer(
             Some("\"More\" on a paged list".to_owned()),
         ))
     } else {
-        let (flow, args, language, route) = match (router.global(&asked.text), awaiting) {
-            (Some(global), _) => (
-                global.flow.clone(),
-                Vec::new(),
-                global.language.clone(),
-                global.describe(),
-            ),
-            (None, Some(flow)) => (
-                flow,
-                vec![asked.input],
-                None,
-                format!("awaited {}", asked.kind),
-            ),
-            (None, None) => {
-                let decision = router.route(&asked.text);
-                let route = match &decision {
-                    crate::router::Decision::Keyword(keyword) => keyword.describe(),
-                    crate::router::Decision::Fallback(_) => "fallback".to_owned(),
-                };
-                (
-                    decision.flow().to_owned(),
-                    Vec::new(),
-                    decision.language(),
-                    route,
-                )
-            }
-        };
+        let Chosen {
+            flow,
+            args,
+            language,
+            route,
+        } = choose(router, asked, awaiting, stranded.is_some());
         // The words that start a conversation say which language to answer in, unless the
         // contact chose one (see `crate::language`).
         let next = turn.standing.as_ref().and_then(|(_, now)| {
@@ -822,10 +808,80 @@ async fn answer(
             );
             Ok((MessageOutcome::Failed, Some(flow), Some(route)))
         } else {
+            if let Some(gone) = &stranded {
+                explain_stranded(turn, item, gone, &flow);
+            }
             let ran = turn.run(tx, &flow, args).await;
             *savepoint = std::mem::take(&mut turn.savepoint);
             ran?;
             Ok((MessageOutcome::Answered, Some(flow), Some(route)))
+        }
+    }
+}
+
+/// The flow a message goes to, what it is given, the language its words speak, and how it was
+/// chosen (for the tap and the log).
+struct Chosen {
+    flow: String,
+    args: Vec<Value>,
+    language: Option<String>,
+    route: String,
+}
+
+/// A global word first, then the flow awaiting this kind of answer, then (when the awaited flow
+/// is gone) the fallback, then keyword routing.
+fn choose(router: &Router, asked: Asked, awaiting: Option<String>, stranded: bool) -> Chosen {
+    let (flow, args, language, route) = match (router.global(&asked.text), awaiting) {
+        (Some(global), _) => (
+            global.flow.clone(),
+            Vec::new(),
+            global.language.clone(),
+            global.describe(),
+        ),
+        (None, Some(flow)) => (
+            flow,
+            vec![asked.input],
+            None,
+            format!("awaited {}", asked.kind),
+        ),
+        (None, None) if stranded => (
+            router.fallback.clone(),
+            Vec::new(),
+            None,
+            "fallback (the awaited flow is gone)".to_owned(),
+        ),
+        (None, None) => {
+            let decision = router.route(&asked.text);
+            let route = match &decision {
+                crate::router::Decision::Keyword(keyword) => keyword.describe(),
+                crate::router::Decision::Fallback(_) => "fallback".to_owned(),
+            };
+            (
+                decision.flow().to_owned(),
+                Vec::new(),
+                decision.language(),
+                route,
+            )
+        }
+    };
+    Chosen {
+        flow,
+        args,
+        language,
+        route,
+    }
+}
+
+/// Says, in the log and to the person, that the flow their answer was awaited by is gone.
+fn explain_stranded(turn: &mut Turn<'_>, item: &Inbound<'_>, gone: &str, fallback: &str) {
+    tracing::warn!(service = %item.endpoint.name, event = "session.awaited_flow_gone", request_id = %item.request_id, correlation_id = %crate::logging::message_ref(&item.message.id), awaited_flow = %gone, flow = %fallback, "The flow this conversation awaited is not in the config (a reload removed or renamed it); the fallback flow answers.");
+    if turn
+        .config
+        .templates
+        .contains_key(CONVERSATION_CHANGED_TEMPLATE)
+    {
+        if let Ok(reply) = turn.render(fallback, CONVERSATION_CHANGED_TEMPLATE, &Map::new(), 0) {
+            turn.replies.push(reply);
         }
     }
 }

@@ -75,6 +75,22 @@ pub async fn session_of(
     })
 }
 
+/// Live sessions waiting in a flow not in `awaitable` (a reload removed or renamed it), counted
+/// by the flow they wait in: what an operator needs to know before those people answer.
+pub async fn stranded_sessions(
+    db: impl sqlx::PgExecutor<'_>,
+    awaitable: &[String],
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select awaiting_flow, count(*) from sessions
+         where awaiting_flow is not null and expires_at > now() and awaiting_flow <> all($1)
+         group by awaiting_flow order by awaiting_flow",
+    )
+    .bind(awaitable)
+    .fetch_all(db)
+    .await
+}
+
 /// Records a status webhook and moves the matching outbox row forward (never back: statuses
 /// arrive out of order, and `read` may come without `delivered`). A `failed` status makes the
 /// row dead with reason `failed` and Meta's code. A status that arrives before the sender has

@@ -102,14 +102,17 @@ pub(super) fn check_runtime_templates(cx: &mut Cx<'_>, endpoints: &[Endpoint], c
         return;
     }
     for (name, when) in [
-        (templates::ERROR_TEMPLATE, "a flow fails"),
+        (templates::ERROR_TEMPLATE, Some("a flow fails")),
         (
             templates::UNSUPPORTED_TEMPLATE,
-            "someone sends media the engine cannot read",
+            Some("someone sends media the engine cannot read"),
         ),
+        // Optional: without it, the fallback flow answers alone.
+        (templates::CONVERSATION_CHANGED_TEMPLATE, None),
     ] {
         match context.templates.get(name) {
             None => {
+                let Some(when) = when else { continue };
                 let span = cx.index.key(&Path::root().key("templates"));
                 cx.out.push(
                     Diagnostic::warning(
@@ -140,7 +143,8 @@ pub(super) fn check_runtime_templates(cx: &mut Cx<'_>, endpoints: &[Endpoint], c
 }
 
 /// Templates nobody sends: no flow replies with them, and the runtime sends them on its own
-/// only as the error and unsupported-media replies, payment notices and rate-limit replies.
+/// only as the error, unsupported-media and conversation-changed replies, payment notices and
+/// rate-limit replies.
 pub(super) fn check_unused_templates(
     cx: &mut Cx<'_>,
     templates: &BTreeMap<String, Shape>,
@@ -158,6 +162,7 @@ pub(super) fn check_unused_templates(
     let mut used: BTreeSet<&str> = [
         templates::ERROR_TEMPLATE,
         templates::UNSUPPORTED_TEMPLATE,
+        templates::CONVERSATION_CHANGED_TEMPLATE,
         templates::PAYMENT_SUCCESSFUL_TEMPLATE,
         templates::PAYMENT_FAILED_TEMPLATE,
     ]
