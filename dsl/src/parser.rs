@@ -32,14 +32,28 @@ pub struct SyntaxError {
     /// What the writer most likely meant, when the mistake is a common one (`=` for `==`,
     /// `elif` for `else if`).
     pub hint: Option<String>,
+    /// What the primary span is (empty: the message says it).
+    pub label: String,
+    /// More places that explain it (the opener of an unclosed block, where the parser gave
+    /// up), each with its label.
+    pub labels: Vec<(Span, String)>,
 }
 
 impl SyntaxError {
     /// Turns the error into a diagnostic in `file`, shifting its span by `offset` bytes.
     pub fn into_diagnostic(self, code: codes::Code, file: FileId, offset: usize) -> Diagnostic {
-        Diagnostic::error(code, self.message)
-            .at(file, self.span.shift(offset), "")
-            .maybe_help(self.hint)
+        let primary = if self.labels.is_empty() {
+            ""
+        } else {
+            "this `{` is never closed"
+        };
+        let mut diagnostic = Diagnostic::error(code, self.message)
+            .at(file, self.span.shift(offset), primary)
+            .maybe_help(self.hint);
+        for (span, label) in self.labels {
+            diagnostic = diagnostic.also(file, span.shift(offset), label);
+        }
+        diagnostic
     }
 }
 
@@ -60,7 +74,12 @@ pub fn parse_flow_file(text: &str, file: FileId) -> Result<FlowFile, Diagnostic>
 /// Parses a whole `.flow` text.
 pub fn parse_flows(text: &str) -> Result<FlowFile, SyntaxError> {
     check_nesting(text)?;
-    let mut pairs = Grammar::parse(Rule::file, text).map_err(|e| syntax_error(text, e))?;
+    let mut pairs = Grammar::parse(Rule::file, text).map_err(|e| {
+        let gave_up = match e.location {
+            InputLocation::Pos(p) | InputLocation::Span((p, _)) => p,
+        };
+        unclosed_block(text, gave_up).unwrap_or_else(|| syntax_error(text, e))
+    })?;
     let file = pairs.next().map(Pair::into_inner);
     let flows = file
         .into_iter()
@@ -71,26 +90,46 @@ pub fn parse_flows(text: &str) -> Result<FlowFile, SyntaxError> {
     Ok(FlowFile { flows })
 }
 
+/// When a file has a `{` never closed, that is the error to report: the parser only notices it
+/// later, at the next `flow` or at the end of the file.
+fn unclosed_block(text: &str, gave_up: usize) -> Option<SyntaxError> {
+    // An error before the opener is another mistake, and the one to report first.
+    let found = unclosed::unclosed_brace(text).filter(|found| gave_up > found.opener.start)?;
+    let mut labels = Vec::new();
+    if let Some(closer) = found.misaligned_closer {
+        labels.push((
+            closer,
+            "this `}` closes it, but lines up with an outer block".to_owned(),
+        ));
+    }
+    let end = gave_up + found_len(text, gave_up);
+    labels.push((
+        Span::new(gave_up, end),
+        "the parser gave up here".to_owned(),
+    ));
+    Some(SyntaxError {
+        span: found.opener,
+        message: "unclosed `{`".to_owned(),
+        label: "this `{` is never closed".to_owned(),
+        hint: Some(
+            "add the missing `}` where this block ends, at the indentation of the line that opens it"
+                .to_owned(),
+        ),
+        labels,
+    })
+}
+
+mod unclosed;
+
 /// Deepest `{`/`(` nesting accepted. The parser recurses once per level, and no real flow comes
 /// near this; without a limit a hostile or broken file could overflow the stack.
 pub const MAX_NESTING: usize = 64;
 
 fn check_nesting(text: &str) -> Result<(), SyntaxError> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut in_comment = false;
-    let mut escaped = false;
-    for (i, c) in text.char_indices() {
+    for (i, c) in unclosed::code_chars(text) {
         match c {
-            '\n' => {
-                in_comment = false;
-                in_string = false;
-            }
-            _ if in_comment => {}
-            '\\' if in_string => escaped = !escaped,
-            '"' if !escaped => in_string = !in_string,
-            '#' if !in_string => in_comment = true,
-            '{' | '(' if !in_string => {
+            '{' | '(' => {
                 depth += 1;
                 if depth > MAX_NESTING {
                     return Err(SyntaxError {
@@ -99,14 +138,13 @@ fn check_nesting(text: &str) -> Result<(), SyntaxError> {
                             "blocks and parentheses are nested more than {MAX_NESTING} levels deep"
                         ),
                         hint: None,
+                        label: String::new(),
+                        labels: Vec::new(),
                     });
                 }
             }
-            '}' | ')' if !in_string => depth = depth.saturating_sub(1),
+            '}' | ')' => depth = depth.saturating_sub(1),
             _ => {}
-        }
-        if c != '\\' {
-            escaped = false;
         }
     }
     Ok(())
@@ -170,6 +208,8 @@ pub fn parse_condition(text: &str) -> Result<Condition, SyntaxError> {
             span: Span::new(0, text.len()),
             message: "expected `metric [on endpoint] op value[unit] [for duration]`".to_owned(),
             hint: None,
+            label: String::new(),
+            labels: Vec::new(),
         }),
     }
 }
@@ -697,6 +737,8 @@ fn syntax_error(text: &str, error: pest::error::Error<Rule>) -> SyntaxError {
         span: Span::new(pos, end),
         message,
         hint,
+        label: String::new(),
+        labels: Vec::new(),
     }
 }
 

@@ -285,7 +285,7 @@ fn errors_are_in_plain_words_with_line_and_column() {
         ("flow a {\n  awiat text -> b\n}", "expected a statement (let, exec, if, reply, await, set, clear, call, request_payment, choose_language, end) or `}`, found `awiat`", (2, 3)),
         ("flow a {\n  await number -> b\n}", "expected `text`, `choice` or `location`, found `number`", (2, 9)),
         ("flow a {\n  let x = query select\n}", "expected a string in double quotes, found `select`", (2, 17)),
-        ("flow a {\n  end\n", "expected a statement (let, exec, if, reply, await, set, clear, call, request_payment, choose_language, end) or `}`, found end of file", (3, 1)),
+        ("flow a {\n  end\n", "unclosed `{`", (1, 8)),
         ("flw a { }", "expected `flow`, found `flw`", (1, 1)),
         ("flow a { let x = query \"unterminated\n }", "expected a string in double quotes, found `\"` (a string)", (1, 24)),
     ];
@@ -395,9 +395,20 @@ fn random_and_mutated_input_never_panics() {
                 "{text:?}"
             );
             assert!(
-                e.message.starts_with("expected") || e.message.starts_with("unexpected"),
+                e.message.starts_with("expected")
+                    || e.message.starts_with("unexpected")
+                    || e.message == "unclosed `{`",
                 "{e:?}"
             );
+            for (span, _) in &e.labels {
+                assert!(
+                    span.start <= span.end
+                        && span.end <= text.len()
+                        && text.is_char_boundary(span.start)
+                        && text.is_char_boundary(span.end),
+                    "{text:?}: {e:?}"
+                );
+            }
         }
         let _ = parse_condition(&text);
         let _ = parse_duration(&text);

@@ -346,36 +346,97 @@ impl CharOffsets {
     }
 }
 
-/// Deserializes a `serde_yaml::Value` found at `path`, reporting a shape error at the exact
-/// key or value it concerns.
+/// Most shape errors reported in one item: enough for any real mistake, and a bound on the
+/// retries below.
+const MAX_SHAPE_ERRORS: usize = 16;
+
+/// Deserializes a `serde_yaml::Value` found at `path`, reporting each shape error at the exact
+/// key or value it concerns. serde stops at the first error; to report every one in the item,
+/// the offending key is taken out and the item read again, until it reads or the error is one
+/// taking a key out cannot get past.
 pub fn deserialize_at<T: DeserializeOwned>(
     value: serde_yaml::Value,
     path: &Path,
     index: &YamlIndex,
     file: FileId,
-) -> Result<T, Diagnostic> {
+) -> Result<T, Vec<Diagnostic>> {
     // serde_yaml's own `Value` only accepts `!tagged` enums; routes.yaml writes them as
     // single-key maps (`auth: {hmac: ...}`), which serde_json's `Value` reads as serde expects.
-    let value = serde_json::to_value(&value).map_err(|e| {
-        Diagnostic::error(
+    let mut value = serde_json::to_value(&value).map_err(|e| {
+        vec![Diagnostic::error(
             codes::INVALID_VALUE,
             format!("unsupported YAML at `{path}`: {e}"),
         )
         .at(file, index.value(path), "")
-        .help("keys must be strings; YAML tags are not supported")
+        .help("keys must be strings; YAML tags are not supported")]
     })?;
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
+    let mut found = Vec::new();
+    let mut taken_out: Vec<Path> = Vec::new();
+    while found.len() < MAX_SHAPE_ERRORS {
+        let error = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(typed) if found.is_empty() => return Ok(typed),
+            Ok(_) => break,
+            Err(error) => error,
+        };
         let mut at = path.clone();
+        let mut relative = Vec::new();
         for seg in error.path().iter() {
-            match seg {
-                serde_path_to_error::Segment::Seq { index } => at = at.index(*index),
-                serde_path_to_error::Segment::Map { key } => at = at.key(key),
-                serde_path_to_error::Segment::Enum { variant } => at = at.key(variant),
-                serde_path_to_error::Segment::Unknown => {}
-            }
+            let seg = match seg {
+                serde_path_to_error::Segment::Seq { index } => Seg::Index(*index),
+                serde_path_to_error::Segment::Map { key } => Seg::Key(key.clone()),
+                serde_path_to_error::Segment::Enum { variant } => Seg::Key(variant.clone()),
+                serde_path_to_error::Segment::Unknown => break,
+            };
+            at.0.push(seg.clone());
+            relative.push(seg);
         }
-        shape_error(&error.into_inner().to_string(), &at, index, file)
-    })
+        let message = error.into_inner().to_string();
+        if let Some(rest) = message.strip_prefix("missing field `") {
+            // Nothing to take out: the last error in this item. A key taken out to read on is
+            // missing now, and a misspelt key already reported is missing under its real name:
+            // neither is another mistake.
+            let field = rest.split('`').next().unwrap_or(rest);
+            let explained = taken_out.iter().any(|gone| {
+                gone.parent().as_ref() == Some(&at)
+                    && gone.0.last().is_some_and(|seg| match seg {
+                        Seg::Key(key) => key == field || did_you_mean(key, [field]).is_some(),
+                        Seg::Index(_) => false,
+                    })
+            });
+            if !explained {
+                found.push(shape_error(&message, &at, index, file));
+            }
+            break;
+        }
+        found.push(shape_error(&message, &at, index, file));
+        if relative.is_empty() || !take_out(&mut value, &relative) {
+            break;
+        }
+        taken_out.push(at);
+    }
+    Err(found)
+}
+
+/// Removes the key at `path` inside `value`; whether there was one.
+fn take_out(value: &mut serde_json::Value, path: &[Seg]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for seg in parents {
+        let next = match (seg, at) {
+            (Seg::Key(key), serde_json::Value::Object(map)) => map.get_mut(key),
+            (Seg::Index(i), serde_json::Value::Array(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        at = next;
+    }
+    match (last, at) {
+        (Seg::Key(key), serde_json::Value::Object(map)) => map.remove(key).is_some(),
+        // Removing an item would renumber the rest, and misplace their errors.
+        _ => false,
+    }
 }
 
 fn shape_error(message: &str, at: &Path, index: &YamlIndex, file: FileId) -> Diagnostic {

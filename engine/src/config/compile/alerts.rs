@@ -116,7 +116,7 @@ pub(super) fn alerts_section(cx: &mut Cx<'_>, value: Option<Value>) -> RawAlerts
             ) {
                 Ok(c) => alerts.channels.push((name, c)),
                 Err(d) => {
-                    cx.out.push(d);
+                    cx.out.extend(d);
                     alerts.broken_channels.insert(name);
                 }
             }

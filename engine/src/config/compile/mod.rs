@@ -18,6 +18,7 @@ mod sending;
 mod server;
 mod sms;
 mod templates;
+mod yaml_syntax;
 
 use std::collections::BTreeSet;
 use std::path::Path as FsPath;
@@ -57,7 +58,7 @@ pub(super) fn compile(
     let file = input.file;
     let value: Value = match serde_yaml::from_str(input.text) {
         Ok(v) => v,
-        Err(e) => return (None, vec![yaml_syntax_error(&e, file, input.text, sources)]),
+        Err(e) => return (None, vec![yaml_syntax::diagnostic(&e, file, sources)]),
     };
     let mut cx = Cx {
         file,
@@ -184,49 +185,6 @@ fn unknown_sections(cx: &mut Cx<'_>, top: &serde_yaml::Mapping) -> BTreeSet<&'st
     misspelt_sections
 }
 
-fn yaml_syntax_error(
-    error: &serde_yaml::Error,
-    file: FileId,
-    text: &str,
-    sources: &Sources,
-) -> Diagnostic {
-    // serde_yaml points a duplicate key at its mapping; the index finds the key itself.
-    if error.to_string().contains("duplicate entry") {
-        if let Some(dup) = YamlIndex::build(text).duplicates().first() {
-            return Diagnostic::error(
-                codes::YAML_SYNTAX,
-                format!(
-                    "invalid YAML: key `{}` appears twice in one mapping",
-                    dup.key
-                ),
-            )
-            .at(file, dup.again, "written again here")
-            .also(file, dup.first, "first written here")
-            .help("YAML keeps only one of them; delete or merge the other");
-        }
-    }
-    let (line, col) = error
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((1, 1));
-    let line_text = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
-    let help = if line_text.contains("${") && (line_text.contains('[') || line_text.contains('{')) {
-        "inside `[ ]` or `{ }`, quote environment references: \"${NAME}\""
-    } else {
-        "check indentation and quoting; values containing `: ` or starting with `{`, `[` or `*` need quotes"
-    };
-    let at = sources.offset_of(file, line, col);
-    let message = error.to_string();
-    let message = message
-        .split(" at line ")
-        .next()
-        .unwrap_or(&message)
-        .to_owned();
-    Diagnostic::error(codes::YAML_SYNTAX, format!("invalid YAML: {message}"))
-        .at(file, Span::new(at, (at + 1).min(text.len())), "")
-        .help(help)
-}
-
 /// Deserializes one top-level section; reports it missing when required.
 /// `languages:`, each one easyMO serves (none declared: nothing to hold templates to).
 fn declared_languages(cx: &mut Cx<'_>, value: Option<Value>) -> Vec<String> {
@@ -271,7 +229,7 @@ fn section<T: serde::de::DeserializeOwned>(
         Some(value) => match deserialize_at(value, &path, &cx.index, cx.file) {
             Ok(v) => Some(v),
             Err(d) => {
-                cx.out.push(d);
+                cx.out.extend(d);
                 None
             }
         },
@@ -301,7 +259,7 @@ fn items<T: serde::de::DeserializeOwned>(
     for (i, item) in seq.into_iter().enumerate() {
         match deserialize_at(item, &path.index(i), &cx.index, cx.file) {
             Ok(v) => out.push((i, v)),
-            Err(d) => cx.out.push(d),
+            Err(d) => cx.out.extend(d),
         }
     }
     out

@@ -50,7 +50,7 @@ pub(super) fn templates_section(
                 good.insert(name, t);
             }
             Err(d) => {
-                cx.out.push(d);
+                cx.out.extend(d);
                 broken.insert(name);
             }
         }
