@@ -1,5 +1,6 @@
 //! What templates read, checked against what the flows hand them: the columns a query returns
-//! (from its description), and the known fields of `contact`, `choice` and `location`.
+//! (from its description), the known fields of `contact`, `message`, `choice`, `location` and
+//! `payment`, and the session values some flow sets.
 //!
 //! Owns: E323 (a field the value does not have), E324 (rows where one row is read, or one row
 //! where a list's rows come from) and E325 (a value that can be absent, printed without a
@@ -32,6 +33,27 @@ const LOCATION: &[(&str, bool)] = &[
     ("address", true),
 ];
 
+/// Every message: `message.text` is what routing read (empty for a tap or a location).
+const MESSAGE: &[(&str, bool)] = &[("id", false), ("kind", false), ("text", false)];
+/// The payment a `request_payment … -> next` flow receives.
+const PAYMENT_REQUESTED: &[(&str, bool)] = &[
+    ("reference_id", false),
+    ("external_id", false),
+    ("amount", false),
+    ("currency", false),
+    ("phone", false),
+    ("status", false),
+];
+/// The payment the runtime's notices (`payment_successful`, `payment_failed`) are sent with:
+/// MoMo's transaction id and failure reason come only with some outcomes.
+const PAYMENT_SETTLED: &[(&str, bool)] = &[
+    ("amount", false),
+    ("currency", false),
+    ("external_id", false),
+    ("transaction_id", true),
+    ("reason", true),
+];
+
 /// What a template variable holds, as far as lint can tell.
 enum Value<'a> {
     /// A query's rows (`query`) or first row (`query_one`).
@@ -44,6 +66,9 @@ enum Value<'a> {
         what: &'static str,
         fields: &'static [(&'static str, bool)],
     },
+    /// `session`: the values flows `set`. Any can be cleared, but a template that reads one is
+    /// sent after it is set far more often than not; only the names are checked.
+    Session(&'a BTreeSet<String>),
 }
 
 impl Value<'_> {
@@ -57,6 +82,7 @@ impl Value<'_> {
             Value::Known { fields, .. } => {
                 fields.iter().map(|(n, a)| ((*n).to_owned(), *a)).collect()
             }
+            Value::Session(keys) => keys.iter().map(|k| (k.clone(), false)).collect(),
         };
         fields
             .iter()
@@ -77,6 +103,7 @@ impl Value<'_> {
                 query.flow
             ),
             Value::Known { what, .. } => format!("a {what}"),
+            Value::Session(_) => "the session".to_owned(),
         }
     }
 
@@ -92,6 +119,8 @@ struct Reply<'a> {
     file: FileId,
     bound: BTreeMap<String, (Value<'a>, Span)>,
     sources: &'a Sources,
+    /// Every key some flow `set`s.
+    session_keys: &'a BTreeSet<String>,
 }
 
 impl Reply<'_> {
@@ -112,6 +141,17 @@ impl Reply<'_> {
 pub fn check(config: &Config, sources: &Sources, descriptions: &Descriptions) -> Vec<Diagnostic> {
     let queries = flow_queries(config, sources);
     let mut found = Found::default();
+    let mut session_keys = BTreeSet::new();
+    for (_, ast) in &config.flows.files {
+        for flow in &ast.flows {
+            walk(&flow.body, &mut |stmt| {
+                if let Stmt::Set { name, .. } = stmt {
+                    session_keys.insert(name.node.clone());
+                }
+            });
+        }
+    }
+    runtime_payment_notices(config, sources, &session_keys, &mut found);
     for (name, ast) in &config.flows.files {
         let Some(file) = sources.find(name) else {
             continue;
@@ -149,12 +189,45 @@ pub fn check(config: &Config, sources: &Sources, descriptions: &Descriptions) ->
                     file,
                     bound,
                     sources,
+                    session_keys: &session_keys,
                 };
                 check_reply(&reply, &mut found);
             });
         }
     }
     found.diagnostics
+}
+
+/// The payment notices the runtime sends once MoMo settles a payment, read against the payment
+/// it binds them with.
+fn runtime_payment_notices(
+    config: &Config,
+    sources: &Sources,
+    session_keys: &BTreeSet<String>,
+    found: &mut Found,
+) {
+    use crate::config::templates::{PAYMENT_FAILED_TEMPLATE, PAYMENT_SUCCESSFUL_TEMPLATE};
+    for name in [PAYMENT_SUCCESSFUL_TEMPLATE, PAYMENT_FAILED_TEMPLATE] {
+        let Some(facts) = config.template_facts.get(name).filter(|f| !f.opaque) else {
+            continue;
+        };
+        let Some(file) = facts.reads.first().map(|read| read.file) else {
+            continue;
+        };
+        let payment = Value::Known {
+            what: "settled payment",
+            fields: PAYMENT_SETTLED,
+        };
+        let reply = Reply {
+            template: name,
+            facts,
+            file,
+            bound: BTreeMap::from([("payment".to_owned(), (payment, Span::new(0, 0)))]),
+            sources,
+            session_keys,
+        };
+        check_reply(&reply, found);
+    }
 }
 
 /// What `expr` holds, when it is a whole query result or a value with known fields.
@@ -176,12 +249,15 @@ fn value_of<'a>(
     known(name, params)
 }
 
-/// The values with fixed fields: `contact` always, `choice` and `location` as flow parameters.
+/// The values with fixed fields: `contact` and `message` always; `choice`, `location` and
+/// `payment` as flow parameters.
 fn known(name: &str, params: &BTreeSet<&str>) -> Option<Value<'static>> {
     let (what, fields) = match name {
         "contact" => ("contact", CONTACT),
+        "message" => ("message", MESSAGE),
         "choice" if params.contains(name) => ("choice", CHOICE),
         "location" if params.contains(name) => ("shared location", LOCATION),
+        "payment" if params.contains(name) => ("requested payment", PAYMENT_REQUESTED),
         _ => return None,
     };
     Some(Value::Known { what, fields })
@@ -242,7 +318,13 @@ fn check_reply(reply: &Reply<'_>, found: &mut Found) {
                 .filter(|(_, v, _)| v.is_rows())
                 .collect()
         } else if let Some((value, span)) = reply.bound.get(root) {
-            vec![(root.as_str(), value, Some(*span))]
+            // The runtime's own bindings have no place in a flow to point at.
+            let span = Some(*span).filter(|s| s.end > 0);
+            vec![(root.as_str(), value, span)]
+        } else if root == "session" {
+            let value = Value::Session(reply.session_keys);
+            check_read(reply, read, (root, field), &value, None, found);
+            continue;
         } else if let Some(value) = known(root, &implicit) {
             // `contact` needs no binding: every template can read it.
             check_read(reply, read, (root, field), &value, None, found);
@@ -297,6 +379,7 @@ fn check_read(
             let why = match value {
                 Value::Query { .. } => format!("column `{field}` can be null"),
                 Value::Known { what, .. } => format!("a {what}'s `{field}` can be absent"),
+                Value::Session(_) => format!("session value `{field}` can be absent"),
             };
             let diagnostic = Diagnostic::error(
                 codes::ABSENT_WITHOUT_DEFAULT,
@@ -318,15 +401,24 @@ fn check_read(
         }
         Ok(_) => {}
         Err(names) => {
+            let (missing, label, has) = match value {
+                Value::Session(_) => (
+                    format!("no flow sets `{field}`"),
+                    "never set".to_owned(),
+                    format!("flows set: {}", names.join(", ")),
+                ),
+                _ => (
+                    format!("`{name}` has no field `{field}`"),
+                    format!("`{field}` is not there"),
+                    format!("`{name}` has: {}", names.join(", ")),
+                ),
+            };
             let diagnostic = Diagnostic::error(
                 codes::UNKNOWN_FIELD_READ,
-                format!(
-                    "template `{}` reads `{shown}`, but `{name}` has no field `{field}`",
-                    reply.template
-                ),
+                format!("template `{}` reads `{shown}`, but {missing}", reply.template),
             )
-            .at(read.file, place, format!("`{field}` is not there"))
-            .note(format!("`{name}` has: {}", names.join(", ")))
+            .at(read.file, place, label)
+            .note(has)
             .maybe_help(did_you_mean(field, names.iter().map(String::as_str)));
             found.push(
                 reply,
