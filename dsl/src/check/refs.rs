@@ -118,6 +118,16 @@ fn check_reply(cx: &FlowCx<'_>, template: &Ident, bindings: &[Binding], out: &mu
     }
     for variable in &info.variables {
         if !bindings.iter().any(|b| &b.name.node == variable) {
+            if let Some(diagnostic) = misspelt_read(cx, template, info, bindings, variable) {
+                // A template sent from several replies has its typo once.
+                let primary = diagnostic.primary().map(|l| (l.file, l.span));
+                if !out.iter().any(|d| {
+                    d.code == diagnostic.code && d.primary().map(|l| (l.file, l.span)) == primary
+                }) {
+                    out.push(diagnostic);
+                }
+                continue;
+            }
             out.push(
                 Diagnostic::error(
                     codes::UNBOUND_TEMPLATE_VAR,
@@ -149,6 +159,46 @@ fn check_reply(cx: &FlowCx<'_>, template: &Ident, bindings: &[Binding], out: &mu
             );
         }
     }
+}
+
+/// A variable the template reads that is one letter or two from a name it could have meant
+/// (a bound value, `row` in a list's row, `contact`, `session`, `message`): the typo is in the
+/// template, so that is where it is reported.
+fn misspelt_read(
+    cx: &FlowCx<'_>,
+    template: &Ident,
+    info: &super::TemplateInfo,
+    bindings: &[Binding],
+    variable: &str,
+) -> Option<Diagnostic> {
+    let read = info
+        .reads
+        .iter()
+        .find(|r| r.path.first().is_some_and(|root| root == variable))?;
+    let mut names: Vec<&str> = bindings.iter().map(|b| b.name.node.as_str()).collect();
+    names.extend(super::IMPLICIT_VARIABLES);
+    if read.per_row {
+        names.push("row");
+    }
+    let meant = did_you_mean(variable, names.iter().copied())?;
+    let exact = read.span.end - read.span.start == read.path.join(".").len();
+    let at = if exact {
+        crate::span::Span::new(read.span.start, read.span.start + variable.len())
+    } else {
+        read.span
+    };
+    Some(
+        Diagnostic::error(
+            codes::UNBOUND_TEMPLATE_VAR,
+            format!(
+                "template `{}` reads `{variable}`, which nothing binds",
+                template.node
+            ),
+        )
+        .at(read.file, at, format!("`{variable}` is not bound"))
+        .also(cx.file, template.span, "sent here")
+        .help(meant),
+    )
 }
 
 fn plural(n: usize, word: &str) -> String {

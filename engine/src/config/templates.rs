@@ -266,13 +266,9 @@ pub fn check(
             }
             match env.template_from_str(source) {
                 Ok(compiled) => {
-                    reads.extend(field_reads(
-                        &compiled,
-                        source,
-                        &field,
-                        file,
-                        index.value(&path),
-                    ));
+                    reads.extend(field_reads(&compiled, source, &field, file, |inner| {
+                        index.inside(&path, inner, source)
+                    }));
                     for var in compiled.undeclared_variables(false) {
                         let builtin = env.globals().any(|(name, _)| name == var);
                         let item = field.per_row && var == "row";
@@ -355,24 +351,40 @@ fn loads_another(name: &str, file: FileId, span: easymo_dsl::Span) -> Diagnostic
 }
 
 /// The `{{ a.b }}` paths a compiled text reads, placed at the text.
+/// Every value `compiled` reads, each at its first mention in the text (`in_file` maps a span
+/// of `source` into routes.yaml; where escapes make that unsure, it gives the whole text).
 fn field_reads(
     compiled: &minijinja::Template<'_, '_>,
     source: &str,
     field: &Field<'_>,
     file: FileId,
-    span: easymo_dsl::Span,
+    in_file: impl Fn(easymo_dsl::Span) -> easymo_dsl::Span,
 ) -> Vec<FieldRead> {
     compiled
         .undeclared_variables(true)
         .into_iter()
         .map(|read| FieldRead {
             guarded: handles_absence(source, &read),
+            span: in_file(first_mention(source, &read)),
             path: read.split('.').map(str::to_owned).collect(),
             file,
-            span,
             per_row: field.per_row,
         })
         .collect()
+}
+
+/// Where `read` (`job.title`) first appears in `source` as a whole name; the whole source when
+/// it is not written out (a read minijinja infers).
+fn first_mention(source: &str, read: &str) -> easymo_dsl::Span {
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    source
+        .match_indices(read)
+        .find(|(at, _)| {
+            !source[..*at].ends_with(word) && !source[at + read.len()..].starts_with(word)
+        })
+        .map_or(easymo_dsl::Span::new(0, source.len()), |(at, _)| {
+            easymo_dsl::Span::new(at, at + read.len())
+        })
 }
 
 /// Whether `source` handles `read` (`job.salary`) being absent: `{{ job.salary | default("…") }}`,

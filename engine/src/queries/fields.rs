@@ -415,7 +415,10 @@ fn check_read(
             };
             let diagnostic = Diagnostic::error(
                 codes::UNKNOWN_FIELD_READ,
-                format!("template `{}` reads `{shown}`, but {missing}", reply.template),
+                format!(
+                    "template `{}` reads `{shown}`, but {missing}",
+                    reply.template
+                ),
             )
             .at(read.file, place, label)
             .note(has)
