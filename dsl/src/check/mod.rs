@@ -130,6 +130,21 @@ pub fn check(files: &[SourceFlows], context: &Context) -> (FlowIndex, Vec<Diagno
                 .or_insert((source.file, flow));
         }
     }
+    // The first `await … -> flow` of each flow, in file order: what W111 points back at.
+    let mut awaited: BTreeMap<&str, (FileId, InputKind, Span)> = BTreeMap::new();
+    for source in files {
+        for flow in &source.ast.flows {
+            walk(&flow.body, &mut |stmt| {
+                if let Stmt::Await { kind, next } = stmt {
+                    awaited.entry(next.node.as_str()).or_insert((
+                        source.file,
+                        kind.node,
+                        kind.span,
+                    ));
+                }
+            });
+        }
+    }
     for source in files {
         for flow in &source.ast.flows {
             let cx = FlowCx {
@@ -139,6 +154,7 @@ pub fn check(files: &[SourceFlows], context: &Context) -> (FlowIndex, Vec<Diagno
                 context,
                 session_keys: &session_keys,
                 flows: &flows,
+                awaited: &awaited,
             };
             scope::check_flow(&cx, &mut diagnostics);
             refs::check_flow(&cx, &mut diagnostics);
@@ -158,6 +174,8 @@ struct FlowCx<'a> {
     session_keys: &'a BTreeMap<String, Span>,
     /// Every flow by name, with its file (the first definition of a name).
     flows: &'a BTreeMap<&'a str, (FileId, &'a Flow)>,
+    /// Where each flow is first awaited, and for what.
+    awaited: &'a BTreeMap<&'a str, (FileId, InputKind, Span)>,
 }
 
 fn build_index(files: &[SourceFlows], diagnostics: &mut Vec<Diagnostic>) -> FlowIndex {

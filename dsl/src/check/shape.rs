@@ -275,7 +275,7 @@ fn unread_answer(cx: &FlowCx<'_>, out: &mut Vec<Diagnostic>) {
     let [param] = cx.flow.params.as_slice() else {
         return;
     };
-    let Some((await_file, kind, at)) = first_await_of(cx, &cx.flow.name.node) else {
+    let Some(&(await_file, kind, at)) = cx.awaited.get(cx.flow.name.node.as_str()) else {
         return;
     };
     let mut read = false;
@@ -318,22 +318,4 @@ fn unread_answer(cx: &FlowCx<'_>, out: &mut Vec<Diagnostic>) {
         .also(await_file, at, "the answer is awaited here")
         .help(help),
     );
-}
-
-/// The first `await … -> flow` in any flow (in name order), with its file and kind.
-fn first_await_of(
-    cx: &FlowCx<'_>,
-    flow: &str,
-) -> Option<(crate::diagnostic::FileId, InputKind, Span)> {
-    cx.flows.values().find_map(|&(file, awaiting)| {
-        let mut found = None;
-        super::walk(&awaiting.body, &mut |stmt| {
-            if let (Stmt::Await { kind, next }, None) = (stmt, &found) {
-                if next.node == flow {
-                    found = Some((file, kind.node, kind.span));
-                }
-            }
-        });
-        found
-    })
 }

@@ -362,14 +362,21 @@ pub fn deserialize_at<T: DeserializeOwned>(
 ) -> Result<T, Vec<Diagnostic>> {
     // serde_yaml's own `Value` only accepts `!tagged` enums; routes.yaml writes them as
     // single-key maps (`auth: {hmac: ...}`), which serde_json's `Value` reads as serde expects.
-    let mut value = serde_json::to_value(&value).map_err(|e| {
-        vec![Diagnostic::error(
-            codes::INVALID_VALUE,
-            format!("unsupported YAML at `{path}`: {e}"),
-        )
-        .at(file, index.value(path), "")
-        .help("keys must be strings; YAML tags are not supported")]
-    })?;
+    let json = |value: &serde_yaml::Value| {
+        serde_json::to_value(value).map_err(|e| {
+            vec![Diagnostic::error(
+                codes::INVALID_VALUE,
+                format!("unsupported YAML at `{path}`: {e}"),
+            )
+            .at(file, index.value(path), "")
+            .help("keys must be strings; YAML tags are not supported")]
+        })
+    };
+    // The common case, a clean item, reads the converted value without copying it again.
+    if let Ok(typed) = serde_json::from_value::<T>(json(&value)?) {
+        return Ok(typed);
+    }
+    let mut value = json(&value)?;
     let mut found = Vec::new();
     let mut taken_out: Vec<Path> = Vec::new();
     while found.len() < MAX_SHAPE_ERRORS {
