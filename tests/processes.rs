@@ -230,3 +230,66 @@ fn hot_tables_are_analyzed_when_they_double() {
         );
     });
 }
+
+/// The shipped config with budgets counted in Postgres (its per-sender limit: 30 a minute,
+/// then one slow-down reply and silence).
+fn shared_limits(config: &str) -> String {
+    assert!(config.contains("      requests: 30\n      per: 60s\n      key: sender\n"));
+    config.replacen("server:\n", "server:\n  rate_limits: postgres\n", 1)
+}
+
+fn from_one_sender(engine: &Engine, n: usize) -> serde_json::Value {
+    let delivery = crate::support::text_delivery("250788777050", &format!("wamid.L{n}"), "hello");
+    let response = engine.whatsapp(&delivery);
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()
+}
+
+#[test]
+fn a_senders_budget_holds_across_processes_when_limits_are_shared() {
+    let config = ConfigDir::shipped(shared_limits);
+    let (a, b) = two_engines(&config);
+    for n in 0..30 {
+        let engine = if n % 2 == 0 { &a } else { &b };
+        let answer = from_one_sender(engine, n);
+        assert_eq!(answer["status"], "success", "message {n}: {answer}");
+    }
+    // The 31st and 32nd, whichever process gets them, are over the one budget.
+    assert_eq!(from_one_sender(&b, 30)["status"], "dropped");
+    assert_eq!(from_one_sender(&a, 31)["status"], "dropped");
+    // Told to slow down once, though both processes refused them.
+    let told = a.rows("select count(*) as n from outbox where template = 'slow_down'");
+    assert_eq!(told, serde_json::json!([{"n": 1}]));
+}
+
+#[test]
+fn local_limits_give_each_process_its_own_budget() {
+    let config = ConfigDir::shipped(|c| c.to_owned());
+    let (a, b) = two_engines(&config);
+    for n in 0..30 {
+        let engine = if n % 2 == 0 { &a } else { &b };
+        assert_eq!(from_one_sender(engine, n)["status"], "success");
+    }
+    // Each process has seen 15: the 31st still fits in b's own budget.
+    assert_eq!(from_one_sender(&b, 30)["status"], "success");
+}
+
+#[test]
+fn shared_limits_out_of_reach_fall_back_to_local_counts_with_a_warning() {
+    let config = ConfigDir::shipped(shared_limits);
+    let (a, _b) = two_engines(&config);
+    assert_eq!(from_one_sender(&a, 0)["status"], "success");
+    // The shared table is gone (a botched maintenance, a pooler that cannot reach it): the
+    // process counts alone and says so, and traffic is not refused.
+    crate::support::exec(&a.database_url, "drop table rate_limit_budgets");
+    for n in 1..30 {
+        assert_eq!(from_one_sender(&a, n)["status"], "success", "message {n}");
+    }
+    assert!(a.wait_for_log(
+        "ratelimit.shared_unavailable",
+        std::time::Duration::from_secs(2)
+    ));
+    // The local limiter still holds the sender to 30 a minute.
+    assert_eq!(from_one_sender(&a, 30)["status"], "success");
+    assert_eq!(from_one_sender(&a, 31)["status"], "dropped");
+}

@@ -24,7 +24,7 @@ use crate::http_error::ApiError;
 use crate::inbound;
 use crate::logging::mask;
 use crate::payments::{CallbackOutcome, SmsIntake};
-use crate::ratelimit::{ceil_secs, Key, Limiter, Verdict};
+use crate::ratelimit::{self, ceil_secs, Key, Limiter, Verdict};
 use crate::reload::{Reloader, Snapshot};
 use crate::whatsapp::Envelope;
 
@@ -50,6 +50,10 @@ pub struct AppState {
 /// Seconds a caller is asked to wait while the database is unreachable (Meta and the SMS
 /// gateway retry on their own schedules; this is for everyone else).
 const DATABASE_RETRY_AFTER: u64 = 5;
+
+/// Longest a request waits for a shared rate-limit decision before its process decides alone:
+/// a slow database must not make every request slow.
+const SHARED_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Memory for request bodies, shared by all requests, in KiB. A body is counted at its
 /// declared length (or the limit, when chunked) before a byte of it is read, and until the
@@ -100,6 +104,8 @@ pub async fn webhook(
         endpoint,
         index,
         limiter: snapshot.limiters.get(index).and_then(Option::as_ref),
+        shared_limits: snapshot.config.server.rate_limits
+            == crate::config::RateLimitStore::Postgres,
         request_id: &request_id,
         client,
         sender: None,
@@ -222,6 +228,8 @@ struct Request<'a> {
     /// Its index in the snapshot's endpoints.
     index: usize,
     limiter: Option<&'a Arc<Limiter>>,
+    /// Budgets are counted in Postgres, shared by every replica.
+    shared_limits: bool,
     request_id: &'a str,
     client: IpAddr,
     sender: Option<String>,
@@ -358,7 +366,7 @@ impl Request<'_> {
         }
         let first = envelope.messages().next().map(|(_, m)| m);
         self.sender = first.and_then(|m| m.sender()).map(str::to_owned);
-        if let Some(dropped) = self.limit(self.sender.clone())? {
+        if let Some(dropped) = self.limit(state, self.sender.clone()).await? {
             self.reply_once(state, snapshot, &envelope).await;
             return Ok(dropped);
         }
@@ -397,7 +405,7 @@ impl Request<'_> {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Response, ApiError> {
-        if let Some(dropped) = self.limit(None)? {
+        if let Some(dropped) = self.limit(state, None).await? {
             return Ok(dropped);
         }
         let kept = kept_headers(headers);
@@ -444,7 +452,7 @@ impl Request<'_> {
 
     /// A forwarded MoMo SMS: recorded, read, settled (see [`crate::payments`]).
     async fn sms(&mut self, state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
-        if let Some(dropped) = self.limit(None)? {
+        if let Some(dropped) = self.limit(state, None).await? {
             // Dropped with a 200, the forwarder will not send it again: keep it for review.
             crate::payments::keep_dropped_sms(&state.pool, &self.endpoint.name, body)
                 .await
@@ -499,7 +507,11 @@ impl Request<'_> {
     }
 
     /// Counts the request. `Ok(Some(response))` means the request is dropped with a 200.
-    fn limit(&mut self, sender: Option<String>) -> Result<Option<Response>, ApiError> {
+    async fn limit(
+        &mut self,
+        state: &AppState,
+        sender: Option<String>,
+    ) -> Result<Option<Response>, ApiError> {
         let Some(limiter) = self.limiter else {
             return Ok(None);
         };
@@ -512,7 +524,27 @@ impl Request<'_> {
                 None => return Ok(None),
             },
         };
-        let verdict = limiter.check(&key);
+        let verdict = if self.shared_limits && state.database.is_up() {
+            let shared = tokio::time::timeout(
+                SHARED_LIMIT_WAIT,
+                ratelimit::check_shared(&state.pool, &self.endpoint.name, limiter, &key),
+            )
+            .await;
+            match shared {
+                Ok(Ok(verdict)) => verdict,
+                Ok(Err(error)) => {
+                    state.database.report(&error);
+                    ratelimit::degraded(&self.endpoint.name, &error.to_string());
+                    limiter.check(&key)
+                }
+                Err(_) => {
+                    ratelimit::degraded(&self.endpoint.name, "no answer in time");
+                    limiter.check(&key)
+                }
+            }
+        } else {
+            limiter.check(&key)
+        };
         self.limit = Some(verdict);
         let Verdict::Refused { retry_after, .. } = verdict else {
             return Ok(None);
@@ -542,7 +574,20 @@ impl Request<'_> {
         else {
             return;
         };
-        if limiter.definition.on_limit != OnLimit::ReplyOnce || !limiter.first_refusal(sender) {
+        if limiter.definition.on_limit != OnLimit::ReplyOnce {
+            return;
+        }
+        let first = if self.shared_limits && state.database.is_up() {
+            let shared =
+                ratelimit::first_refusal_shared(&state.pool, &self.endpoint.name, limiter, sender);
+            match tokio::time::timeout(SHARED_LIMIT_WAIT, shared).await {
+                Ok(Ok(first)) => first,
+                _ => limiter.first_refusal(sender),
+            }
+        } else {
+            limiter.first_refusal(sender)
+        };
+        if !first {
             return;
         }
         let queued = inbound::limited::reply_once(

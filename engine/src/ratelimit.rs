@@ -2,8 +2,10 @@
 //!
 //! Owns: turning a `RateLimit` into a limiter, the key a request is counted under, the
 //! `X-RateLimit-*` figures, and the registry that hands the same limiter to a reloaded config
-//! when the limit's definition did not change (so a reload never resets anyone's budget). Must
-//! not decide what a refused request gets; the gateway reads `on_limit` for that.
+//! when the limit's definition did not change (so a reload never resets anyone's budget). With
+//! `server.rate_limits: postgres`, the same GCRA decided on a budget every replica shares
+//! (`crate::store::ratelimits`), falling back to the local limiter while Postgres is out of
+//! reach. Must not decide what a refused request gets; the gateway reads `on_limit` for that.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -136,6 +138,98 @@ impl Limiter {
     pub fn tracked_keys(&self) -> usize {
         self.inner.len()
     }
+}
+
+/// Counts one request under `key` in the budget every replica shares (`server.rate_limits:
+/// postgres`), with the same GCRA and the same figures as [`Limiter::check`]. The key names
+/// the endpoint and the limit's definition, so an edited limit starts afresh, as locally.
+pub async fn check_shared(
+    pool: &sqlx::PgPool,
+    endpoint: &str,
+    limiter: &Limiter,
+    key: &Key,
+) -> Result<Verdict, sqlx::Error> {
+    let definition = &limiter.definition;
+    let limit = definition.requests.get();
+    let interval = definition.per / limit;
+    let taken = crate::store::ratelimits::take(
+        pool,
+        &shared_key("budget", endpoint, definition, key),
+        interval,
+        definition.per,
+    )
+    .await?;
+    Ok(if taken.allowed {
+        let room = definition.per.saturating_sub(taken.ahead);
+        let remaining = u32::try_from(room.as_nanos() / interval.as_nanos().max(1))
+            .unwrap_or(u32::MAX)
+            .min(limit);
+        Verdict::Allowed {
+            remaining,
+            reset: taken.ahead,
+        }
+    } else {
+        let retry_after = taken.ahead.saturating_sub(definition.per);
+        Verdict::Refused {
+            retry_after,
+            reset: retry_after + interval * (limit - 1),
+        }
+    })
+}
+
+/// [`Limiter::first_refusal`] across replicas: one slow-down reply per sender per window,
+/// whichever replica refuses them.
+pub async fn first_refusal_shared(
+    pool: &sqlx::PgPool,
+    endpoint: &str,
+    limiter: &Limiter,
+    sender: &str,
+) -> Result<bool, sqlx::Error> {
+    let definition = &limiter.definition;
+    let key = shared_key(
+        "told",
+        endpoint,
+        definition,
+        &Key::Sender(sender.to_owned()),
+    );
+    crate::store::ratelimits::take(pool, &key, definition.per, definition.per)
+        .await
+        .map(|taken| taken.allowed)
+}
+
+/// Says, at most once a minute per process, that shared budgets are out of reach and this
+/// process counts alone meanwhile: a warning, never a refusal of all traffic.
+pub fn degraded(endpoint: &str, error: &str) {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    if now >= last + 60
+        && LAST
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!(service = %endpoint, event = "ratelimit.shared_unavailable", error = %error, "Shared rate limits are out of reach; this process counts its own budgets until they answer again.");
+    }
+}
+
+fn shared_key(what: &str, endpoint: &str, definition: &RateLimit, key: &Key) -> String {
+    let counted = match key {
+        Key::Endpoint => "endpoint".to_owned(),
+        Key::Ip(ip) => format!("ip:{ip}"),
+        Key::Sender(sender) => format!("sender:{sender}"),
+    };
+    format!(
+        "{what}|{endpoint}|{}/{}ms|{counted}",
+        definition.requests,
+        definition.per.as_millis()
+    )
 }
 
 /// Limiters by endpoint name and definition, kept across reloads.

@@ -317,11 +317,20 @@ fn spawn_reloading(
         pool.clone(),
     ));
     let sweeper = reloader.clone();
+    let pool = pool.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(LIMITER_SWEEP);
         loop {
             every.tick().await;
             sweeper.sweep_limiters();
+            let shared = sweeper.current().config.server.rate_limits
+                == crate::config::RateLimitStore::Postgres;
+            if shared {
+                // Budgets whole again are as good as none; any replica may forget them.
+                if let Err(error) = crate::store::ratelimits::forget_whole(&pool).await {
+                    tracing::debug!(event = "ratelimit.sweep_failed", error = %error, "Could not forget whole shared budgets.");
+                }
+            }
         }
     });
 }

@@ -35,8 +35,8 @@ use ipnet::IpNet;
 
 pub use env::{Env, EnvPolicy, Secret};
 pub use raw::{
-    AlertSeverity, ChannelKind, Deprecation, EndpointKind, LimitKey, OnLimit, SignatureEncoding,
-    SmsKind,
+    AlertSeverity, ChannelKind, Deprecation, EndpointKind, LimitKey, OnLimit, RateLimitStore,
+    SignatureEncoding, SmsKind,
 };
 pub use reply::{ReplyTemplate, Shape};
 pub use sending::{DeadReason, Sending};
@@ -124,6 +124,8 @@ pub struct Server {
     pub connections: Connections,
     /// The product's own migrations directory, resolved against routes.yaml's.
     pub migrations: Option<std::path::PathBuf>,
+    /// Where rate-limit budgets are counted.
+    pub rate_limits: RateLimitStore,
 }
 
 /// What one client may hold of the server: time, connections and body memory.

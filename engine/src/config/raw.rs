@@ -137,6 +137,22 @@ pub struct Server {
     /// routes.yaml: applied by `easymo migrate` after the engine's, required by `easymo serve`.
     #[serde(default)]
     pub migrations: Option<String>,
+    /// Where rate-limit budgets are counted: `local` (each process its own; the default, and
+    /// the fastest) or `postgres` (one budget across every replica on the database).
+    #[serde(default)]
+    pub rate_limits: RateLimitStore,
+}
+
+/// Where rate-limit budgets are counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitStore {
+    /// In each process: N replicas give each key N times the budget.
+    #[default]
+    Local,
+    /// In Postgres (an unlogged table, one statement per decision), shared by all replicas;
+    /// while Postgres does not answer, each process counts locally.
+    Postgres,
 }
 
 fn default_max_body_bytes() -> u64 {

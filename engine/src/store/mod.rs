@@ -13,6 +13,7 @@ pub mod health;
 pub mod leases;
 pub mod outbox;
 pub mod payments;
+pub mod ratelimits;
 pub mod schema;
 pub mod stats;
 

@@ -56,6 +56,7 @@ pub(super) fn compile_server(
         admin_token,
         connections: connections?,
         migrations: product_migrations(cx, server, base_dir),
+        rate_limits: server.rate_limits,
     })
 }
 
