@@ -244,7 +244,7 @@ fn a_dead_leader_is_replaced_and_its_alert_is_not_sent_twice() {
         count(r, "/pagerduty", "trigger") == 1
     });
     assert_eq!(count(&fired, "/pagerduty", "trigger"), 1, "{fired:#?}");
-    let holder = first.rows("select holder from leases where name = 'alerts'");
+    let holder = first.rows("select holder from leases where name = 'leader'");
     let holder = holder[0]["holder"].as_str().unwrap_or_default().to_owned();
     // Kill whichever evaluates, without a chance to let go of the lease.
     let held_by = |engine: &Engine| {
@@ -258,10 +258,10 @@ fn a_dead_leader_is_replaced_and_its_alert_is_not_sent_twice() {
     };
     leader.signal("KILL");
     drop(leader);
-    // The survivor takes over within a minute (here: the lease's 3 s), keeps the firing
-    // state, and does not page again.
+    // The survivor takes over within a minute (the leader lease lasts 30 s, renewed every
+    // 10 s), keeps the firing state, and does not page again.
     survivor.rows_when(
-        "select holder from leases where name = 'alerts' and expires_at > now()",
+        "select holder from leases where name = 'leader' and expires_at > now()",
         Duration::from_secs(60),
         "the survivor holds the lease",
         |rows| rows[0]["holder"].as_str().is_some_and(|h| h != holder),

@@ -5,6 +5,11 @@ use std::sync::Arc;
 use crate::support::{engine_env, fresh_database, ConfigDir, Engine};
 
 fn two_engines(config: &ConfigDir) -> (Engine, Engine) {
+    engines_on(config, config)
+}
+
+/// One engine on each config, both on one fresh database.
+fn engines_on(first: &ConfigDir, second: &ConfigDir) -> (Engine, Engine) {
     let database = fresh_database();
     let mut env: Vec<(&str, &str)> = engine_env()
         .into_iter()
@@ -12,8 +17,8 @@ fn two_engines(config: &ConfigDir) -> (Engine, Engine) {
         .collect();
     env.push(("DATABASE_URL", &database));
     (
-        Engine::start_on(config, "127.0.0.1:0", &env),
-        Engine::start_on(config, "127.0.0.1:0", &env),
+        Engine::start_on(first, "127.0.0.1:0", &env),
+        Engine::start_on(second, "127.0.0.1:0", &env),
     )
 }
 
@@ -292,4 +297,86 @@ fn shared_limits_out_of_reach_fall_back_to_local_counts_with_a_warning() {
     // The local limiter still holds the sender to 30 a minute.
     assert_eq!(from_one_sender(&a, 30)["status"], "success");
     assert_eq!(from_one_sender(&a, 31)["status"], "dropped");
+}
+
+fn admin(engine: &Engine) -> serde_json::Value {
+    engine
+        .request("GET", "/admin/config")
+        .header(
+            "authorization",
+            &format!("Bearer {}", crate::support::ADMIN_TOKEN),
+        )
+        .send()
+        .json()
+}
+
+/// Waits until `engine`'s `/admin/config` satisfies `done`, and returns it.
+fn admin_when(
+    engine: &Engine,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let seen = admin(engine);
+        if done(&seen) {
+            return seen;
+        }
+        assert!(std::time::Instant::now() < until, "{what}: {seen:#}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn leaders(seen: &serde_json::Value) -> Vec<String> {
+    seen["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["leader"] == true)
+        .filter_map(|r| r["process"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn one_replica_leads_and_a_dead_leader_is_replaced_within_a_minute() {
+    let config = ConfigDir::shipped(crate::support::unlimited);
+    let (a, b) = two_engines(&config);
+    let seen = admin_when(&a, "both replicas listed, one leading", |seen| {
+        seen["replicas"].as_array().map(Vec::len) == Some(2) && leaders(seen).len() == 1
+    });
+    assert_eq!(seen["config_versions_differ"], false, "{seen:#}");
+    let leader = leaders(&seen).remove(0);
+    let (a_leads, b_leads) = (admin(&a)["leader"] == true, admin(&b)["leader"] == true);
+    assert!(a_leads != b_leads, "exactly one says it leads");
+    let (dead, survivor) = if a_leads { (a, b) } else { (b, a) };
+    assert_eq!(admin(&dead)["process"], leader.as_str());
+    dead.signal("KILL");
+    drop(dead);
+    // No chance to let go: the survivor waits out the lease, then leads.
+    let seen = admin_when(&survivor, "the survivor leads", |seen| {
+        seen["leader"] == true
+    });
+    assert_ne!(seen["process"], leader.as_str());
+}
+
+#[test]
+fn a_replica_serving_other_files_is_visible() {
+    let config = ConfigDir::shipped(crate::support::unlimited);
+    let edited = ConfigDir::shipped(|c| {
+        crate::support::unlimited(c).replace(
+            "Sorry, something went wrong on our side.",
+            "Sorry, something broke on our side.",
+        )
+    });
+    let (a, _b) = engines_on(&config, &edited);
+    let seen = admin_when(&a, "two replicas with different versions", |seen| {
+        seen["config_versions_differ"] == true
+    });
+    let versions: std::collections::BTreeSet<&str> = seen["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["config_version"].as_str())
+        .collect();
+    assert_eq!(versions.len(), 2, "{seen:#}");
 }

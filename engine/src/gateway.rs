@@ -45,6 +45,8 @@ pub struct AppState {
     pub body_memory: BodyMemory,
     /// Whether Postgres is reachable: while it is not, webhooks are refused at once.
     pub database: Arc<crate::store::health::Health>,
+    /// Whether this replica leads the background work, and its name.
+    pub leadership: Arc<crate::leader::Leadership>,
 }
 
 /// Seconds a caller is asked to wait while the database is unreachable (Meta and the SMS
@@ -764,9 +766,28 @@ pub async fn admin_config(State(state): State<Arc<AppState>>, headers: HeaderMap
     if !admin_bearer(&snapshot, &headers) {
         return admin_token_required();
     }
+    // Every replica on this database, as their heartbeats say: which one leads, and whether
+    // they all serve the same files.
+    let replicas = crate::store::replicas::live(
+        &state.pool,
+        crate::leader::LEASE,
+        crate::leader::LIVE_WITHIN_SECS,
+    )
+    .await
+    .map_err(|error| tracing::warn!(event = "admin.replicas_unread", error = %error, "Could not read the replicas' heartbeats."))
+    .ok();
+    let versions_differ = replicas.as_ref().is_some_and(|replicas| {
+        replicas
+            .iter()
+            .any(|r| r.config_version != snapshot.version)
+    });
     Json(json!({
         "version": snapshot.version,
         "loaded_at": snapshot.loaded_at,
+        "process": state.leadership.process(),
+        "leader": state.leadership.is_leader(),
+        "replicas": replicas,
+        "config_versions_differ": versions_differ,
         "reloads": state.reloader.stats.to_json(),
         "endpoints": snapshot.config.endpoints.iter().map(|e| json!({"name": e.name, "path": e.path, "kind": e.kind.as_str(), "deprecated": e.deprecated.is_some()})).collect::<Vec<_>>(),
         "flows": snapshot.config.flows.index.len(),

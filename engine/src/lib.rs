@@ -42,6 +42,7 @@ pub mod gateway;
 pub mod http_error;
 pub mod inbound;
 pub mod language;
+pub mod leader;
 pub mod limits;
 pub mod lint;
 pub mod logging;

@@ -164,21 +164,19 @@ pub async fn run(
     metrics.enabled = options.telemetry;
     let metrics = Arc::new(metrics);
     let payments = crate::payments::Wake::default();
-    let handoff = crate::outbound::start(sending_pool, reloader.clone(), metrics.clone())
-        .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
-    tokio::spawn(
-        crate::inbound::redelivery::Redelivery {
-            pool: pool.clone(),
-            reloader: reloader.clone(),
-            payments: payments.clone(),
-            handoff: handoff.clone(),
-            health: database.clone(),
-            process: process.clone(),
-        }
-        .run(),
+    let leadership = crate::leader::start(
+        pool.clone(),
+        reloader.clone(),
+        database.clone(),
+        process.clone(),
     );
-
-    tokio::spawn(crate::store::stats::keep_current(pool.clone()));
+    let handoff = start_sending(
+        (&pool, sending_pool),
+        &reloader,
+        &metrics,
+        &database,
+        (&leadership, &payments),
+    )?;
     let address = options.listen.unwrap_or(snapshot.config.server.listen);
     let listener = TcpListener::bind(address)
         .await
@@ -212,8 +210,15 @@ pub async fn run(
     );
     let momo = crate::payments::Connection::new()
         .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
-    crate::payments::workers::start(pool.clone(), reloader.clone(), momo.clone(), payments);
-    let alerts = start_alerts(options.telemetry, &pool, &reloader, &metrics, process)?;
+    crate::payments::workers::start(
+        pool.clone(),
+        reloader.clone(),
+        momo.clone(),
+        payments,
+        leadership.clone(),
+    );
+    let alerts = start_alerts(options.telemetry, &pool, &reloader, &metrics, &leadership)?;
+    let stepping_down = (leadership.clone(), pool.clone());
     let state = Arc::new(AppState {
         reloader,
         pool,
@@ -222,6 +227,7 @@ pub async fn run(
         metrics,
         body_memory: crate::gateway::BodyMemory::new(connections.max_body_memory),
         database,
+        leadership,
     });
     let live = state.reloader.clone();
     let settings: crate::connections::Settings =
@@ -230,6 +236,8 @@ pub async fn run(
     if let Some(alerts) = alerts {
         alerts.stop().await;
     }
+    let (leadership, pool) = stepping_down;
+    leadership.step_down(&pool).await;
     Ok(())
 }
 
@@ -261,13 +269,44 @@ async fn connect(
     Ok((pool, sending, database))
 }
 
+/// The sender, and the background work around replies: redelivering recorded deliveries (the
+/// leader's) and keeping planner statistics current.
+fn start_sending(
+    (pool, sending_pool): (&sqlx::PgPool, sqlx::PgPool),
+    reloader: &Arc<Reloader>,
+    metrics: &Arc<crate::metrics::Metrics>,
+    database: &Arc<crate::store::health::Health>,
+    (leadership, payments): (&Arc<crate::leader::Leadership>, &crate::payments::Wake),
+) -> Result<crate::outbound::Handoff, ServeError> {
+    let handoff = crate::outbound::start(
+        sending_pool,
+        reloader.clone(),
+        metrics.clone(),
+        leadership.clone(),
+    )
+    .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))?;
+    tokio::spawn(
+        crate::inbound::redelivery::Redelivery {
+            pool: pool.clone(),
+            reloader: reloader.clone(),
+            payments: payments.clone(),
+            handoff: handoff.clone(),
+            health: database.clone(),
+            leadership: leadership.clone(),
+        }
+        .run(),
+    );
+    tokio::spawn(crate::store::stats::keep_current(pool.clone()));
+    Ok(handoff)
+}
+
 /// The alert evaluator, unless telemetry is off.
 fn start_alerts(
     telemetry: bool,
     pool: &sqlx::PgPool,
     reloader: &Arc<Reloader>,
     metrics: &Arc<crate::metrics::Metrics>,
-    process: String,
+    leadership: &Arc<crate::leader::Leadership>,
 ) -> Result<Option<crate::alerts::Alerts>, ServeError> {
     if !telemetry {
         tracing::warn!(
@@ -276,9 +315,14 @@ fn start_alerts(
         );
         return Ok(None);
     }
-    crate::alerts::start(pool.clone(), reloader.clone(), metrics.clone(), process)
-        .map(Some)
-        .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))
+    crate::alerts::start(
+        pool.clone(),
+        reloader.clone(),
+        metrics.clone(),
+        leadership.clone(),
+    )
+    .map(Some)
+    .map_err(|e| ServeError::Runtime(format!("cannot set up the HTTP client: {e}")))
 }
 
 /// SIGHUP, taken over so that it reloads instead of ending the process.

@@ -28,8 +28,6 @@ use crate::store::alerts as store;
 use channels::Notifier;
 use rules::{Evaluator, Observation};
 
-/// The lease that makes one process the evaluator.
-pub const LEASE: &str = "alerts";
 /// Roll-ups are kept this many windows back, at least an hour, for operators to query.
 const KEPT_WINDOWS: f64 = 2.0;
 
@@ -41,20 +39,21 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    /// Rolls up the last figures, lets go of the lease (another process takes over at once),
-    /// and stops.
+    /// Rolls up the last figures and stops (the server then lets go of the leader lease, so
+    /// another process takes over at once).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
 }
 
-/// Starts the loop: every process rolls up; the lease holder evaluates and notifies.
+/// Starts the loop: every process rolls up; the leader (see `crate::leader`) evaluates and
+/// notifies.
 pub fn start(
     pool: PgPool,
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
-    process: String,
+    leadership: Arc<crate::leader::Leadership>,
 ) -> Result<Alerts, reqwest::Error> {
     let notifier = Notifier::new(metrics.clone())?;
     let (stop, stopped) = watch::channel(false);
@@ -63,7 +62,8 @@ pub fn start(
         reloader,
         metrics,
         notifier,
-        process,
+        process: leadership.process().to_owned(),
+        leadership,
         evaluator: None,
         rounds: 0,
     };
@@ -78,19 +78,14 @@ pub fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// How long the lease lasts: three rounds, so a slow round does not lose it, and at most 30 s,
-/// so a dead leader is replaced within a minute.
-pub fn lease_ttl(interval: Duration) -> f64 {
-    (interval.as_secs_f64() * 3.0).clamp(1.0, 30.0)
-}
-
 struct Round {
     pool: PgPool,
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
     notifier: Notifier,
     process: String,
-    /// `Some` while this process holds the lease.
+    leadership: Arc<crate::leader::Leadership>,
+    /// `Some` while this process leads.
     evaluator: Option<Evaluator>,
     rounds: u64,
 }
@@ -128,21 +123,13 @@ impl Round {
             self.step_down().await;
             return;
         }
-        let ttl = lease_ttl(config.alerting.evaluation_interval);
-        match crate::store::leases::hold_lease(&self.pool, LEASE, &self.process, ttl).await {
-            Ok(true) => {}
-            Ok(false) => {
-                if self.evaluator.take().is_some() {
-                    tracing::warn!(event = "alerts.leader_lost", process = %self.process, "Another process evaluates alert rules now.");
-                }
-                self.metrics.alerts_leader.set(0);
-                self.metrics.alerts_firing.set(0);
-                return;
+        if !self.leadership.is_leader() {
+            if self.evaluator.take().is_some() {
+                tracing::warn!(event = "alerts.leader_lost", process = %self.process, "Another process evaluates alert rules now.");
             }
-            Err(error) => {
-                tracing::warn!(event = "alerts.lease_failed", error = %error, "Could not renew the alerts lease; trying next round.");
-                return;
-            }
+            self.metrics.alerts_leader.set(0);
+            self.metrics.alerts_firing.set(0);
+            return;
         }
         let evaluator = match self.evaluator.take() {
             Some(evaluator) => evaluator,
@@ -212,11 +199,6 @@ impl Round {
     async fn step_down(&mut self) {
         if self.evaluator.take().is_some() {
             self.metrics.alerts_leader.set(0);
-            if let Err(error) =
-                crate::store::leases::release_lease(&self.pool, LEASE, &self.process).await
-            {
-                tracing::warn!(event = "alerts.release_failed", error = %error, "Could not let go of the alerts lease; it expires by itself.");
-            }
         }
     }
 }

@@ -3,8 +3,8 @@
 //! time, with backoff, until processed or declared poison. No restart is ever needed, and a
 //! message is answered while it is still fresh.
 //!
-//! Owns: when a recorded delivery is tried again, by whom (the holder of the `redelivery`
-//! lease), and when it is given up as poison. Must not know HTTP, nor process a message itself:
+//! Owns: when a recorded delivery is tried again, by whom (the leader, see `crate::leader`),
+//! and when it is given up as poison. Must not know HTTP, nor process a message itself:
 //! [`super::process`] does.
 
 use std::sync::Arc;
@@ -22,9 +22,6 @@ use crate::whatsapp::Envelope;
 
 /// How often the leaseholder looks for due deliveries.
 const EVERY: Duration = Duration::from_secs(2);
-/// The lease: renewed every round, so a holder that dies is replaced within this long.
-const LEASE: &str = "redelivery";
-const LEASE_SECS: f64 = 30.0;
 /// How long after recording a delivery is left to the request that recorded it.
 const GRACE_SECS: f64 = 5.0;
 /// Deliveries taken per round.
@@ -47,8 +44,8 @@ pub struct Redelivery {
     pub handoff: Handoff,
     /// Whether the database is reachable; rounds are skipped while it is not.
     pub health: Arc<Health>,
-    /// This process, as the lease names it.
-    pub process: String,
+    /// Only the leader redelivers (see `crate::leader`).
+    pub leadership: Arc<crate::leader::Leadership>,
 }
 
 impl Redelivery {
@@ -58,15 +55,8 @@ impl Redelivery {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            if !self.health.is_up() {
-                continue;
-            }
-            match crate::store::leases::hold_lease(&self.pool, LEASE, &self.process, LEASE_SECS)
-                .await
-            {
-                Ok(true) => self.round().await,
-                Ok(false) => {}
-                Err(error) => self.health.report(&error),
+            if self.health.is_up() && self.leadership.is_leader() {
+                self.round().await;
             }
         }
     }

@@ -127,6 +127,7 @@ pub fn start(
     pool: PgPool,
     reloader: Arc<Reloader>,
     metrics: Arc<crate::metrics::Metrics>,
+    leadership: Arc<crate::leader::Leadership>,
 ) -> Result<Handoff, reqwest::Error> {
     let snapshot = reloader.current();
     let timeout = snapshot
@@ -167,6 +168,7 @@ pub fn start(
         redrive: tokio::sync::Notify::new(),
         calls: tokio::sync::Semaphore::new(shared::MAX_CALLS),
         metrics,
+        leadership,
     };
     let shared = Arc::new(shared);
     tokio::spawn(sweeper::run(shared.clone(), handoff.clone()));

@@ -33,6 +33,8 @@ pub struct Shared {
     pub calls: tokio::sync::Semaphore,
     /// Sends, their durations and the paused numbers, for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The periodic re-drive of dead rows is the leader's (see `crate::leader`).
+    pub leadership: Arc<crate::leader::Leadership>,
 }
 
 /// Calls to the Graph API in flight at once. Enough to keep a number at Meta's highest pace

@@ -35,6 +35,7 @@ pub async fn run(shared: Arc<Shared>, handoff: Handoff) {
     let mut last_redrive = Instant::now();
     let mut full = false;
     loop {
+        let mut sending_resumed = false;
         // A full sweep means more is waiting (a backlog after a crash, a bulk retry): take
         // the next batch at once.
         if !full {
@@ -42,6 +43,7 @@ pub async fn run(shared: Arc<Shared>, handoff: Handoff) {
                 () = tokio::time::sleep(SWEEP_EVERY) => {}
                 () = shared.redrive.notified() => {
                     last_redrive = Instant::now() - REDRIVE_EVERY;
+                    sending_resumed = true;
                 }
             }
         }
@@ -59,9 +61,13 @@ pub async fn run(shared: Arc<Shared>, handoff: Handoff) {
         let Some(numbers) = numbers(&snapshot.config) else {
             continue;
         };
+        // The periodic re-drive is the leader's; the one that follows a pause lifted here runs
+        // here at once (re-driving a row twice is harmless: the second finds it pending).
         if last_redrive.elapsed() >= REDRIVE_EVERY {
             last_redrive = Instant::now();
-            redrive(&shared, &snapshot.config).await;
+            if sending_resumed || shared.leadership.is_leader() {
+                redrive(&shared, &snapshot.config).await;
+            }
         }
         let held = shared.held.load(Ordering::Relaxed);
         let room = MAX_HELD.saturating_sub(held).min(SWEEP_LIMIT);

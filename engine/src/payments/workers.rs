@@ -19,20 +19,37 @@ const RESEND_CHECK: Duration = Duration::from_secs(2);
 /// How often the poller looks again while no `momo:` account is configured.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 
-/// Starts both loops; they run until the process ends.
-pub fn start(pool: PgPool, reloader: Arc<Reloader>, connection: Connection, wake: Wake) {
+/// Starts both loops; they run until the process ends. Only the leader polls (see
+/// `crate::leader`); every replica sends the requests its flows record.
+pub fn start(
+    pool: PgPool,
+    reloader: Arc<Reloader>,
+    connection: Connection,
+    wake: Wake,
+    leadership: Arc<crate::leader::Leadership>,
+) {
     tokio::spawn(poll_overdue(
         pool.clone(),
         reloader.clone(),
         connection.clone(),
+        leadership,
     ));
     tokio::spawn(send_requests(pool, reloader, connection, wake));
 }
 
 /// Polls MoMo for payments that waited too long for a callback, with whatever `momo:` account
 /// the live config has.
-async fn poll_overdue(pool: PgPool, reloader: Arc<Reloader>, connection: Connection) {
+async fn poll_overdue(
+    pool: PgPool,
+    reloader: Arc<Reloader>,
+    connection: Connection,
+    leadership: Arc<crate::leader::Leadership>,
+) {
     loop {
+        if !leadership.is_leader() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
         let snapshot = reloader.current();
         let Some(account) = snapshot.config.momo.clone() else {
             tokio::time::sleep(IDLE_POLL).await;

@@ -14,6 +14,7 @@ pub mod leases;
 pub mod outbox;
 pub mod payments;
 pub mod ratelimits;
+pub mod replicas;
 pub mod schema;
 pub mod stats;
 
