@@ -2,6 +2,7 @@
 # and this is Debian run as root; otherwise the exact command is printed and the run stops.
 #   prometheus: promtool, which checks and tests the exported alert rules.
 #   chromium: the headless browser the dashboard's test drives.
+#   systemd: systemd-socket-activate, which hands the engine its socket as systemd does.
 
 need_package() {
   local command=$1 package=$2
@@ -24,3 +25,4 @@ need_package() {
 
 need_package promtool prometheus
 need_package chromium chromium
+need_package systemd-socket-activate systemd

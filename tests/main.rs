@@ -51,3 +51,5 @@ mod script_runner;
 mod diagnostics_doc;
 // Flow SQL described by Postgres: committed descriptions, --write-offline, refusals.
 mod queries;
+// The deployment recipes' moving parts: a socket handed over by systemd.
+mod deploy;

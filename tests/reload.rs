@@ -387,3 +387,52 @@ fn a_reload_that_renames_an_awaited_flow_warns_and_its_sessions_get_the_fallback
     );
     assert_ne!(waiting[0]["awaiting_flow"], "job_category", "{waiting}");
 }
+
+/// Copies the directory `from` into `to`, following nothing (the shipped config has no links).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_configmap_volume_updated_by_kubernetes_is_reloaded() {
+    use std::os::unix::fs::symlink;
+    let shipped = ConfigDir::shipped(crate::support::unlimited);
+    // The layout the kubelet's atomic writer makes: a versioned directory, `..data` linking to
+    // it, and every file a link through `..data`.
+    let volume = ConfigDir {
+        dir: shipped.dir.with_extension("volume"),
+    };
+    let _ = std::fs::remove_dir_all(&volume.dir);
+    copy_dir(&shipped.dir, &volume.dir.join("..2026_12_06_v1"));
+    symlink("..2026_12_06_v1", volume.dir.join("..data")).expect("link");
+    for name in ["routes.yaml", "flows", "docs"] {
+        symlink(format!("..data/{name}"), volume.dir.join(name)).expect("link");
+    }
+    let engine = Engine::start(&volume, "127.0.0.1:0");
+    assert_eq!(routed(&engine, "duka"), "main_menu");
+
+    // A new version of the ConfigMap: written beside, then `..data` swapped in one rename.
+    let v2 = volume.dir.join("..2026_12_06_v2");
+    copy_dir(&volume.dir.join("..2026_12_06_v1"), &v2);
+    let edited = with_keyword(&volume.read(), "duka");
+    std::fs::write(v2.join("routes.yaml"), edited).expect("write v2");
+    symlink("..2026_12_06_v2", volume.dir.join("..data_tmp")).expect("link");
+    std::fs::rename(volume.dir.join("..data_tmp"), volume.dir.join("..data")).expect("swap");
+    let swapped = Instant::now();
+    while routed(&engine, "duka") != "shop" {
+        assert!(
+            swapped.elapsed() < Duration::from_secs(5),
+            "the swapped volume was not reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(admin(&engine)["reloads"]["succeeded"], 1);
+}

@@ -178,9 +178,7 @@ pub async fn run(
         (&leadership, &payments),
     )?;
     let address = options.listen.unwrap_or(snapshot.config.server.listen);
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| ServeError::Bind { address, source })?;
+    let (listener, socket) = listen(address).await?;
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { address, source })?;
@@ -193,6 +191,7 @@ pub async fn run(
     tracing::info!(
         event = "server.listening",
         address = %local,
+        socket = socket,
         config_version = %snapshot.version,
         endpoints = snapshot.config.endpoints.len(),
         fd_limit,
@@ -267,6 +266,27 @@ async fn connect(
     let sending = crate::store::connect_watched(&url, SENDING_CONNECTIONS, true, &database).await?;
     database.watch(crate::store::connect_options(&url)?);
     Ok((pool, sending, database))
+}
+
+/// The socket to serve on: the one systemd (or `systemd-socket-activate`) passed, so a restart
+/// refuses no connection while the socket stays with it, or else a new one bound to `address`.
+/// Says which.
+async fn listen(address: std::net::SocketAddr) -> Result<(TcpListener, &'static str), ServeError> {
+    let bind_error = |source| ServeError::Bind { address, source };
+    let inherited = listenfd::ListenFd::from_env()
+        .take_tcp_listener(0)
+        .map_err(bind_error)?;
+    match inherited {
+        Some(listener) => {
+            listener.set_nonblocking(true).map_err(bind_error)?;
+            let listener = TcpListener::from_std(listener).map_err(bind_error)?;
+            Ok((listener, "inherited"))
+        }
+        None => {
+            let listener = TcpListener::bind(address).await.map_err(bind_error)?;
+            Ok((listener, "bound"))
+        }
+    }
 }
 
 /// The sender, and the background work around replies: redelivering recorded deliveries (the

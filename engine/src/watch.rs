@@ -1,8 +1,9 @@
 //! Watches routes.yaml and the flow files and says "reload" when they settle.
 //!
 //! Owns: the notify watcher and the debounce. It watches the files' directories, not the files,
-//! because editors save by writing a new file and renaming it over the old one. It only
-//! signals; `reload` decides whether the new files are good.
+//! because editors save by writing a new file and renaming it over the old one, and Kubernetes
+//! updates a ConfigMap volume by swapping its `..data` link (every file changes at once, and no
+//! event names them). It only signals; `reload` decides whether the new files are good.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,11 @@ pub fn spawn(files: &[PathBuf], reload: mpsc::Sender<()>) -> notify::Result<Watc
         if event.kind.is_access() {
             return;
         }
-        if event.paths.iter().any(|p| filter.contains(&absolute(p))) {
+        if event
+            .paths
+            .iter()
+            .any(|p| filter.contains(&absolute(p)) || is_volume_swap(p))
+        {
             let _ = raw_tx.send(());
         }
     })?;
@@ -57,6 +62,12 @@ pub fn spawn(files: &[PathBuf], reload: mpsc::Sender<()>) -> notify::Result<Watc
         }
     });
     Ok(Watcher { _inner: inner })
+}
+
+/// Kubernetes' atomic writer publishes a new version of a ConfigMap or Secret volume by
+/// renaming a fresh link over `..data`, which every file in the volume points through.
+fn is_volume_swap(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| name == "..data")
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -1,0 +1,90 @@
+//! The parts of deploy/ the engine itself must honour, run for real: a listening socket handed
+//! over by systemd's socket activation (deploy/systemd/easymo.socket), taken as is.
+
+use std::io::{Read as _, Write as _};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{engine_env, fresh_database, ConfigDir};
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn a_socket_passed_by_systemd_is_served_and_connections_made_before_start_wait_for_it() {
+    if Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        // scripts/test-packages.sh installs it (Debian's `systemd` package) where it can.
+        panic!("systemd-socket-activate is missing: apt-get install -y systemd");
+    }
+    let config = ConfigDir::shipped(crate::support::unlimited);
+    let database = fresh_database();
+    let port = free_port();
+    let mut command = Command::new("systemd-socket-activate");
+    command.args(["--listen", &format!("127.0.0.1:{port}")]);
+    for (name, value) in engine_env() {
+        let value = if name == "DATABASE_URL" {
+            database.as_str()
+        } else {
+            value
+        };
+        command.arg(format!("--setenv={name}={value}"));
+    }
+    command
+        .arg("--setenv=RUST_LOG=info")
+        .arg(env!("CARGO_BIN_EXE_easymo-under-test"))
+        .args(["serve", "--config"])
+        .arg(config.routes())
+        // Told to listen elsewhere: the socket it is handed wins.
+        .args(["--listen", "127.0.0.1:1", "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().expect("systemd-socket-activate starts");
+    // systemd-socket-activate starts the engine on the first connection, as systemd does: the
+    // connection waits in the socket until the engine takes it, then is answered.
+    let started = Instant::now();
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            Err(_) if started.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(error) => panic!("the socket is not listening: {error}"),
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut logs = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_string(&mut logs);
+    }
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}\n{logs}");
+    let listening = logs
+        .lines()
+        .find(|l| l.contains("\"server.listening\""))
+        .unwrap_or_default();
+    assert!(listening.contains("\"socket\":\"inherited\""), "{logs}");
+    assert!(
+        listening.contains(&format!("127.0.0.1:{port}")),
+        "{listening}"
+    );
+}
