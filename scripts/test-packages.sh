@@ -3,6 +3,7 @@
 #   prometheus: promtool, which checks and tests the exported alert rules.
 #   chromium: the headless browser the dashboard's test drives.
 #   systemd: systemd-socket-activate, which hands the engine its socket as systemd does.
+#   nginx: the balancer in front of three replicas in the scale-out tests.
 
 need_package() {
   local command=$1 package=$2
@@ -26,3 +27,4 @@ need_package() {
 need_package promtool prometheus
 need_package chromium chromium
 need_package systemd-socket-activate systemd
+need_package nginx nginx

@@ -53,3 +53,5 @@ mod diagnostics_doc;
 mod queries;
 // The deployment recipes' moving parts: a socket handed over by systemd.
 mod deploy;
+// Three replicas behind a real nginx: shared limits, failover, rolling restarts.
+mod scale_out;

@@ -300,14 +300,7 @@ fn shared_limits_out_of_reach_fall_back_to_local_counts_with_a_warning() {
 }
 
 fn admin(engine: &Engine) -> serde_json::Value {
-    engine
-        .request("GET", "/admin/config")
-        .header(
-            "authorization",
-            &format!("Bearer {}", crate::support::ADMIN_TOKEN),
-        )
-        .send()
-        .json()
+    engine.admin_config()
 }
 
 /// Waits until `engine`'s `/admin/config` satisfies `done`, and returns it.

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{ConfigDir, Engine, ADMIN_TOKEN};
+use crate::support::{ConfigDir, Engine};
 
 fn text(body: &str) -> Vec<u8> {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -26,11 +26,7 @@ fn routed(engine: &Engine, message: &str) -> String {
 }
 
 fn admin(engine: &Engine) -> serde_json::Value {
-    engine
-        .request("GET", "/admin/config")
-        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
-        .send()
-        .json()
+    engine.admin_config()
 }
 
 fn with_keyword(config: &str, keyword: &str) -> String {

@@ -477,6 +477,14 @@ impl Engine {
         }
     }
 
+    /// `GET /admin/config` with the admin token.
+    pub fn admin_config(&self) -> serde_json::Value {
+        self.request("GET", "/admin/config")
+            .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+            .send()
+            .json()
+    }
+
     /// A request to this engine.
     pub fn request(&self, method: &str, path: &str) -> HttpRequest {
         http(self.addr, method, path)
