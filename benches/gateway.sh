@@ -10,6 +10,7 @@
 #   SENDING=off benches/gateway.sh          # replies stay in the outbox, as before sending existed
 #   ENGINE_ARGS=--without-telemetry benches/gateway.sh   # no metrics, no alert evaluation
 #   CHANNELS_DOWN=1 benches/gateway.sh      # a rule firing every second into channels that hang
+#   RATE_LIMITS=postgres benches/gateway.sh  # per-sender budgets shared in Postgres (default local)
 #
 # With sending on, it also prints, for each second of the engine's run, how many messages were
 # queued and the p99 from a reply's commit to its Graph API request (from the outbox and the
@@ -26,6 +27,7 @@ SENDING=${SENDING:-on}
 ENGINE_ARGS=${ENGINE_ARGS:-}
 CHANNELS_DOWN=${CHANNELS_DOWN:-}
 SINK_PORT=${SINK_PORT:-18091}
+RATE_LIMITS=${RATE_LIMITS:-local}
 
 echo "[gateway.sh] building the engine (release)" >&2
 cargo build --release --locked --quiet --bin easymo --example fake_graph
@@ -38,9 +40,13 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/flows" "$work/docs/runbooks"
 cp flows/*.flow "$work/flows/"
 cp docs/runbooks/*.md "$work/docs/runbooks/"
-python3 - "$work/routes.yaml" "$SENDING" "$GRAPH_PORT" "$CHANNELS_DOWN" "$SINK_PORT" <<'PY'
+# The flows' query descriptions, which lint checks the queries against.
+cp -r .queries "$work/"
+python3 - "$work/routes.yaml" "$SENDING" "$GRAPH_PORT" "$CHANNELS_DOWN" "$SINK_PORT" "$RATE_LIMITS" <<'PY'
 import sys
 text = open("routes.yaml").read()
+if sys.argv[6] != "local":
+    text = text.replace("server:\n", f"server:\n  rate_limits: {sys.argv[6]}\n", 1)
 if sys.argv[4]:
     # Alerting under stress: evaluated every second, a rule that always holds, sent again every
     # second, to Slack and PagerDuty addresses that accept connections and never answer.

@@ -32,6 +32,7 @@ trap cleanup EXIT
 mkdir -p "$work/flows" "$work/docs/runbooks"
 cp flows/*.flow "$work/flows/"
 cp docs/runbooks/*.md "$work/docs/runbooks/"
+cp -r .queries "$work/"
 python3 - "$work/routes.yaml" "$GRAPH_PORT" <<'PY'
 import sys
 text = open("routes.yaml").read()
