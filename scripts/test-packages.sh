@@ -4,6 +4,7 @@
 #   chromium: the headless browser the dashboard's test drives.
 #   systemd: systemd-socket-activate, which hands the engine its socket as systemd does.
 #   nginx: the balancer in front of three replicas in the scale-out tests.
+#   openssl: a throwaway certificate for checking the shipped nginx config whole.
 
 need_package() {
   local command=$1 package=$2
@@ -28,3 +29,4 @@ need_package promtool prometheus
 need_package chromium chromium
 need_package systemd-socket-activate systemd
 need_package nginx nginx
+need_package openssl openssl

@@ -1,5 +1,6 @@
-//! The parts of deploy/ the engine itself must honour, run for real: a listening socket handed
-//! over by systemd's socket activation (deploy/systemd/easymo.socket), taken as is.
+//! deploy/ run for real where this machine can: a listening socket handed over by systemd's
+//! socket activation (deploy/systemd/easymo.socket) is taken as is, and the nginx balancer
+//! config is accepted by nginx. (The replicas behind nginx are tests/scale_out.rs.)
 
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
@@ -86,5 +87,58 @@ fn a_socket_passed_by_systemd_is_served_and_connections_made_before_start_wait_f
     assert!(
         listening.contains(&format!("127.0.0.1:{port}")),
         "{listening}"
+    );
+}
+
+/// The whole balancer config, as a team would drop it into /etc/nginx/conf.d/, is accepted by
+/// the nginx the tests run (Debian's), with a throwaway certificate where it names the real one.
+#[test]
+fn the_shipped_nginx_config_is_accepted_whole_by_nginx() {
+    let dir = std::env::temp_dir().join(format!("easymo-nginx-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=webhooks.example.rw", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{made:?}");
+    let shipped = std::fs::read_to_string(crate::support::repo_path("deploy/nginx/easymo.conf"))
+        .expect("deploy/nginx/easymo.conf");
+    let site = shipped
+        .replace("/etc/ssl/easymo/fullchain.pem", &cert.display().to_string())
+        .replace("/etc/ssl/easymo/privkey.pem", &key.display().to_string());
+    assert_ne!(
+        site, shipped,
+        "the certificate paths moved; update this test"
+    );
+    std::fs::write(dir.join("easymo.conf"), site).expect("site");
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "pid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{}}\nhttp {{\n    include {0}/easymo.conf;\n}}\n",
+            dir.display()
+        ),
+    )
+    .expect("nginx.conf");
+    let checked = Command::new("nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .output()
+        .expect("nginx runs (scripts/test installs Debian's nginx)");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
     );
 }
