@@ -2,7 +2,8 @@
 # and this is Debian run as root; otherwise the exact command is printed and the run stops.
 #   prometheus: promtool, which checks and tests the exported alert rules.
 #   chromium: the headless browser the dashboard's test drives.
-#   systemd: systemd-socket-activate, which hands the engine its socket as systemd does.
+#   systemd: systemd-socket-activate, which hands the engine its socket as systemd does, and
+#     systemd-analyze, which checks the shipped units.
 #   nginx: the balancer in front of three replicas in the scale-out tests.
 #   openssl: a throwaway certificate for checking the shipped nginx config whole.
 

@@ -142,3 +142,34 @@ fn the_shipped_nginx_config_is_accepted_whole_by_nginx() {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+/// The systemd units are what systemd itself accepts: no unknown key, no bad value, the
+/// socket and the service that goes with it (with the binary at the path the tests built).
+#[test]
+fn the_shipped_systemd_units_pass_systemd_analyze_verify() {
+    let dir = std::env::temp_dir().join(format!("easymo-units-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    for unit in ["easymo.socket", "easymo.service"] {
+        let text =
+            std::fs::read_to_string(crate::support::repo_path(&format!("deploy/systemd/{unit}")))
+                .expect("unit");
+        let text = text.replace(
+            "/usr/local/bin/easymo",
+            env!("CARGO_BIN_EXE_easymo-under-test"),
+        );
+        std::fs::write(dir.join(unit), text).expect("unit copy");
+    }
+    let verified = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("easymo.socket"))
+        .arg(dir.join("easymo.service"))
+        .output()
+        .expect("systemd-analyze runs (Debian's systemd package)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let complaints = String::from_utf8_lossy(&verified.stderr);
+    assert!(
+        verified.status.success() && complaints.trim().is_empty(),
+        "{complaints}"
+    );
+}
