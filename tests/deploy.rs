@@ -4,6 +4,8 @@
 
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
+
+use serde::Deserialize as _;
 use std::time::{Duration, Instant};
 
 use crate::support::{engine_env, fresh_database, ConfigDir};
@@ -172,4 +174,47 @@ fn the_shipped_systemd_units_pass_systemd_analyze_verify() {
         verified.status.success() && complaints.trim().is_empty(),
         "{complaints}"
     );
+}
+
+/// The files a ConfigMap volume lays out for the Deployment and the migration Job, as listed in
+/// deploy/k8s/*.yaml.
+fn configmap_paths(manifest: &str) -> Vec<std::collections::BTreeSet<String>> {
+    let text = std::fs::read_to_string(crate::support::repo_path(manifest)).expect("manifest");
+    let mut volumes = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let document = serde_yaml::Value::deserialize(document).expect("YAML");
+        let spec = &document["spec"]["template"]["spec"];
+        for volume in spec["volumes"].as_sequence().into_iter().flatten() {
+            let items = volume["configMap"]["items"].as_sequence();
+            volumes.push(
+                items
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|item| item["path"].as_str().map(str::to_owned))
+                    .collect(),
+            );
+        }
+    }
+    volumes
+}
+
+/// A flow or runbook added to the repository but not to the ConfigMap's items would leave the
+/// pods with a routes.yaml naming a file they do not have: they would refuse to start.
+#[test]
+fn the_kubernetes_volumes_carry_every_file_routes_yaml_needs() {
+    let mut needed: std::collections::BTreeSet<String> = ["routes.yaml".to_owned()].into();
+    for dir in ["flows", "docs/runbooks"] {
+        for entry in std::fs::read_dir(crate::support::repo_path(dir))
+            .expect("dir")
+            .flatten()
+        {
+            needed.insert(format!("{dir}/{}", entry.file_name().to_string_lossy()));
+        }
+    }
+    for manifest in ["deploy/k8s/deployment.yaml", "deploy/k8s/migrate-job.yaml"] {
+        let volumes = configmap_paths(manifest);
+        assert_eq!(volumes.len(), 1, "{manifest}: one config volume");
+        let missing: Vec<&String> = needed.difference(&volumes[0]).collect();
+        assert!(missing.is_empty(), "{manifest} lacks {missing:?}");
+    }
 }
