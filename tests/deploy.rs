@@ -218,3 +218,160 @@ fn the_kubernetes_volumes_carry_every_file_routes_yaml_needs() {
         assert!(missing.is_empty(), "{manifest} lacks {missing:?}");
     }
 }
+
+/// What deploy/Dockerfile puts in its final image, read from the file: each `COPY` (the
+/// binary from the build stage, the config from the repository) and the `CMD`.
+struct Image {
+    copies: Vec<(String, String)>,
+    user: String,
+    cmd: Vec<String>,
+}
+
+fn dockerfile() -> Image {
+    let text = std::fs::read_to_string(crate::support::repo_path("deploy/Dockerfile"))
+        .expect("deploy/Dockerfile");
+    let last_stage = text.rfind("\nFROM ").expect("a final stage");
+    let mut image = Image {
+        copies: Vec::new(),
+        user: String::new(),
+        cmd: Vec::new(),
+    };
+    for line in text[last_stage..].lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["COPY", "--from=build", from, to] => {
+                let built = from.trim_start_matches("/src/");
+                image.copies.push((built.to_owned(), (*to).to_owned()));
+            }
+            ["COPY", from, to] => image.copies.push(((*from).to_owned(), (*to).to_owned())),
+            ["USER", user] => image.user = (*user).to_owned(),
+            ["CMD", ..] => {
+                image.cmd = serde_json::from_str(line.trim_start_matches("CMD").trim())
+                    .expect("CMD as a JSON array")
+            }
+            _ => {}
+        }
+    }
+    image
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::copy(from, to).expect("copy");
+    }
+}
+
+/// The image cannot be built here (no registry for its base images), so its final stage is
+/// laid out in a directory as the Dockerfile says and run the way it says: only what it copies,
+/// its command, as a user that is not root. A config file the image forgets (a runbook, a flow)
+/// or a command that does not start fails this.
+#[test]
+fn the_container_image_layout_starts_as_a_non_root_user() {
+    let image = dockerfile();
+    assert_eq!(image.user, "easymo", "the image runs as its own user");
+    assert_eq!(
+        &image.cmd[..3],
+        ["serve", "--config", "/etc/easymo/routes.yaml"],
+        "{:?}",
+        image.cmd
+    );
+    let root = std::env::temp_dir().join(format!("easymo-image-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for (from, to) in &image.copies {
+        let source = if from == "target/release/easymo" {
+            // The build stage's binary: the one these tests built.
+            std::path::PathBuf::from(env!("CARGO_BIN_EXE_easymo-under-test"))
+        } else {
+            crate::support::repo_path(from)
+        };
+        copy_tree(&source, &root.join(to.trim_start_matches('/')));
+    }
+    let database = fresh_database();
+    // The image's command, with its paths under the layout and a free port.
+    let args: Vec<String> = image
+        .cmd
+        .iter()
+        .map(|arg| match arg.as_str() {
+            "0.0.0.0:8080" => "127.0.0.1:0".to_owned(),
+            path if path.starts_with('/') => root.join(&path[1..]).display().to_string(),
+            other => other.to_owned(),
+        })
+        .chain(["--log-format".to_owned(), "json".to_owned()])
+        .collect();
+    let binary = root.join("usr/local/bin/easymo");
+    let as_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut command = if as_root {
+        // The image's user is a system account with uid 10001.
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=10001", "--regid=10001", "--clear-groups"])
+            .arg(&binary);
+        c
+    } else {
+        Command::new(&binary)
+    };
+    command.args(&args).env_clear().env("RUST_LOG", "info");
+    for (name, value) in engine_env() {
+        command.env(
+            name,
+            if name == "DATABASE_URL" {
+                &database
+            } else {
+                value
+            },
+        );
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the image's command starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(20);
+    let listening = loop {
+        match seen.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains("\"server.listening\"") => break Some(line),
+            Ok(_) => {}
+            Err(_) if Instant::now() > until => break None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
+            Err(_) => {}
+        }
+    };
+    // Ready: its config loaded and Postgres answering, as a readiness probe would ask.
+    let ready = listening.as_deref().and_then(|line| {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        let addr: std::net::SocketAddr = event["metadata"]["address"].as_str()?.parse().ok()?;
+        Some(crate::support::http(addr, "GET", "/readyz").send().status)
+    });
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("exit");
+    let _ = std::fs::remove_dir_all(&root);
+    assert_eq!(
+        ready,
+        Some(200),
+        "the image's command did not become ready:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
