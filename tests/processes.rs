@@ -373,3 +373,31 @@ fn a_replica_serving_other_files_is_visible() {
         .collect();
     assert_eq!(versions.len(), 2, "{seen:#}");
 }
+
+#[test]
+fn a_new_senders_burst_across_processes_is_counted_exactly() {
+    let config = ConfigDir::shipped(shared_limits);
+    let (a, b) = two_engines(&config);
+    let engines = Arc::new([a, b]);
+    // Forty messages at once from a sender neither process has counted yet: each decision
+    // races to create the budget, and every one must still count.
+    let start = Arc::new(std::sync::Barrier::new(40));
+    let threads: Vec<_> = (0..40)
+        .map(|n| {
+            let (engines, start) = (engines.clone(), start.clone());
+            std::thread::spawn(move || {
+                let delivery =
+                    crate::support::text_delivery("250788777060", &format!("wamid.B{n}"), "hello");
+                start.wait();
+                let answer = engines[n % 2].whatsapp(&delivery).json();
+                answer["status"].as_str().unwrap_or_default().to_owned()
+            })
+        })
+        .collect();
+    let statuses: Vec<String> = threads
+        .into_iter()
+        .map(|t| t.join().expect("client"))
+        .collect();
+    let allowed = statuses.iter().filter(|s| *s == "success").count();
+    assert_eq!(allowed, 30, "{statuses:?}");
+}

@@ -19,8 +19,9 @@ pub struct Taken {
 }
 
 /// Counts one request against `key`'s budget: one more every `interval`, up to `window`
-/// worth at once. The row is locked while it is decided, so replicas counting the same key at
-/// once are counted one after the other.
+/// worth at once. The decision is made by the upsert itself, on the row's latest version under
+/// its lock, so replicas counting the same key at once (a new key included) are counted one
+/// after the other.
 pub async fn take(
     pool: &PgPool,
     key: &str,
@@ -28,20 +29,22 @@ pub async fn take(
     window: Duration,
 ) -> Result<Taken, sqlx::Error> {
     let (allowed, ahead): (bool, f64) = sqlx::query_as(
-        "with prev as (
-             select tat from rate_limit_budgets where key = $1 for update
-         ),
-         next as (
-             select greatest((select tat from prev), now()) + make_interval(secs => $2) as tat
-         ),
-         taken as (
+        "with taken as (
              insert into rate_limit_budgets as b (key, tat)
-             select $1, tat from next where tat <= now() + make_interval(secs => $3)
-             on conflict (key) do update set tat = excluded.tat
+             values ($1, now() + make_interval(secs => $2))
+             on conflict (key) do update
+                 set tat = greatest(b.tat, now()) + make_interval(secs => $2)
+                 where greatest(b.tat, now()) + make_interval(secs => $2)
+                     <= now() + make_interval(secs => $3)
              returning tat
          )
-         select exists (select 1 from taken),
-             extract(epoch from (select tat from next) - now())::float8",
+         select exists (select 1 from taken), coalesce(
+             extract(epoch from coalesce(
+                 (select tat from taken),
+                 -- Refused: where the budget would have stood with this request in it.
+                 (select greatest(tat, now()) + make_interval(secs => $2)
+                  from rate_limit_budgets where key = $1)
+             ) - now())::float8, 0)",
     )
     .bind(key)
     .bind(interval.as_secs_f64())
