@@ -265,6 +265,14 @@ fn a_senders_budget_holds_across_processes_when_limits_are_shared() {
     // Told to slow down once, though both processes refused them.
     let told = a.rows("select count(*) as n from outbox where template = 'slow_down'");
     assert_eq!(told, serde_json::json!([{"n": 1}]));
+    // Every decision was shared: none fell back to a process's own count (a slow run shows
+    // up here, not as a puzzling 31st message let through).
+    for engine in [&a, &b] {
+        assert!(!engine
+            .logs()
+            .iter()
+            .any(|l| l.contains("ratelimit.shared_unavailable")));
+    }
 }
 
 #[test]
@@ -400,4 +408,10 @@ fn a_new_senders_burst_across_processes_is_counted_exactly() {
         .collect();
     let allowed = statuses.iter().filter(|s| *s == "success").count();
     assert_eq!(allowed, 30, "{statuses:?}");
+    for engine in engines.iter() {
+        assert!(!engine
+            .logs()
+            .iter()
+            .any(|l| l.contains("ratelimit.shared_unavailable")));
+    }
 }

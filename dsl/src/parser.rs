@@ -42,13 +42,8 @@ pub struct SyntaxError {
 impl SyntaxError {
     /// Turns the error into a diagnostic in `file`, shifting its span by `offset` bytes.
     pub fn into_diagnostic(self, code: codes::Code, file: FileId, offset: usize) -> Diagnostic {
-        let primary = if self.labels.is_empty() {
-            ""
-        } else {
-            "this `{` is never closed"
-        };
         let mut diagnostic = Diagnostic::error(code, self.message)
-            .at(file, self.span.shift(offset), primary)
+            .at(file, self.span.shift(offset), self.label)
             .maybe_help(self.hint);
         for (span, label) in self.labels {
             diagnostic = diagnostic.also(file, span.shift(offset), label);

@@ -584,7 +584,15 @@ impl Request<'_> {
                 ratelimit::first_refusal_shared(&state.pool, &self.endpoint.name, limiter, sender);
             match tokio::time::timeout(SHARED_LIMIT_WAIT, shared).await {
                 Ok(Ok(first)) => first,
-                _ => limiter.first_refusal(sender),
+                Ok(Err(error)) => {
+                    state.database.report(&error);
+                    ratelimit::degraded(&self.endpoint.name, &error.to_string());
+                    limiter.first_refusal(sender)
+                }
+                Err(_) => {
+                    ratelimit::degraded(&self.endpoint.name, "no answer in time");
+                    limiter.first_refusal(sender)
+                }
             }
         } else {
             limiter.first_refusal(sender)
@@ -768,18 +776,27 @@ pub async fn admin_config(State(state): State<Arc<AppState>>, headers: HeaderMap
     }
     // Every replica on this database, as their heartbeats say: which one leads, and whether
     // they all serve the same files.
-    let replicas = crate::store::replicas::live(
-        &state.pool,
-        crate::leader::LEASE,
-        crate::leader::LIVE_WITHIN_SECS,
-    )
-    .await
-    .map_err(|error| tracing::warn!(event = "admin.replicas_unread", error = %error, "Could not read the replicas' heartbeats."))
-    .ok();
+    // Not asked while the database is known to be out of reach: the answer would wait for
+    // the pool's timeout to say nothing.
+    let replicas = if state.database.is_up() {
+        crate::store::replicas::live(
+            &state.pool,
+            crate::leader::LEASE,
+            crate::leader::LIVE_WITHIN_SECS,
+        )
+        .await
+        .map_err(|error| tracing::warn!(event = "admin.replicas_unread", error = %error, "Could not read the replicas' heartbeats."))
+        .ok()
+    } else {
+        None
+    };
+    // This replica's own heartbeat may predate its last reload by a few seconds: it is
+    // compared as it serves now.
+    let me = state.leadership.process();
     let versions_differ = replicas.as_ref().is_some_and(|replicas| {
         replicas
             .iter()
-            .any(|r| r.config_version != snapshot.version)
+            .any(|r| r.process != me && r.config_version != snapshot.version)
     });
     Json(json!({
         "version": snapshot.version,

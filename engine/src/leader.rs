@@ -37,14 +37,20 @@ pub struct Leadership {
     process: String,
     /// Until when this replica may act as leader.
     until: Mutex<Option<Instant>>,
+    /// Stops the renewal loop, so a round in flight cannot take the lease back after
+    /// [`Leadership::step_down`] let go of it.
+    stop: tokio::sync::watch::Sender<bool>,
+    rounds: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Leadership {
-    /// A replica that does not lead (yet).
+    /// A replica that does not lead (yet), with no renewal loop.
     pub fn new(process: String) -> Arc<Leadership> {
         Arc::new(Leadership {
             process,
             until: Mutex::new(None),
+            stop: tokio::sync::watch::channel(false).0,
+            rounds: Mutex::new(None),
         })
     }
 
@@ -97,16 +103,21 @@ impl Leadership {
         }
     }
 
-    /// Lets go of the lease and the heartbeat at shutdown, so another replica leads at once.
+    /// Stops renewing, then lets go of the lease (if this replica holds it, trusted or not) and
+    /// the heartbeat at shutdown, so another replica leads at once.
     pub async fn step_down(&self, pool: &PgPool) {
-        let led = self.is_leader();
+        let _ = self.stop.send(true);
+        let rounds = self
+            .rounds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(rounds) = rounds {
+            let _ = rounds.await;
+        }
         self.set(None);
-        if led {
-            if let Err(error) =
-                crate::store::leases::release_lease(pool, LEASE, &self.process).await
-            {
-                tracing::warn!(event = "leader.release_failed", error = %error, "Could not let go of the leader lease; it expires by itself.");
-            }
+        if let Err(error) = crate::store::leases::release_lease(pool, LEASE, &self.process).await {
+            tracing::warn!(event = "leader.release_failed", error = %error, "Could not let go of the leader lease; it expires by itself.");
         }
         let _ = crate::store::replicas::leave(pool, &self.process).await;
     }
@@ -121,11 +132,15 @@ pub fn start(
 ) -> Arc<Leadership> {
     let leadership = Leadership::new(process);
     let running = leadership.clone();
-    tokio::spawn(async move {
+    let mut stopped = leadership.stop.subscribe();
+    let rounds = tokio::spawn(async move {
         let mut every = tokio::time::interval(RENEW_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            every.tick().await;
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stopped.changed() => return,
+            }
             if !health.is_up() {
                 continue;
             }
@@ -133,5 +148,9 @@ pub fn start(
             running.round(&pool, &version).await;
         }
     });
+    *leadership
+        .rounds
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rounds);
     leadership
 }

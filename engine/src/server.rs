@@ -273,13 +273,18 @@ async fn connect(
 /// Says which.
 async fn listen(address: std::net::SocketAddr) -> Result<(TcpListener, &'static str), ServeError> {
     let bind_error = |source| ServeError::Bind { address, source };
+    let inherited_error = |e: std::io::Error| {
+        ServeError::Runtime(format!(
+            "cannot take the socket systemd passed (LISTEN_FDS): {e}"
+        ))
+    };
     let inherited = listenfd::ListenFd::from_env()
         .take_tcp_listener(0)
-        .map_err(bind_error)?;
+        .map_err(inherited_error)?;
     match inherited {
         Some(listener) => {
-            listener.set_nonblocking(true).map_err(bind_error)?;
-            let listener = TcpListener::from_std(listener).map_err(bind_error)?;
+            listener.set_nonblocking(true).map_err(inherited_error)?;
+            let listener = TcpListener::from_std(listener).map_err(inherited_error)?;
             Ok((listener, "inherited"))
         }
         None => {
@@ -429,7 +434,8 @@ async fn reload_loop(
                 count_reload(&metrics, "ok");
                 let changed = serde_json::to_string(&changes).unwrap_or_default();
                 tracing::info!(event = "config.reloaded", cause = cause, config_version = %version, changes = %changed, "Configuration reloaded.");
-                count_stranded(reloader.clone(), pool.clone()).await;
+                // Off the loop: a slow database must not hold up the next reload.
+                tokio::spawn(count_stranded(reloader.clone(), pool.clone()));
                 let files = reloader.current().files.clone();
                 if files != before {
                     match watch::spawn(&files, resend.clone()) {

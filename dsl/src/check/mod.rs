@@ -218,15 +218,18 @@ fn build_index(files: &[SourceFlows], diagnostics: &mut Vec<Diagnostic>) -> Flow
 
 /// Every `set` key in any flow, with its first span.
 fn session_keys(files: &[SourceFlows]) -> BTreeMap<String, Span> {
+    set_keys(files.iter().flat_map(|source| &source.ast.flows))
+}
+
+/// Every key the `flows` `set` in the session, with the span of its first `set`.
+pub fn set_keys<'a>(flows: impl IntoIterator<Item = &'a Flow>) -> BTreeMap<String, Span> {
     let mut keys = BTreeMap::new();
-    for source in files {
-        for flow in &source.ast.flows {
-            walk(&flow.body, &mut |stmt| {
-                if let Stmt::Set { name, .. } = stmt {
-                    keys.entry(name.node.clone()).or_insert(name.span);
-                }
-            });
-        }
+    for flow in flows {
+        walk(&flow.body, &mut |stmt| {
+            if let Stmt::Set { name, .. } = stmt {
+                keys.entry(name.node.clone()).or_insert(name.span);
+            }
+        });
     }
     keys
 }

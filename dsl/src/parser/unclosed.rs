@@ -53,23 +53,25 @@ pub(super) fn code_chars(text: &str) -> impl Iterator<Item = (usize, char)> + '_
 /// missing its `}`. Without such a `}`, the innermost block still open at the end is.
 pub(super) fn unclosed_brace(text: &str) -> Option<Unclosed> {
     let mut open: Vec<usize> = Vec::new();
-    let mut misaligned: Option<(usize, usize)> = None;
+    let mut misaligned: Vec<(usize, usize)> = Vec::new();
     for (i, c) in code_chars(text) {
         match c {
             '{' => open.push(i),
             '}' => {
                 let opener = open.pop()?;
-                if misaligned.is_none()
-                    && starts_its_line(text, i)
-                    && indentation(text, i) != indentation(text, opener)
-                {
-                    misaligned = Some((opener, i));
+                if starts_its_line(text, i) && indentation(text, i) != indentation(text, opener) {
+                    misaligned.push((opener, i));
                 }
             }
             _ => {}
         }
     }
-    let innermost = *open.last()?;
+    let (outermost, innermost) = (*open.first()?, *open.last()?);
+    // Only inside the block still open at the end: an odd `}` in an earlier, closed flow (a
+    // condition wrapped over two lines) says nothing about this one.
+    let misaligned = misaligned
+        .into_iter()
+        .find(|(opener, _)| *opener > outermost);
     Some(match misaligned {
         Some((opener, closer)) => Unclosed {
             opener: Span::new(opener, opener + 1),
@@ -119,6 +121,15 @@ mod tests {
         // The `if`'s `{`, closed by the flow's `}` at column 1.
         assert_eq!(found.opener, at(text, "{", 1));
         assert_eq!(found.misaligned_closer, Some(at(text, "}", 0)));
+    }
+
+    #[test]
+    fn an_odd_closer_in_an_earlier_closed_flow_is_not_blamed() {
+        let text = "flow a {\n  if x {\n    end\n    }\n}\nflow b {\n  if y {\n    end\n  }\n";
+        let found = unclosed_brace(text).expect("one is open");
+        // `flow b`'s own `{`: the misaligned `}` is in flow a, which closed.
+        assert_eq!(found.opener, at(text, "{", 2));
+        assert_eq!(found.misaligned_closer, None);
     }
 
     #[test]

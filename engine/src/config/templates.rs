@@ -350,7 +350,6 @@ fn loads_another(name: &str, file: FileId, span: easymo_dsl::Span) -> Diagnostic
     .help("write the text out; templates are single texts with `{{ variables }}`")
 }
 
-/// The `{{ a.b }}` paths a compiled text reads, placed at the text.
 /// Every value `compiled` reads, each at its first mention in the text (`in_file` maps a span
 /// of `source` into routes.yaml; where escapes make that unsure, it gives the whole text).
 fn field_reads(

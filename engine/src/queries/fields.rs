@@ -141,16 +141,10 @@ impl Reply<'_> {
 pub fn check(config: &Config, sources: &Sources, descriptions: &Descriptions) -> Vec<Diagnostic> {
     let queries = flow_queries(config, sources);
     let mut found = Found::default();
-    let mut session_keys = BTreeSet::new();
-    for (_, ast) in &config.flows.files {
-        for flow in &ast.flows {
-            walk(&flow.body, &mut |stmt| {
-                if let Stmt::Set { name, .. } = stmt {
-                    session_keys.insert(name.node.clone());
-                }
-            });
-        }
-    }
+    let session_keys: BTreeSet<String> =
+        easymo_dsl::check::set_keys(config.flows.files.iter().flat_map(|(_, ast)| &ast.flows))
+            .into_keys()
+            .collect();
     runtime_payment_notices(config, sources, &session_keys, &mut found);
     for (name, ast) in &config.flows.files {
         let Some(file) = sources.find(name) else {
