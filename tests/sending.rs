@@ -691,6 +691,68 @@ fn a_killed_engine_loses_no_reply_and_duplicates_only_what_was_in_flight() {
 }
 
 #[test]
+fn replies_are_recorded_once_the_tables_have_grown() {
+    let graph = FakeGraph::start();
+    let config = config(&graph, |text| text);
+    let database = crate::support::fresh_database();
+    // A database that has served for a while: every hot table past its youth, so the sender
+    // records results with cached generic plans, in transactions of their own.
+    crate::support::exec(
+        &database,
+        "insert into contacts (wa_id)
+             select '2507870' || lpad(n::text, 5, '0') from generate_series(1, 2500) n;
+         insert into sessions (contact_id, expires_at)
+             select id, now() + interval '1 hour' from contacts;
+         insert into inbound_messages (provider_message_id, kind, outcome, body)
+             select 'wamid.in.old.' || n, 'text', 'answered', '\\x7b7d'::bytea
+             from generate_series(1, 2500) n;
+         insert into outbox (recipient, phone_number_id, template, body, status,
+                 provider_message_id, sent_at)
+             select '2507870' || lpad(n::text, 5, '0'), '106540352242922', 'cancelled',
+                 '{}'::jsonb, 'sent', 'wamid.out.old.' || n, now()
+             from generate_series(1, 2500) n;
+         analyze contacts; analyze sessions; analyze inbound_messages; analyze outbox;",
+    );
+    let engine = Engine::start_on(&config, "127.0.0.1:0", &env_on(&database));
+    assert!(
+        engine.wait_for_log("store.tables_grown", Duration::from_secs(20)),
+        "the engine saw the grown tables: {:?}",
+        engine.logs().iter().rev().take(5).collect::<Vec<_>>()
+    );
+    for n in 0..20 {
+        message(
+            &engine,
+            &format!("2507871{n:05}"),
+            &format!("wamid.in.grown.{n}"),
+            "cancel",
+        );
+    }
+    let rows = engine.rows_when(
+        "select o.status, o.provider_message_id, a.http_status, a.finished_at is not null as done
+         from outbox o left join outbox_attempts a on a.outbox_id = o.id
+         where o.body <> '{}'::jsonb order by o.id",
+        Duration::from_secs(30),
+        "every new reply sent and its attempt completed",
+        |rows| {
+            rows.as_array().is_some_and(|r| {
+                r.len() == 20 && r.iter().all(|r| r["status"] == "sent" && r["done"] == true)
+            })
+        },
+    );
+    let requests = graph.requests();
+    assert_eq!(requests.len(), 20, "each reply sent once");
+    for row in rows.as_array().into_iter().flatten() {
+        assert_eq!(row["http_status"], 200, "{row}");
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.wamid.as_deref() == row["provider_message_id"].as_str()),
+            "the row keeps the wamid the Graph API gave: {row}"
+        );
+    }
+}
+
+#[test]
 fn two_engines_on_one_database_never_send_a_row_twice() {
     let graph = FakeGraph::start();
     let config = config(&graph, |text| text);

@@ -89,8 +89,10 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool, Error> {
 /// Like [`connect`], for the server: a short acquire timeout, and no connection reused that was
 /// made before the database last came back. With `planning_each_time`, statements are planned
 /// for their values each time: for statements run a few hundred times a second over arrays of
-/// ids (the sender's claims and results), the planning costs little, and a generic plan made
-/// while a table was small would scan it whole once it has grown.
+/// ids (the sender's claims and sweeps), the planning costs little, and a generic plan made
+/// while a table was small would scan it whole once it has grown. The sender's results are the
+/// exception: their statement costs more to plan than to run, so it switches to a generic plan
+/// once the tables have grown ([`outbox::mark`]).
 pub async fn connect_watched(
     url: &str,
     max: u32,

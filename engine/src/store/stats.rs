@@ -47,7 +47,28 @@ pub async fn keep_current(pool: PgPool) {
     loop {
         tick.tick().await;
         match smallest_table(&pool).await {
-            Ok(rows) => YOUNG.store(rows < YOUNG_ROWS, Ordering::Relaxed),
+            Ok(rows) => {
+                let young = rows < YOUNG_ROWS;
+                if YOUNG.swap(young, Ordering::Relaxed) != young {
+                    // Operators reading a latency change around this moment should know the
+                    // plans changed with it.
+                    tracing::info!(
+                        event = if young {
+                            "store.tables_young"
+                        } else {
+                            "store.tables_grown"
+                        },
+                        smallest_table_rows = rows,
+                        "Hot tables {}: statements now use {} plans.",
+                        if young {
+                            "are small again"
+                        } else {
+                            "have grown"
+                        },
+                        if young { "per-value" } else { "cached generic" }
+                    );
+                }
+            }
             Err(error) => {
                 tracing::debug!(event = "store.stats_failed", error = %error, "Could not read table statistics.");
             }
