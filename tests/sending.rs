@@ -753,6 +753,86 @@ fn replies_are_recorded_once_the_tables_have_grown() {
 }
 
 #[test]
+fn the_results_statement_runs_with_the_plan_it_is_given() {
+    use easymo_engine::store::outbox::{mark_planned, Mark, Next};
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use std::str::FromStr as _;
+
+    let database = crate::support::fresh_database();
+    crate::support::exec(
+        &database,
+        "insert into outbox (recipient, phone_number_id, template, body, attempts, leased_by)
+             select '2507879' || lpad(n::text, 5, '0'), '106540352242922', 'cancelled',
+                 '{}'::jsonb, 1, 'plans'
+             from generate_series(1, 4) n;
+         insert into outbox_attempts (outbox_id, attempt, process)
+             select id, 1, 'plans' from outbox;",
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        // One connection planning per value, as the sending pool does: the prepared statement
+        // whose plan counts are read back is the one `mark_planned` ran.
+        let options = PgConnectOptions::from_str(&database)
+            .expect("url")
+            .options([("plan_cache_mode", "force_custom_plan")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("connect");
+        let ids: Vec<i64> = sqlx::query_scalar("select id from outbox order by id")
+            .fetch_all(&pool)
+            .await
+            .expect("ids");
+        let mut counts = Vec::new();
+        for (n, id) in ids.iter().enumerate() {
+            let mark = Mark {
+                id: *id,
+                next: Next::Sent(format!("wamid.plans.{n}")),
+                attempt: Some(1),
+                http_status: Some(200),
+                code: None,
+                error: None,
+                latency_ms: Some(3),
+                called_at: None,
+            };
+            let generic = n >= 2;
+            mark_planned(&pool, "plans", Duration::from_secs(30), &[mark], generic)
+                .await
+                .expect("mark");
+            let plans: (i64, i64) = sqlx::query_as(
+                "select generic_plans, custom_plans from pg_prepared_statements
+                 where statement like 'with r as (%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("the results statement is prepared on the connection");
+            counts.push(plans);
+        }
+        assert_eq!(
+            counts,
+            [(0, 1), (0, 2), (1, 2), (2, 2)],
+            "(generic, per-value) plans after each round: two per value, then two generic"
+        );
+        let rows: Vec<(String, Option<String>, bool)> = sqlx::query_as(
+            "select o.status, o.provider_message_id, a.finished_at is not null
+             from outbox o join outbox_attempts a on a.outbox_id = o.id order by o.id",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
+        for (n, (status, wamid, finished)) in rows.iter().enumerate() {
+            assert_eq!(status, "sent", "row {n}");
+            assert_eq!(wamid.as_deref(), Some(format!("wamid.plans.{n}").as_str()));
+            assert!(finished, "row {n}'s attempt completed");
+        }
+    });
+}
+
+#[test]
 fn two_engines_on_one_database_never_send_a_row_twice() {
     let graph = FakeGraph::start();
     let config = config(&graph, |text| text);
