@@ -22,17 +22,10 @@ use sqlx::PgPool;
 /// (deliveries are only appended to, and read back by a partial index on startup): while any
 /// of them is small, statements are planned per value.
 const HOT_TABLES: &[&str] = &["contacts", "sessions", "inbound_messages", "outbox"];
-/// The tables analyzed when they double: the hot ones, and those the sender's results
-/// statement also probes by key, whose cached generic plan must follow their growth even
-/// where status webhooks start, or attempts are first recorded, long after the others grew.
-const ANALYZED_TABLES: &[&str] = &[
-    "contacts",
-    "sessions",
-    "inbound_messages",
-    "outbox",
-    "outbox_attempts",
-    "message_statuses",
-];
+/// Analyzed when they double, besides the hot tables, without deciding youth: the sender's
+/// results statement probes them by key, and its cached generic plan must follow their growth
+/// even where status webhooks start, or attempts are first recorded, long after the others grew.
+const ALSO_ANALYZED: &[&str] = &["outbox_attempts", "message_statuses"];
 /// How often the statistics are looked at.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Changes since the last analyze that always warrant one (below this, a table is tiny).
@@ -106,11 +99,11 @@ pub async fn smallest_table(pool: &PgPool) -> Result<i64, sqlx::Error> {
     .await
 }
 
-/// Analyzes every table of [`ANALYZED_TABLES`] that has changed by as many rows as it held at
-/// its last analyze
-/// (or has now, if fewer: a truncate empties it without an analyze), and by at least
-/// [`MIN_CHANGES`]; returns their names.
+/// Analyzes every hot table, and each of [`ALSO_ANALYZED`], that has changed by as many rows as
+/// it held at its last analyze (or has now, if fewer: a truncate empties it without an
+/// analyze), and by at least [`MIN_CHANGES`]; returns their names.
 pub async fn analyze_grown(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let tables = [HOT_TABLES, ALSO_ANALYZED].concat();
     let grown: Vec<String> = sqlx::query_scalar(
         "select s.relname::text from pg_stat_user_tables s join pg_class c on c.oid = s.relid
          where s.relname = any($1) and s.schemaname = current_schema()
@@ -118,15 +111,14 @@ pub async fn analyze_grown(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
            and c.reltuples < $3
          order by s.relname",
     )
-    .bind(ANALYZED_TABLES)
+    .bind(&tables)
     .bind(MIN_CHANGES)
     .bind(GROWN_UP)
     .fetch_all(pool)
     .await?;
     for table in &grown {
-        // Only names from ANALYZED_TABLES reach this statement (the query above filters on
-        // them).
-        if ANALYZED_TABLES.contains(&table.as_str()) {
+        // Only names from `tables` reach this statement (the query above filters on them).
+        if tables.contains(&table.as_str()) {
             // The plans at stake probe unique keys: they depend on a table's size, which any
             // sample measures, not on how its values are spread. A tenth of the default sample
             // (3,000 rows instead of 30,000) made these analyzes, on a fresh database under
