@@ -25,6 +25,15 @@ fn routed(engine: &Engine, message: &str) -> String {
         .to_owned()
 }
 
+/// Sends "duka" every 20 ms until it routes to `shop`, failing with `what` after `within`.
+fn wait_for_duka_to_route_to_shop(engine: &Engine, within: Duration, what: &str) {
+    let started = Instant::now();
+    while routed(engine, "duka") != "shop" {
+        assert!(started.elapsed() < within, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn admin(engine: &Engine) -> serde_json::Value {
     engine.admin_config()
 }
@@ -44,14 +53,7 @@ fn a_valid_edit_is_served_within_a_second() {
     let engine = Engine::start(&config, "127.0.0.1:0");
     assert_eq!(routed(&engine, "duka"), "main_menu");
     config.write(&with_keyword(&config.read(), "duka"));
-    let edited = Instant::now();
-    while routed(&engine, "duka") != "shop" {
-        assert!(
-            edited.elapsed() < Duration::from_secs(1),
-            "not reloaded within 1 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_duka_to_route_to_shop(&engine, Duration::from_secs(1), "not reloaded within 1 s");
     let reloads = &admin(&engine)["reloads"];
     assert_eq!(reloads["succeeded"], 1);
     // What changed, in routes.yaml's words.
@@ -147,14 +149,7 @@ fn an_invalid_edit_keeps_the_old_config_until_it_is_fixed() {
     assert_eq!(state["reloads"]["last_attempt"]["outcome"], "unchanged");
     // Fixing the file later is picked up.
     config.write(&with_keyword(&good, "duka"));
-    let fixed = Instant::now();
-    while routed(&engine, "duka") != "shop" {
-        assert!(
-            fixed.elapsed() < Duration::from_secs(2),
-            "the fix was not picked up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_duka_to_route_to_shop(&engine, Duration::from_secs(2), "the fix was not picked up");
 }
 
 #[test]
@@ -425,13 +420,10 @@ fn a_configmap_volume_updated_by_kubernetes_is_reloaded() {
     std::fs::write(v2.join("routes.yaml"), edited).expect("write v2");
     symlink("..2026_12_06_v2", volume.dir.join("..data_tmp")).expect("link");
     std::fs::rename(volume.dir.join("..data_tmp"), volume.dir.join("..data")).expect("swap");
-    let swapped = Instant::now();
-    while routed(&engine, "duka") != "shop" {
-        assert!(
-            swapped.elapsed() < Duration::from_secs(5),
-            "the swapped volume was not reloaded"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_duka_to_route_to_shop(
+        &engine,
+        Duration::from_secs(5),
+        "the swapped volume was not reloaded",
+    );
     assert_eq!(admin(&engine)["reloads"]["succeeded"], 1);
 }
